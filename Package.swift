@@ -1,0 +1,188 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "troupe",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Troupe", targets: ["Troupe"]),
+        .executable(name: "troupe-sidecar", targets: ["troupe-sidecar"]),
+        .executable(name: "troupe", targets: ["TroupeCLI"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // Generated from proto/ by scripts/gen-proto.sh; committed.
+        .target(
+            name: "TroupeProto",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Sources/TroupeProto"
+        ),
+        // Framing, typed statuses and the multiplexed peer connection of the host protocol.
+        .target(
+            name: "TroupeWire",
+            dependencies: [
+                "TroupeProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/TroupeWire",
+            swiftSettings: strict
+        ),
+        // The state-store abstraction and its in-memory implementation.
+        .target(
+            name: "TroupeStore",
+            dependencies: ["TroupeWire"],
+            path: "Sources/TroupeStore",
+            swiftSettings: strict
+        ),
+        // The embedded default store.
+        .target(
+            name: "TroupeSQLite",
+            dependencies: [
+                "TroupeStore", "TroupeWire",
+                .product(name: "SQLiteNIO", package: "sqlite-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/TroupeSQLite",
+            swiftSettings: strict
+        ),
+        // The DistributedActorSystem, ActorProcess and the directory of active actors.
+        .target(
+            name: "TroupeActors",
+            dependencies: [
+                "TroupeWire", "TroupeStore", "TroupeProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/TroupeActors",
+            swiftSettings: strict
+        ),
+        // The `troupe` command-line tool.
+        .executableTarget(
+            name: "TroupeCLI",
+            dependencies: [
+                "TroupeWire", "TroupeProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Sources/TroupeCLI",
+            swiftSettings: strict
+        ),
+        // The sidecar runtime: configuration, host connections, wiring.
+        .target(
+            name: "TroupeSidecar",
+            dependencies: [
+                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            path: "sidecar/TroupeSidecar",
+            swiftSettings: strict
+        ),
+        .executableTarget(
+            name: "troupe-sidecar",
+            dependencies: [
+                "TroupeSidecar",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "sidecar/troupe-sidecar",
+            swiftSettings: strict
+        ),
+        // The Swift SDK users import.
+        .target(
+            name: "Troupe",
+            dependencies: [
+                "TroupeWire", "TroupeProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "sdk/Troupe",
+            swiftSettings: strict
+        ),
+        // Example: seat reservation (reactive ticketing).
+        .executableTarget(
+            name: "seat-reservation",
+            dependencies: [
+                "Troupe",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "sdk/Examples/SeatReservation",
+            swiftSettings: strict
+        ),
+        // Benchmarks (release mode; see docs/benchmarks.md).
+        .executableTarget(
+            name: "troupe-bench",
+            dependencies: [
+                "Troupe", "TroupeWire",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "sdk/Benchmarks/troupe-bench",
+            swiftSettings: strict
+        ),
+        // Actor types the tests host, in-process and in the troupe-test-host process.
+        .target(
+            name: "TroupeTestActors",
+            dependencies: ["Troupe"],
+            path: "Tests/Fixtures/TestActors"
+        ),
+        .executableTarget(
+            name: "troupe-test-host",
+            dependencies: [
+                "Troupe", "TroupeTestActors",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Tests/Fixtures/TestHost"
+        ),
+        .testTarget(
+            name: "TroupeWireTests",
+            dependencies: ["TroupeWire", "TroupeProto", .product(name: "NIOEmbedded", package: "swift-nio")],
+            path: "Tests/TroupeWireTests"
+        ),
+        .testTarget(
+            name: "TroupeStoreTests",
+            dependencies: ["TroupeStore", "TroupeSQLite", "TroupeWire"],
+            path: "Tests/TroupeStoreTests"
+        ),
+        .testTarget(
+            name: "TroupeSidecarTests",
+            dependencies: [
+                "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore",
+                "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TroupeSidecarTests"
+        ),
+    ]
+)

@@ -1,0 +1,436 @@
+public import Logging
+import Metrics
+public import NIOCore
+public import ServiceLifecycle
+import Synchronization
+public import TroupeProto
+public import TroupeStore
+public import TroupeWire
+
+/// The directory of a sidecar's actors: registered types, their hosts, and every activation with
+/// its mailbox.
+///
+/// ``invoke(_:reply:)`` is synchronous and never waits: it queues the call in the actor's mailbox
+/// (activating the actor first if needed) or refuses it with a typed error. Calls made one after
+/// another from one thread, as a connection's frames are, therefore keep their order. The work
+/// that must wait (loading state, talking to the host) runs in the directory's own task group,
+/// which ``run()`` owns, so no task outlives the service.
+public final class ActorDirectory: Service, Sendable {
+    public struct Configuration: Sendable {
+        public var system: String
+        public var node: String
+        public var defaultIdleTimeout: TimeAmount = .seconds(300)
+        public var defaultMailboxCapacity: Int = 1024
+        /// How long graceful shutdown waits for running and queued calls.
+        public var drainTimeout: TimeAmount = .seconds(10)
+
+        public init(system: String, node: String) {
+            self.system = system
+            self.node = node
+        }
+    }
+
+    private enum Work: Sendable {
+        case activate(ActorKey, activationID: UInt64, spawnFrom: String)
+        case drain(ActorProcess)
+    }
+
+    private struct TypeEntry {
+        var info: ActorTypeInfo
+        var hosts: [any ActorHost]
+        var nextHost = 0
+    }
+
+    private struct Slot {
+        var activationID: UInt64
+        var queue: CircularBuffer<Call>?
+        var running = false
+        var process: ActorProcess?
+        var type: ActorTypeInfo?
+        var host: ObjectIdentifier?
+        var lastActivity: NIODeadline
+        var revision: UInt64 = 0
+
+        var depth: Int { (queue?.count ?? 0) + (running ? 1 : 0) }
+    }
+
+    private struct State {
+        var types: [String: TypeEntry] = [:]
+        var slots: [ActorKey: Slot] = [:]
+        var nextActivationID: UInt64 = 1
+        var stopping = false
+    }
+
+    public let configuration: Configuration
+    public let actorSystem: TroupeActorSystem
+    public let store: any StateStore
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let work: AsyncStream<Work>
+    private let workInput: AsyncStream<Work>.Continuation
+    private let activations = Counter(label: "troupe_activations_total")
+    private let deactivations = Counter(label: "troupe_deactivations_total")
+    private let activeGauge = Gauge(label: "troupe_active_actors")
+
+    public init(configuration: Configuration, store: any StateStore, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.actorSystem = TroupeActorSystem(node: configuration.node)
+        var logger = logger
+        logger[metadataKey: "troupe.system"] = "\(configuration.system)"
+        logger[metadataKey: "troupe.node"] = "\(configuration.node)"
+        self.logger = logger
+        (self.work, self.workInput) = AsyncStream.makeStream(of: Work.self)
+    }
+
+    // MARK: Registration
+
+    /// Registers actor types served by `host`. A type registered by several hosts is spread over them.
+    ///
+    /// - Throws: `invalidArgument` for an empty name or an unknown kind, `failedPrecondition` when a
+    ///   name is registered again with another kind or statefulness.
+    @discardableResult
+    public func register(_ definitions: [WireActorDefinition], host: any ActorHost) throws(TroupeError) -> [String] {
+        for definition in definitions {
+            guard !definition.name.isEmpty else { throw .invalidArgument("an actor definition has an empty name") }
+            guard definition.kind == .named || definition.kind == .unnamed else {
+                throw .invalidArgument("actor '\(definition.name)' has no kind (named or unnamed)")
+            }
+        }
+        return try state.withLock { (state) throws(TroupeError) -> [String] in
+            for definition in definitions {
+                if let existing = state.types[definition.name]?.info.definition,
+                    existing.kind != definition.kind || existing.stateful != definition.stateful
+                {
+                    throw .failedPrecondition(
+                        "actor type '\(definition.name)' is already registered with another kind or statefulness")
+                }
+            }
+            for definition in definitions {
+                let info = ActorTypeInfo(
+                    definition: definition, defaultIdleTimeout: configuration.defaultIdleTimeout,
+                    defaultMailboxCapacity: configuration.defaultMailboxCapacity)
+                var entry = state.types[definition.name] ?? TypeEntry(info: info, hosts: [])
+                entry.info = info
+                if !entry.hosts.contains(where: { $0 === host }) { entry.hosts.append(host) }
+                state.types[definition.name] = entry
+            }
+            return definitions.map(\.name)
+        }
+    }
+
+    /// Forgets `host`: its actors are deactivated and their waiting calls fail with `unavailable`.
+    public func hostDisconnected(_ host: any ActorHost) {
+        let id = ObjectIdentifier(host)
+        let orphaned = state.withLock { state -> [Call] in
+            for name in Array(state.types.keys) {
+                state.types[name]?.hosts.removeAll { $0 === host }
+            }
+            var calls: [Call] = []
+            for (key, slot) in state.slots where slot.host == id {
+                calls.append(contentsOf: slot.queue ?? [])
+                state.slots.removeValue(forKey: key)
+                deactivations.increment()
+            }
+            return calls
+        }
+        activeGauge.record(activeCount)
+        let error = TroupeError.unavailable("the actor host \(host.hostName) disconnected")
+        for call in orphaned { call.reply.complete(.failure(error)) }
+        logger.info("host disconnected", metadata: ["troupe.host": "\(host.hostName)", "troupe.failed_calls": "\(orphaned.count)"])
+    }
+
+    /// The registered types.
+    public var registeredTypes: [WireActorDefinition] {
+        state.withLock { $0.types.values.map(\.info.definition) }.sorted { $0.name < $1.name }
+    }
+
+    // MARK: Invocation
+
+    /// Queues a call. The outcome reaches `reply`, exactly once, by the caller's deadline at the latest.
+    public func invoke(_ invocation: Invocation, reply: Reply) {
+        var scheduled: Work?
+        let refusal = state.withLock { state -> TroupeError? in
+            if state.stopping { return .unavailable("the sidecar is shutting down") }
+            let key = invocation.actor
+            let call = Call(invocation: invocation, reply: reply)
+            if var slot = state.slots[key] {
+                let capacity = slot.type?.mailboxCapacity ?? configuration.defaultMailboxCapacity
+                if (slot.queue?.count ?? 0) >= capacity {
+                    return .resourceExhausted(
+                        "mailbox of \(key) is full (\(capacity) calls waiting)", details: ["actor": key.name])
+                }
+                if slot.queue == nil { slot.queue = CircularBuffer(initialCapacity: 4) }
+                slot.queue!.append(call)
+                slot.lastActivity = .now()
+                if let process = slot.process, !slot.running {
+                    slot.running = true
+                    scheduled = .drain(process)
+                }
+                state.slots[key] = slot
+            } else {
+                let id = state.nextActivationID
+                state.nextActivationID += 1
+                var queue = CircularBuffer<Call>(initialCapacity: 4)
+                queue.append(call)
+                state.slots[key] = Slot(activationID: id, queue: queue, lastActivity: .now())
+                scheduled = .activate(key, activationID: id, spawnFrom: invocation.spawnFrom)
+            }
+            return nil
+        }
+        if let refusal {
+            reply.complete(.failure(refusal))
+        } else if let scheduled {
+            workInput.yield(scheduled)
+        }
+    }
+
+    /// Queues a call and waits for its outcome.
+    public func invoke(_ invocation: Invocation) async throws -> WirePayload {
+        try await withCheckedThrowingContinuation { continuation in
+            let reply = Reply { continuation.resume(with: $0.mapError { $0 as any Error }) }
+            reply.arm(deadline: invocation.deadline, on: MultiThreadedEventLoopGroupSingleton.loop)
+            invoke(invocation, reply: reply)
+        }
+    }
+
+    /// Creates unnamed actors of `actorType` that do not exist yet; returns the ones created.
+    public func spawn(names: [String], actorType: String) async throws -> [String] {
+        let info = state.withLock { $0.types[actorType]?.info }
+        guard let info, info.definition.kind == .unnamed else {
+            throw TroupeError.notFound("no unnamed actor type '\(actorType)' is registered", details: ["actor_type": actorType])
+        }
+        guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty }) else {
+            throw TroupeError.invalidArgument("spawn needs at least one non-empty name")
+        }
+        let keys = names.map { ActorKey(system: configuration.system, name: $0) }
+        let created = try await store.spawn(keys, actorType: info.name)
+        return created.map(\.name)
+    }
+
+    /// The next call for activation `activationID` of `key`, or nil when its mailbox is empty
+    /// (the activation then counts as idle) or the activation was removed.
+    func next(_ key: ActorKey, _ activationID: UInt64) -> Call? {
+        state.withLock { state -> Call? in
+            guard var slot = state.slots[key], slot.activationID == activationID else { return nil }
+            defer { state.slots[key] = slot }
+            slot.lastActivity = .now()
+            guard let call = slot.queue?.popFirst() else {
+                slot.running = false
+                slot.queue = nil
+                return nil
+            }
+            return call
+        }
+    }
+
+    /// Removes an activation that must stop serving, failing its waiting calls with `error`.
+    func deactivate(_ key: ActorKey, _ activationID: UInt64, because error: TroupeError) {
+        let calls = state.withLock { state -> [Call] in
+            guard let slot = state.slots[key], slot.activationID == activationID else { return [] }
+            state.slots.removeValue(forKey: key)
+            return Array(slot.queue ?? [])
+        }
+        deactivations.increment()
+        logger.warning("actor deactivated", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+        for call in calls { call.reply.complete(.failure(error)) }
+    }
+
+    // MARK: Activation
+
+    private func activate(_ key: ActorKey, activationID: UInt64, spawnFrom: String) async {
+        do {
+            let (info, host) = try await resolve(key, spawnFrom: spawnFrom)
+            var activation: Activation?
+            if info.stateful || info.definition.kind == .unnamed {
+                activation = try await store.activate(key, actorType: info.name)
+            }
+            let process = TroupeActorSystem.$preassignedID.withValue(
+                TroupeActorID(node: configuration.node, path: key.description)
+            ) {
+                ActorProcess(
+                    actorSystem: actorSystem, key: key, activationID: activationID, type: info, host: host,
+                    store: store, directory: self, activation: activation)
+            }
+            let start = state.withLock { state -> Bool in
+                guard var slot = state.slots[key], slot.activationID == activationID else { return false }
+                defer { state.slots[key] = slot }
+                slot.process = process
+                slot.type = info
+                slot.host = ObjectIdentifier(host)
+                slot.revision = activation?.record.revision ?? 0
+                guard !(slot.queue?.isEmpty ?? true) else { return false }
+                slot.running = true
+                return true
+            }
+            activations.increment()
+            activeGauge.record(activeCount)
+            logger.debug("actor activated", metadata: ["troupe.actor_id": "\(key)", "troupe.actor_type": "\(info.name)"])
+            if start { await process.whenLocal { await $0.drain() } }
+        } catch {
+            let error = TroupeError(wrapping: error)
+            let calls = state.withLock { state -> [Call] in
+                guard let slot = state.slots[key], slot.activationID == activationID else { return [] }
+                state.slots.removeValue(forKey: key)
+                return Array(slot.queue ?? [])
+            }
+            if error.code != .notFound {
+                logger.warning("activation failed", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+            }
+            for call in calls { call.reply.complete(.failure(error)) }
+        }
+    }
+
+    /// Finds the type of `key` and the host to run it on.
+    private func resolve(_ key: ActorKey, spawnFrom: String) async throws -> (ActorTypeInfo, any ActorHost) {
+        guard key.system == configuration.system else {
+            throw TroupeError.unavailable(
+                "system '\(key.system)' is not reachable from this sidecar of '\(configuration.system)'",
+                details: ["system": key.system])
+        }
+        if let named = try pickHost(for: key.name, requireKind: .named) {
+            return named
+        }
+        var typeName: String?
+        if !spawnFrom.isEmpty {
+            guard try pickHost(for: spawnFrom, requireKind: .unnamed, dryRun: true) != nil else {
+                throw TroupeError.notFound("no unnamed actor type '\(spawnFrom)' is registered", details: ["actor_type": spawnFrom])
+            }
+            _ = try await store.spawn([key], actorType: spawnFrom)
+            typeName = spawnFrom
+        } else if let record = try await store.read(key) {
+            typeName = record.actorType
+        }
+        guard let typeName else {
+            throw TroupeError.notFound("no actor '\(key.name)' in system '\(key.system)'", details: ["actor": key.name])
+        }
+        guard let found = try pickHost(for: typeName, requireKind: .unnamed) else {
+            throw TroupeError.unavailable(
+                "no host is registered for actor type '\(typeName)'", details: ["actor_type": typeName])
+        }
+        return found
+    }
+
+    /// The type `name` and its next host (round robin), nil if no such type of that kind is registered.
+    ///
+    /// - Throws: `unavailable` if the type is registered but no host serves it now.
+    private func pickHost(for name: String, requireKind kind: WireActorKind, dryRun: Bool = false) throws
+        -> (ActorTypeInfo, any ActorHost)?
+    {
+        try state.withLock { (state) throws -> (ActorTypeInfo, any ActorHost)? in
+            guard var entry = state.types[name], entry.info.definition.kind == kind else { return nil }
+            guard !entry.hosts.isEmpty else {
+                throw TroupeError.unavailable("no host is registered for actor type '\(name)'", details: ["actor_type": name])
+            }
+            let host = entry.hosts[entry.nextHost % entry.hosts.count]
+            if !dryRun {
+                entry.nextHost &+= 1
+                state.types[name] = entry
+            }
+            return (entry.info, host)
+        }
+    }
+
+    // MARK: Introspection
+
+    /// Number of active actors.
+    public var activeCount: Int { state.withLock { $0.slots.count } }
+
+    /// The active actors, sorted by name, at most `limit` of them.
+    public func list(actorType: String = "", limit: Int = 1000) -> (actors: [WireActorInfo], truncated: Bool) {
+        let now = NIODeadline.now()
+        var infos = state.withLock { state -> [WireActorInfo] in
+            state.slots.compactMap { key, slot in
+                guard let type = slot.type, actorType.isEmpty || type.name == actorType else { return nil }
+                var info = WireActorInfo()
+                info.actor.system = key.system
+                info.actor.name = key.name
+                info.actorType = type.name
+                info.node = configuration.node
+                info.revision = slot.revision
+                info.mailboxDepth = UInt32(clamping: slot.depth)
+                info.idleMs = UInt64(max(0, (now - slot.lastActivity).nanoseconds / 1_000_000))
+                return info
+            }
+        }
+        infos.sort { $0.actor.name < $1.actor.name }
+        let truncated = infos.count > limit
+        return (Array(infos.prefix(limit)), truncated)
+    }
+
+    func noteRevision(_ key: ActorKey, _ activationID: UInt64, _ revision: UInt64) {
+        state.withLock { state in
+            guard state.slots[key]?.activationID == activationID else { return }
+            state.slots[key]?.revision = revision
+        }
+    }
+
+    // MARK: Lifecycle
+
+    /// Runs activations and drains, deactivates idle actors, and on graceful shutdown refuses new
+    /// calls, lets queued ones finish (bounded by ``Configuration/drainTimeout``) and deactivates all.
+    public func run() async throws {
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.sweepIdle() }
+            group.addTask {
+                try? await gracefulShutdown()
+                await self.drainAndStop()
+            }
+            for await item in work {
+                group.addTask {
+                    switch item {
+                    case .activate(let key, let id, let spawnFrom): await self.activate(key, activationID: id, spawnFrom: spawnFrom)
+                    case .drain(let process): await process.whenLocal { await $0.drain() }
+                    }
+                }
+            }
+            group.cancelAll()
+        }
+        logger.info("actor directory stopped")
+    }
+
+    /// Stops taking calls, waits for the ones queued, then deactivates every actor.
+    public func drainAndStop() async {
+        state.withLock { $0.stopping = true }
+        let deadline = NIODeadline.now() + configuration.drainTimeout
+        while NIODeadline.now() < deadline, !Task.isCancelled {
+            let busy = state.withLock { $0.slots.values.contains { $0.depth > 0 } }
+            if !busy { break }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        let leftovers = state.withLock { state -> [Call] in
+            let calls = state.slots.values.flatMap { Array($0.queue ?? []) }
+            state.slots.removeAll()
+            return calls
+        }
+        let error = TroupeError.unavailable("the sidecar shut down before the call ran")
+        for call in leftovers { call.reply.complete(.failure(error)) }
+        activeGauge.record(0)
+        workInput.finish()
+    }
+
+    private func sweepIdle() async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(250))
+            let now = NIODeadline.now()
+            let removed = state.withLock { state -> Int in
+                let idle = state.slots.filter { _, slot in
+                    guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return false }
+                    return now - slot.lastActivity >= type.idleTimeout
+                }
+                for key in idle.keys { state.slots.removeValue(forKey: key) }
+                return idle.count
+            }
+            if removed > 0 {
+                deactivations.increment(by: removed)
+                activeGauge.record(activeCount)
+                logger.debug("idle actors deactivated", metadata: ["troupe.count": "\(removed)"])
+            }
+        }
+    }
+}
+
+/// The event loop that arms deadlines of calls made from Swift code rather than a connection.
+enum MultiThreadedEventLoopGroupSingleton {
+    static var loop: any EventLoop { NIOSingletons.posixEventLoopGroup.any() }
+}

@@ -1,0 +1,91 @@
+public import NIOCore
+import Synchronization
+public import TroupeProto
+public import TroupeStore
+public import TroupeWire
+
+/// How the runtime reaches the process that runs an actor type's code.
+///
+/// The sidecar implements it over a host-protocol connection. `invoke` must honour the timeout
+/// and must fail, not hang, when the host goes away.
+public protocol ActorHost: AnyObject, Sendable {
+    /// A short name for logs.
+    var hostName: String { get }
+    /// Runs one action on the host.
+    func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) async throws -> WireActorInvocationResult
+}
+
+/// One call to an actor, as the directory queues it.
+public struct Invocation: Sendable {
+    public var actor: ActorKey
+    public var action: String
+    public var payload: WirePayload
+    public var metadata: [String: String]
+    public var caller: WireActorId?
+    public var deadline: NIODeadline
+    /// Spawn the actor from this unnamed type if it does not exist.
+    public var spawnFrom: String
+
+    public init(
+        actor: ActorKey, action: String, payload: WirePayload = WirePayload(), metadata: [String: String] = [:],
+        caller: WireActorId? = nil, deadline: NIODeadline, spawnFrom: String = ""
+    ) {
+        self.actor = actor
+        self.action = action
+        self.payload = payload
+        self.metadata = metadata
+        self.caller = caller
+        self.deadline = deadline
+        self.spawnFrom = spawnFrom
+    }
+}
+
+/// The answer slot of one call: completed exactly once, by the reply, by an error or by the
+/// caller's deadline, whichever comes first.
+public final class Reply: Sendable {
+    private struct State {
+        var done = false
+        var timer: Scheduled<Void>?
+    }
+
+    private let state = Mutex(State())
+    private let deliver: @Sendable (Result<WirePayload, TroupeError>) -> Void
+
+    /// - Parameter deliver: called once with the outcome, on whichever thread completes it.
+    public init(_ deliver: @escaping @Sendable (Result<WirePayload, TroupeError>) -> Void) {
+        self.deliver = deliver
+    }
+
+    /// Fails the call with `deadlineExceeded` at `deadline` unless it was answered before.
+    public func arm(deadline: NIODeadline, on eventLoop: any EventLoop) {
+        let timer = eventLoop.scheduleTask(deadline: deadline) { [self] in
+            complete(.failure(.deadlineExceeded("the call's deadline passed before the actor answered")))
+        }
+        let alreadyDone = state.withLock { state -> Bool in
+            if state.done { return true }
+            state.timer = timer
+            return false
+        }
+        if alreadyDone { timer.cancel() }
+    }
+
+    public var isDone: Bool { state.withLock { $0.done } }
+
+    public func complete(_ result: Result<WirePayload, TroupeError>) {
+        let timer = state.withLock { state -> Scheduled<Void>?? in
+            if state.done { return .none }
+            state.done = true
+            defer { state.timer = nil }
+            return .some(state.timer)
+        }
+        guard case .some(let pending) = timer else { return }
+        pending?.cancel()
+        deliver(result)
+    }
+}
+
+/// A call waiting in an actor's mailbox.
+struct Call: Sendable {
+    var invocation: Invocation
+    var reply: Reply
+}

@@ -1,0 +1,230 @@
+public import Distributed
+public import Foundation
+import Synchronization
+public import TroupeWire
+
+/// The identity of a distributed actor in a Troupe cluster: the node it lives on and a path.
+///
+/// For an ``ActorProcess`` the path is `system/name`, so the id of an actor is known without
+/// asking anyone, which is what placement needs.
+public struct TroupeActorID: Hashable, Sendable, Codable, CustomStringConvertible {
+    public var node: String
+    public var path: String
+
+    public init(node: String, path: String) {
+        self.node = node
+        self.path = path
+    }
+
+    public var description: String { "\(path)@\(node)" }
+}
+
+/// Troupe's `DistributedActorSystem`.
+///
+/// Local calls on a local actor never reach this type: Swift calls the actor directly, with no
+/// serialization. Remote calls go through ``remoteCall(on:target:invocation:throwing:returning:)``,
+/// which needs a cluster transport; a single-node sidecar has none, so a call on an actor that
+/// is not active here fails with `unavailable`. Inbound remote calls are executed by
+/// ``executeRemoteCall(_:)`` against an allow-list of targets, since a target name that comes
+/// from the network is untrusted input.
+public final class TroupeActorSystem: DistributedActorSystem, Sendable {
+    public typealias ActorID = TroupeActorID
+    public typealias SerializationRequirement = any Codable
+    public typealias InvocationEncoder = TroupeInvocationEncoder
+    public typealias InvocationDecoder = TroupeInvocationDecoder
+    public typealias ResultHandler = TroupeResultHandler
+
+    /// The name of this node (this sidecar process) in the cluster.
+    public let node: String
+    private let actors = Mutex<[TroupeActorID: WeakActor]>([:])
+    private let allowedTargets: Mutex<Set<String>>
+
+    /// The id ``assignID(_:)`` gives the next actor created in this task, so that actors get the
+    /// well-known ids placement computes.
+    @TaskLocal public static var preassignedID: TroupeActorID?
+
+    public init(node: String, allowedTargets: Set<String> = []) {
+        self.node = node
+        self.allowedTargets = Mutex(allowedTargets)
+    }
+
+    /// Allows inbound remote calls of `target` (its `RemoteCallTarget.identifier`).
+    public func allowRemoteTarget(_ identifier: String) {
+        allowedTargets.withLock { _ = $0.insert(identifier) }
+    }
+
+    public func resolve<Act>(id: TroupeActorID, as actorType: Act.Type) throws -> Act?
+    where Act: DistributedActor, Act.ID == TroupeActorID {
+        actors.withLock { $0[id]?.actor } as? Act
+    }
+
+    public func assignID<Act>(_ actorType: Act.Type) -> TroupeActorID
+    where Act: DistributedActor, Act.ID == TroupeActorID {
+        Self.preassignedID ?? TroupeActorID(node: node, path: "anonymous/\(UUID().uuidString)")
+    }
+
+    public func actorReady<Act>(_ actor: Act) where Act: DistributedActor, Act.ID == TroupeActorID {
+        actors.withLock { $0[actor.id] = WeakActor(actor: actor) }
+    }
+
+    public func resignID(_ id: TroupeActorID) {
+        actors.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
+    /// Number of live distributed actors on this node.
+    public var localActorCount: Int { actors.withLock { $0.count } }
+
+    public func makeInvocationEncoder() -> TroupeInvocationEncoder { TroupeInvocationEncoder() }
+
+    public func remoteCall<Act, Err, Res>(
+        on actor: Act,
+        target: RemoteCallTarget,
+        invocation: inout TroupeInvocationEncoder,
+        throwing: Err.Type,
+        returning: Res.Type
+    ) async throws -> Res where Act: DistributedActor, Act.ID == TroupeActorID, Err: Error, Res: Codable {
+        throw noTransport(actor.id)
+    }
+
+    public func remoteCallVoid<Act, Err>(
+        on actor: Act,
+        target: RemoteCallTarget,
+        invocation: inout TroupeInvocationEncoder,
+        throwing: Err.Type
+    ) async throws where Act: DistributedActor, Act.ID == TroupeActorID, Err: Error {
+        throw noTransport(actor.id)
+    }
+
+    private func noTransport(_ id: TroupeActorID) -> TroupeError {
+        .unavailable(
+            "actor \(id) is not active on node \(node), and this sidecar has no cluster transport",
+            details: ["actor": id.path, "node": id.node])
+    }
+
+    /// Executes an inbound remote call on a local actor and returns its encoded result.
+    ///
+    /// Always answers: an unknown actor, a target outside the allow-list, an undecodable argument
+    /// or a thrown error all become a failed result, never silence.
+    public func executeRemoteCall(_ call: RemoteCallEnvelope) async -> Result<Data?, TroupeError> {
+        guard allowedTargets.withLock({ $0.contains(call.target) }) else {
+            return .failure(.failedPrecondition("remote target '\(call.target)' is not allowed", details: ["target": call.target]))
+        }
+        guard let actor = actors.withLock({ $0[call.recipient]?.actor }) else {
+            return .failure(.notFound("no actor \(call.recipient) on node \(node)"))
+        }
+        let outcome = Outcome()
+        var decoder = TroupeInvocationDecoder(call)
+        do {
+            try await executeDistributedTarget(
+                on: actor, target: RemoteCallTarget(call.target), invocationDecoder: &decoder,
+                handler: TroupeResultHandler(outcome: outcome))
+        } catch {
+            return .failure(TroupeError(wrapping: error))
+        }
+        return outcome.result ?? .failure(.internalError("remote target '\(call.target)' produced no result"))
+    }
+}
+
+private struct WeakActor: Sendable {
+    weak var actor: (any DistributedActor)?
+}
+
+/// A remote call as it travels between nodes.
+public struct RemoteCallEnvelope: Sendable, Codable, Hashable {
+    public var recipient: TroupeActorID
+    /// The `RemoteCallTarget.identifier` of the distributed method.
+    public var target: String
+    public var genericSubstitutions: [String]
+    /// Each argument, JSON-encoded.
+    public var arguments: [Data]
+
+    public init(recipient: TroupeActorID, target: String, genericSubstitutions: [String] = [], arguments: [Data]) {
+        self.recipient = recipient
+        self.target = target
+        self.genericSubstitutions = genericSubstitutions
+        self.arguments = arguments
+    }
+}
+
+/// Records a distributed call's arguments for a remote node.
+public struct TroupeInvocationEncoder: DistributedTargetInvocationEncoder {
+    public typealias SerializationRequirement = any Codable
+
+    public var genericSubstitutions: [String] = []
+    public var arguments: [Data] = []
+
+    public mutating func recordGenericSubstitution<T>(_ type: T.Type) throws {
+        guard let name = _mangledTypeName(type) else {
+            throw TroupeError.invalidArgument("type \(type) has no mangled name")
+        }
+        genericSubstitutions.append(name)
+    }
+
+    public mutating func recordArgument<Value: Codable>(_ argument: RemoteCallArgument<Value>) throws {
+        arguments.append(try JSONEncoder().encode(argument.value))
+    }
+
+    public mutating func recordErrorType<E: Error>(_ type: E.Type) throws {}
+    public mutating func recordReturnType<R: Codable>(_ type: R.Type) throws {}
+    public mutating func doneRecording() throws {}
+}
+
+/// Reads a remote call's arguments back.
+public struct TroupeInvocationDecoder: DistributedTargetInvocationDecoder {
+    public typealias SerializationRequirement = any Codable
+
+    private let call: RemoteCallEnvelope
+    private var next = 0
+
+    public init(_ call: RemoteCallEnvelope) {
+        self.call = call
+    }
+
+    public mutating func decodeGenericSubstitutions() throws -> [any Any.Type] {
+        try call.genericSubstitutions.map { name in
+            guard let type = _typeByName(name) else {
+                throw TroupeError.invalidArgument("unknown generic substitution \(name)")
+            }
+            return type
+        }
+    }
+
+    public mutating func decodeNextArgument<Argument: Codable>() throws -> Argument {
+        guard next < call.arguments.count else {
+            throw TroupeError.invalidArgument("remote call to \(call.target) has too few arguments")
+        }
+        defer { next += 1 }
+        do {
+            return try JSONDecoder().decode(Argument.self, from: call.arguments[next])
+        } catch {
+            throw TroupeError.invalidArgument("argument \(next) of \(call.target) is not a \(Argument.self): \(error)")
+        }
+    }
+
+    public mutating func decodeErrorType() throws -> (any Any.Type)? { nil }
+    public mutating func decodeReturnType() throws -> (any Any.Type)? { nil }
+}
+
+/// Collects the outcome of ``TroupeActorSystem/executeRemoteCall(_:)``.
+final class Outcome: Sendable {
+    private let box = Mutex<Result<Data?, TroupeError>?>(nil)
+    var result: Result<Data?, TroupeError>? { box.withLock { $0 } }
+    func set(_ value: Result<Data?, TroupeError>) { box.withLock { $0 = value } }
+}
+
+public struct TroupeResultHandler: DistributedTargetInvocationResultHandler {
+    public typealias SerializationRequirement = any Codable
+    let outcome: Outcome
+
+    public func onReturn<Success: Codable>(value: Success) async throws {
+        outcome.set(.success(try JSONEncoder().encode(value)))
+    }
+
+    public func onReturnVoid() async throws {
+        outcome.set(.success(nil))
+    }
+
+    public func onThrow<Err: Error>(error: Err) async throws {
+        outcome.set(.failure(TroupeError(wrapping: error)))
+    }
+}

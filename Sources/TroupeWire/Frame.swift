@@ -1,0 +1,140 @@
+public import NIOCore
+public import TroupeProto
+import SwiftProtobuf
+
+/// Constants of the host protocol's framing. See docs/protocol.md.
+public enum HostProtocol {
+    /// The protocol major version this build speaks.
+    public static let version: UInt32 = 1
+    /// Bytes before each frame: a big-endian `UInt32` body length, then a big-endian `UInt64`
+    /// correlation id.
+    public static let headerSize = 12
+    /// The default largest frame body a peer accepts.
+    public static let defaultMaxFrameBytes: UInt32 = 4 * 1024 * 1024
+    /// Correlation id of frames that answer nothing and expect no answer (Goodbye, Ping, Pong).
+    public static let connectionFrameID: UInt64 = 0
+}
+
+/// Which side opened the connection. It decides the correlation ids each side allocates:
+/// the initiator (host, client) uses odd ids, the acceptor (sidecar) even ones. So a peer can
+/// always tell an answer to its own request from a new request of the other side, even when the
+/// frame itself could not be read.
+public enum ConnectionSide: Sendable {
+    case initiator
+    case acceptor
+
+    /// True if `id` belongs to requests this side started.
+    public func owns(_ id: UInt64) -> Bool {
+        guard id != HostProtocol.connectionFrameID else { return false }
+        switch self {
+        case .initiator: return id % 2 == 1
+        case .acceptor: return id % 2 == 0
+        }
+    }
+}
+
+/// One frame as read off the connection.
+public enum InboundFrame: Sendable {
+    /// A well-formed frame.
+    case frame(id: UInt64, WireFrame)
+    /// A frame whose body was larger than the receiver's limit. Its bytes were skipped, so the
+    /// connection stays usable.
+    case oversized(id: UInt64, length: UInt32)
+    /// A frame of acceptable size whose body is not a valid `Frame` message.
+    case malformed(id: UInt64, reason: String)
+}
+
+/// One frame to send.
+public struct OutboundFrame: Sendable {
+    public var id: UInt64
+    public var frame: WireFrame
+
+    public init(id: UInt64, _ body: WireFrame.OneOf_Body) {
+        self.id = id
+        var frame = WireFrame()
+        frame.body = body
+        self.frame = frame
+    }
+}
+
+/// Splits a byte stream into frames.
+///
+/// A body larger than `maxFrameBytes` is never buffered: its bytes are discarded as they arrive
+/// and one `.oversized` is reported, so a peer can answer that single request with
+/// `resourceExhausted` and keep using the connection.
+public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private enum State {
+        case header
+        case skipping(remaining: Int)
+    }
+
+    public let maxFrameBytes: UInt32
+    private var state: State = .header
+
+    public init(maxFrameBytes: UInt32 = HostProtocol.defaultMaxFrameBytes) {
+        self.maxFrameBytes = maxFrameBytes
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> InboundFrame? {
+        while true {
+            switch state {
+            case .skipping(let remaining):
+                let step = min(remaining, buffer.readableBytes)
+                buffer.moveReaderIndex(forwardBy: step)
+                if remaining - step > 0 {
+                    state = .skipping(remaining: remaining - step)
+                    return nil
+                }
+                state = .header
+            case .header:
+                guard buffer.readableBytes >= HostProtocol.headerSize,
+                    let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self),
+                    let id = buffer.getInteger(at: buffer.readerIndex + 4, as: UInt64.self)
+                else { return nil }
+                if length > maxFrameBytes {
+                    buffer.moveReaderIndex(forwardBy: HostProtocol.headerSize)
+                    state = .skipping(remaining: Int(length))
+                    return .oversized(id: id, length: length)
+                }
+                guard buffer.readableBytes >= HostProtocol.headerSize + Int(length) else { return nil }
+                buffer.moveReaderIndex(forwardBy: HostProtocol.headerSize)
+                let body = buffer.readBytes(length: Int(length)) ?? []
+                do {
+                    let frame = try WireFrame(serializedBytes: body)
+                    guard frame.body != nil else {
+                        return .malformed(id: id, reason: "frame has no body (unknown or empty message)")
+                    }
+                    return .frame(id: id, frame)
+                } catch {
+                    return .malformed(id: id, reason: "frame body is not a valid troupe.host.v1.Frame: \(error)")
+                }
+            }
+        }
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> InboundFrame? {
+        try decode(buffer: &buffer)
+    }
+}
+
+/// Writes frames with their 12-byte header.
+public struct FrameEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = OutboundFrame
+
+    public init() {}
+
+    public func encode(data: OutboundFrame, out: inout ByteBuffer) throws {
+        let body: [UInt8] = try data.frame.serializedBytes()
+        out.reserveCapacity(minimumWritableBytes: HostProtocol.headerSize + body.count)
+        out.writeInteger(UInt32(body.count))
+        out.writeInteger(data.id)
+        out.writeBytes(body)
+    }
+}
+
+extension WireFrame {
+    /// The encoded size of this frame's body, for checking it against the peer's limit before sending.
+    public var encodedSize: Int { (try? serializedBytes() as [UInt8])?.count ?? 0 }
+}

@@ -1,0 +1,92 @@
+import Synchronization
+public import Troupe
+
+/// A named counter.
+public struct Counter: VirtualActor {
+    public struct State: Codable, Sendable { public var value = 0 }
+    public static let name = "counter"
+    public static func initialState() -> State { State(value: 0) }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("add") { (context, amount: Int) -> Int in
+            context.state.value += amount
+            return context.state.value
+        }
+        actions.on("get") { context -> Int in context.state.value }
+    }
+}
+
+/// One entry of ``Journal``.
+public struct JournalEntry: Codable, Sendable, Hashable {
+    public var caller: Int
+    public var sequence: Int
+    public init(caller: Int, sequence: Int) {
+        self.caller = caller
+        self.sequence = sequence
+    }
+}
+
+/// Records the order calls ran in, and how many ran at once (turn-based actors: never more than one).
+public struct Journal: VirtualActor {
+    public struct State: Codable, Sendable {
+        public var entries: [JournalEntry] = []
+        public var maxConcurrent = 0
+    }
+    public static let name = "journal"
+    public static func initialState() -> State { State() }
+    static let running = Atomic<Int>(0)
+
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("append") { (context, entry: JournalEntry) -> Int in
+            let now = running.wrappingAdd(1, ordering: .relaxed).newValue
+            defer { running.wrappingSubtract(1, ordering: .relaxed) }
+            context.state.maxConcurrent = max(context.state.maxConcurrent, now)
+            // Give another call the chance to run concurrently if the runtime allowed it.
+            try await Task.sleep(for: .microseconds(200))
+            context.state.entries.append(entry)
+            return context.state.entries.count
+        }
+        actions.on("read") { context -> State in context.state }
+    }
+}
+
+/// Sleeps for the requested milliseconds: for deadlines, mailboxes and crashes mid-call.
+public struct Sleeper: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "sleeper"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("sleep") { (_, milliseconds: Int) -> Int in
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return milliseconds
+        }
+    }
+}
+
+/// Stateless echo.
+public struct Echo: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "echo"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("echo") { (_, text: String) -> String in text }
+        actions.on("fail") { (_, code: Int) -> String in
+            throw TroupeError(TroupeError.Code(rawValue: code) ?? .unknown, "asked to fail")
+        }
+    }
+}
+
+/// An unnamed stateful actor, spawned per account id.
+public struct Account: VirtualActor {
+    public struct State: Codable, Sendable { public var balance = 0 }
+    public static let name = "account"
+    public static let kind = ActorKind.unnamed
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("deposit") { (context, amount: Int) -> Int in
+            context.state.balance += amount
+            return context.state.balance
+        }
+        actions.on("balance") { context -> Int in context.state.balance }
+    }
+}
+
+/// Every test actor type.
+public let testActorTypes: [any VirtualActor.Type] = [Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self]

@@ -1,0 +1,180 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Synchronization
+import Troupe
+import TroupeProto
+import TroupeSidecar
+import TroupeTestActors
+
+/// A private temporary directory, removed by ``remove()``.
+struct TemporaryDirectory {
+    let url: URL
+
+    init() throws {
+        // Short paths: a Unix socket path must fit in 108 bytes.
+        url = URL(fileURLWithPath: "/tmp/troupe-test-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    func remove() { try? FileManager.default.removeItem(at: url) }
+}
+
+/// Runs an in-process sidecar on a temporary socket while `body` runs, with an optional SDK host
+/// serving the test actors, and tears everything down afterwards.
+func withSidecar<T: Sendable>(
+    system: String = "test",
+    store: String = "memory",
+    host: Bool = true,
+    configure: (inout SidecarConfiguration) -> Void = { _ in },
+    _ body: @Sendable (SidecarHarness) async throws -> T
+) async throws -> T {
+    let directory = try TemporaryDirectory()
+    defer { directory.remove() }
+    var configuration = SidecarConfiguration()
+    configuration.system = system
+    configuration.node = "test-node"
+    configuration.socket = directory.path("troupe.sock")
+    configuration.store = store
+    configuration.dataPath = directory.path("state.sqlite")
+    configure(&configuration)
+    var logger = Logger(label: "test.sidecar")
+    logger.logLevel = .warning
+    let sidecar = try await Sidecar.start(configuration: configuration, logger: logger)
+    return try await withThrowingTaskGroup(of: Void.self) { group in
+        group.addTask { try await sidecar.run(signals: []) }
+        try await waitFor("the sidecar socket") { FileManager.default.fileExists(atPath: configuration.socket) }
+        var testHost: TroupeHost?
+        if host {
+            var hostLogger = Logger(label: "test.host")
+            hostLogger.logLevel = .warning
+            let sdkHost = try TroupeHost(
+                system: system, endpoint: .unix(path: configuration.socket), actors: testActorTypes, logger: hostLogger)
+            group.addTask { try await sdkHost.run() }
+            _ = try await sdkHost.connected(timeout: .seconds(10))
+            testHost = sdkHost
+        }
+        let harness = SidecarHarness(configuration: configuration, sidecar: sidecar, host: testHost, directory: directory)
+        let result = try await body(harness)
+        group.cancelAll()
+        return result
+    }
+}
+
+struct SidecarHarness: Sendable {
+    let configuration: SidecarConfiguration
+    let sidecar: Sidecar
+    let host: TroupeHost?
+    let directory: TemporaryDirectory
+
+    var endpoint: Endpoint { .unix(path: configuration.socket) }
+
+    func client(name: String = "test-client") async throws -> TroupeClient {
+        try await TroupeClient.connect(system: configuration.system, to: endpoint, name: name)
+    }
+
+    /// A raw connection that has done the handshake as a client.
+    func connection(role: WirePeerRole = .client) async throws -> PeerConnection {
+        var hello = WireHello()
+        hello.protocolVersion = HostProtocol.version
+        hello.system = configuration.system
+        hello.role = role
+        hello.name = "raw-test"
+        return try await PeerConnection.connect(
+            to: endpoint, hello: hello, delegate: nil, logger: Logger(label: "test.raw")
+        ).0
+    }
+}
+
+extension TemporaryDirectory: Sendable {}
+
+/// Polls `condition` every 20 ms for at most `timeout`.
+func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TroupeError.deadlineExceeded("timed out waiting for \(what)")
+}
+
+/// The directory holding the package's built executables.
+let binaryDirectory: URL = {
+    let candidates = [
+        URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent(),
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent(".build/debug"),
+    ]
+    for var candidate in candidates {
+        for _ in 0..<4 {
+            if FileManager.default.isExecutableFile(atPath: candidate.appendingPathComponent("troupe-sidecar").path) {
+                return candidate
+            }
+            candidate.deleteLastPathComponent()
+        }
+    }
+    return candidates[1]
+}()
+
+/// A child process started from one of the package's executables, with its output in a file.
+final class ChildProcess: Sendable {
+    let process: Process
+    let logPath: String
+
+    init(_ executable: String, _ arguments: [String], logPath: String, environment: [String: String] = [:]) throws {
+        let process = Process()
+        process.executableURL = binaryDirectory.appendingPathComponent(executable)
+        process.arguments = arguments
+        var env = ProcessInfo.processInfo.environment
+        env.merge(environment) { $1 }
+        process.environment = env
+        FileManager.default.createFile(atPath: logPath, contents: nil)
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        process.standardOutput = log
+        process.standardError = log
+        try process.run()
+        self.process = process
+        self.logPath = logPath
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var isRunning: Bool { process.isRunning }
+
+    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+
+    /// Waits for the process to exit (at most `timeout`), then returns its status; SIGKILLs it if it did not exit.
+    @discardableResult
+    func waitForExit(timeout: Duration = .seconds(15)) async throws -> Int32 {
+        let deadline = ContinuousClock.now + timeout
+        while process.isRunning, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+            throw TroupeError.deadlineExceeded("process \(process.executableURL?.lastPathComponent ?? "?") did not exit in time")
+        }
+        return process.terminationStatus
+    }
+
+    var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
+
+    /// Kills the process if it is still running. For cleanup paths.
+    func kill9() {
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+    }
+}
+
+/// Runs an executable to completion and returns its exit status and standard output.
+func runToCompletion(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (Int32, String) {
+    let directory = try TemporaryDirectory()
+    defer { directory.remove() }
+    let child = try ChildProcess(executable, arguments, logPath: directory.path("out.log"))
+    let status = try await child.waitForExit(timeout: timeout)
+    return (status, child.log)
+}

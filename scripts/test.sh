@@ -1,0 +1,177 @@
+#!/usr/bin/env bash
+# The test command: installs the dependencies, starts a private PostgreSQL 15 and nats-server on
+# loopback (free ports, temporary directories), runs the whole test suite, and stops and removes
+# both servers afterwards, also on failure or Ctrl-C.
+#
+#   scripts/test.sh                    build and run every test
+#   scripts/test.sh --filter Frame     extra arguments go to `swift test`
+#   TROUPE_SKIP_SWIFT=1 scripts/test.sh  only start the servers, check them (psql `select 1`,
+#                                        a NATS publish/subscribe round trip) and stop them
+#
+# Tests find the servers through:
+#   TROUPE_TEST_PG_URL    postgres://postgres@127.0.0.1:PORT/troupe_test  (trust auth, no password)
+#   TROUPE_TEST_NATS_URL  nats://127.0.0.1:PORT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
+
+export DEBIAN_FRONTEND=noninteractive
+started=$SECONDS
+
+pg_tmp=""
+pg_bin=""
+nats_tmp=""
+nats_pid=""
+
+# Runs a PostgreSQL server program as the `postgres` user when we are root (initdb refuses to
+# run as root), as ourselves otherwise. Runs in the temporary directory so that postgres never
+# sits in a working directory it cannot read.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        (cd "$pg_tmp" && runuser -u postgres -- "$@")
+    else
+        (cd "$pg_tmp" && "$@")
+    fi
+}
+
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    set +e
+    if [ -n "$nats_pid" ] || [ -n "$pg_tmp" ]; then
+        section "Stopping test servers"
+    fi
+    if [ -n "$nats_pid" ]; then
+        stop_process "$nats_pid" 10
+        note "nats-server stopped"
+    fi
+    if [ -n "$pg_tmp" ] && [ -f "$pg_tmp/data/postmaster.pid" ]; then
+        if ! as_pg "$pg_bin/pg_ctl" -D "$pg_tmp/data" stop -m fast -w -t 30 >/dev/null 2>&1; then
+            # pg_ctl could not stop it: kill the postmaster recorded in its pid file.
+            pid=$(head -1 "$pg_tmp/data/postmaster.pid" 2>/dev/null)
+            [ -n "$pid" ] && stop_process "$pid" 10
+        fi
+        note "PostgreSQL stopped"
+    fi
+    if [ "$status" -ne 0 ]; then
+        [ -n "$pg_tmp" ] && [ -s "$pg_tmp/postgres.log" ] && { echo "--- last lines of postgres.log"; tail -20 "$pg_tmp/postgres.log"; }
+        [ -n "$nats_tmp" ] && [ -s "$nats_tmp/nats.log" ] && { echo "--- last lines of nats.log"; tail -20 "$nats_tmp/nats.log"; }
+    fi
+    [ -n "$pg_tmp" ] && rm -rf "$pg_tmp"
+    [ -n "$nats_tmp" ] && rm -rf "$nats_tmp"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+section "Dependencies (scripts/install-deps.sh)"
+bash scripts/install-deps.sh
+
+section "Starting PostgreSQL on 127.0.0.1"
+if ! pg_bin=$(pg_bindir); then
+    error "initdb/pg_ctl not found (install-deps.sh should have installed postgresql)"
+    exit 1
+fi
+pg_tmp=$(mktemp -d "${TMPDIR:-/tmp}/troupe-test-pg.XXXXXX")
+if [ "$(id -u)" -eq 0 ]; then
+    if ! id postgres >/dev/null 2>&1; then
+        error "running as root, but there is no 'postgres' user to run the server as (Debian's postgresql package creates it)"
+        exit 1
+    fi
+    chown postgres: "$pg_tmp"
+fi
+mkdir_pg() { as_pg mkdir -p "$1"; }
+mkdir_pg "$pg_tmp/socket"
+note "server programs: $pg_bin ($("$pg_bin/postgres" --version))"
+as_pg "$pg_bin/initdb" -D "$pg_tmp/data" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
+    >"$pg_tmp/initdb.log" 2>&1 || { cat "$pg_tmp/initdb.log" >&2; error "initdb failed"; exit 1; }
+pg_port=""
+for attempt in 1 2 3; do
+    port=$(free_port)
+    # fsync=off: a throwaway cluster; a crash of the machine loses nothing we keep.
+    if as_pg "$pg_bin/pg_ctl" -D "$pg_tmp/data" -l "$pg_tmp/postgres.log" -w -t 30 start \
+        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$pg_tmp/socket -c fsync=off" \
+        >/dev/null 2>&1; then
+        pg_port=$port
+        break
+    fi
+    note "PostgreSQL did not start on port $port (attempt $attempt)"
+done
+if [ -z "$pg_port" ]; then
+    error "PostgreSQL did not start"
+    exit 1
+fi
+for ((i = 0; i < 100; i++)); do
+    psql "postgres://postgres@127.0.0.1:$pg_port/postgres" -Atqc 'select 1' >/dev/null 2>&1 && break
+    sleep 0.1
+done
+psql "postgres://postgres@127.0.0.1:$pg_port/postgres" -Atqc 'create database troupe_test' >/dev/null
+export TROUPE_TEST_PG_URL="postgres://postgres@127.0.0.1:$pg_port/troupe_test"
+note "TROUPE_TEST_PG_URL=$TROUPE_TEST_PG_URL (data in $pg_tmp)"
+
+section "Starting nats-server on 127.0.0.1"
+nats_tmp=$(mktemp -d "${TMPDIR:-/tmp}/troupe-test-nats.XXXXXX")
+nats_port=""
+for attempt in 1 2 3; do
+    port=$(free_port)
+    nats-server -a 127.0.0.1 -p "$port" -l "$nats_tmp/nats.log" -P "$nats_tmp/nats.pid" </dev/null >"$nats_tmp/stdout.log" 2>&1 &
+    nats_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        alive "$nats_pid" || break
+        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+            nats_port=$port
+            break
+        fi
+        sleep 0.1
+    done
+    [ -n "$nats_port" ] && break
+    note "nats-server did not start on port $port (attempt $attempt)"
+    stop_process "$nats_pid" 5
+    nats_pid=""
+done
+if [ -z "$nats_port" ]; then
+    error "nats-server did not start"
+    exit 1
+fi
+export TROUPE_TEST_NATS_URL="nats://127.0.0.1:$nats_port"
+note "TROUPE_TEST_NATS_URL=$TROUPE_TEST_NATS_URL ($(nats-server --version), pid $nats_pid)"
+
+section "Checking the test servers"
+answer=$(psql "$TROUPE_TEST_PG_URL" -Atqc 'select 1')
+[ "$answer" = "1" ] || { error "psql select 1 answered '$answer'"; exit 1; }
+note "PostgreSQL: select 1 -> $answer ($(psql "$TROUPE_TEST_PG_URL" -Atqc 'show server_version'))"
+nats_check 127.0.0.1 "$nats_port"
+note "NATS: CONNECT, SUB, PUB, PING round trip ok"
+
+if [ "${TROUPE_SKIP_SWIFT:-0}" = "1" ]; then
+    section "TROUPE_SKIP_SWIFT=1: not building or running tests"
+    exit 0
+fi
+
+if swift format --version >/dev/null 2>&1; then
+    section "Lint (swift format, warnings only)"
+    files=()
+    while IFS= read -r file; do files+=("$file"); done < <(
+        find Sources sidecar sdk Tests -name '*.swift' ! -name '*.pb.swift' 2>/dev/null | sort)
+    if [ ${#files[@]} -gt 0 ]; then
+        lint_log=$(mktemp)
+        swift format lint --parallel "${files[@]}" >"$lint_log" 2>&1 || true
+        count=$(grep -c 'warning:\|error:' "$lint_log" || true)
+        note "$count finding(s) in ${#files[@]} files (generated *.pb.swift skipped); last 20:"
+        tail -20 "$lint_log"
+        rm -f "$lint_log"
+    fi
+fi
+
+section "Build (swift build --build-tests)"
+swift build --build-tests
+
+section "Tests (swift test $*)"
+set +e
+swift test "$@"
+status=$?
+set -e
+section "swift test exited with $status after $((SECONDS - started)) s in all"
+exit "$status"

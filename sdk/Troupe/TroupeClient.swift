@@ -1,0 +1,166 @@
+public import Logging
+import NIOCore
+import NIOPosix
+import TroupeProto
+
+/// Invokes actors through a sidecar.
+///
+/// A client either owns its connection (``connect(system:to:name:logger:)``, for application code
+/// that hosts no actors) or shares the connection of a ``TroupeHost`` (``TroupeHost/client``,
+/// and ``ActorContext/client`` inside actions).
+///
+/// ```swift
+/// let client = try await TroupeClient.connect(system: "tickets", to: .unix(path: "/tmp/troupe/troupe.sock"))
+/// let seat: Int = try await client.invoke("concert-1", action: "reserve", Reserve(buyer: "ann"))
+/// await client.close()
+/// ```
+public final class TroupeClient: Sendable {
+    /// The ActorSystem calls go to unless they name another.
+    public let system: String
+    let connection: PeerConnection
+    private let ownsConnection: Bool
+    /// Whose calls these are, when the client belongs to an actor.
+    let caller: String?
+
+    init(system: String, connection: PeerConnection, ownsConnection: Bool, caller: String? = nil) {
+        self.system = system
+        self.connection = connection
+        self.ownsConnection = ownsConnection
+        self.caller = caller
+    }
+
+    /// Connects to a sidecar as a client (it may invoke, not host actors).
+    ///
+    /// - Throws: `unavailable` if no sidecar listens there; `failedPrecondition` if the sidecar
+    ///   serves another system or speaks another protocol version.
+    public static func connect(
+        system: String,
+        to endpoint: Endpoint = .unix(path: "/tmp/troupe/troupe.sock"),
+        name: String = "swift-client",
+        logger: Logger = Logger(label: "troupe.client")
+    ) async throws -> TroupeClient {
+        let (connection, _) = try await PeerConnection.connect(
+            to: endpoint, hello: .make(system: system, role: .client, name: name), delegate: nil, logger: logger)
+        return TroupeClient(system: system, connection: connection, ownsConnection: true)
+    }
+
+    /// Invokes `action` on actor `actor` and decodes the reply as `Output`.
+    ///
+    /// - Parameters:
+    ///   - system: another ActorSystem; nil for the client's own.
+    ///   - spawnFrom: if the actor does not exist, spawn it from this unnamed actor type first.
+    ///   - timeout: the call's deadline; the sidecar answers `deadlineExceeded` after it.
+    /// - Throws: ``TroupeError`` with the call's status.
+    public func invoke<Input: Sendable, Output: Sendable>(
+        _ actor: String,
+        action: String,
+        _ input: Input,
+        as output: Output.Type = Output.self,
+        system: String? = nil,
+        spawnFrom: String? = nil,
+        metadata: [String: String] = [:],
+        timeout: Duration = .seconds(30)
+    ) async throws -> Output {
+        var request = WireInvokeRequest()
+        request.actor.system = system ?? self.system
+        request.actor.name = actor
+        request.action = action
+        request.payload = try PayloadCoding.encode(input)
+        request.metadata = metadata
+        request.timeoutMs = timeout.milliseconds
+        if let spawnFrom { request.spawnFrom = spawnFrom }
+        if let caller {
+            request.caller.system = self.system
+            request.caller.name = caller
+        }
+        // The sidecar enforces the deadline; the local one is a backstop for a sidecar that went silent.
+        let answer = try await connection.call(.invoke(request), timeout: .milliseconds(Int64(timeout.milliseconds) + 2000))
+        guard case .invoked(let response) = answer else {
+            throw TroupeError.internalError("the sidecar answered invoke with an unexpected frame")
+        }
+        return try PayloadCoding.decode(Output.self, from: response.payload)
+    }
+
+    /// Invokes an action that takes no input.
+    public func invoke<Output: Sendable>(
+        _ actor: String, action: String, as output: Output.Type = Output.self, system: String? = nil,
+        spawnFrom: String? = nil, metadata: [String: String] = [:], timeout: Duration = .seconds(30)
+    ) async throws -> Output {
+        try await invoke(
+            actor, action: action, NoPayload(), as: output, system: system, spawnFrom: spawnFrom, metadata: metadata,
+            timeout: timeout)
+    }
+
+    /// Creates unnamed actors of `actorType` that do not exist yet; returns the names created.
+    public func spawn(_ names: [String], of actorType: String, timeout: Duration = .seconds(30)) async throws -> [String] {
+        var request = WireSpawnRequest()
+        request.actorType = actorType
+        request.names = names
+        request.system = system
+        let answer = try await connection.call(.spawn(request), timeout: .milliseconds(Int64(timeout.milliseconds)))
+        guard case .spawned(let response) = answer else {
+            throw TroupeError.internalError("the sidecar answered spawn with an unexpected frame")
+        }
+        return response.created
+    }
+
+    /// The active actors, as the sidecar lists them.
+    public func activeActors(ofType actorType: String = "", limit: Int = 1000) async throws -> [ActiveActor] {
+        var request = WireListActorsRequest()
+        request.actorType = actorType
+        request.limit = UInt32(clamping: limit)
+        let answer = try await connection.call(.listActors(request), timeout: .seconds(10))
+        guard case .actors(let response) = answer else {
+            throw TroupeError.internalError("the sidecar answered list_actors with an unexpected frame")
+        }
+        return response.actors.map {
+            ActiveActor(name: $0.actor.name, actorType: $0.actorType, node: $0.node, revision: $0.revision, mailboxDepth: Int($0.mailboxDepth))
+        }
+    }
+
+    /// A client that calls on behalf of actor `name` over the same connection.
+    func acting(as name: String) -> TroupeClient {
+        TroupeClient(system: system, connection: connection, ownsConnection: false, caller: name)
+    }
+
+    /// Says Goodbye and closes the connection, if this client owns it.
+    public func close() async {
+        guard ownsConnection else { return }
+        var goodbye = WireGoodbye()
+        goodbye.reason = "client closing"
+        connection.sendConnectionFrame(.goodbye(goodbye))
+        connection.close()
+        try? await connection.closeFuture.get()
+    }
+}
+
+extension WireHello {
+    static func make(system: String, role: WirePeerRole, name: String) -> WireHello {
+        var hello = WireHello()
+        hello.protocolVersion = HostProtocol.version
+        hello.system = system
+        hello.role = role
+        hello.name = name
+        hello.sdkName = "troupe-swift"
+        hello.sdkVersion = "0.1.0"
+        return hello
+    }
+}
+
+extension Duration {
+    var milliseconds: UInt32 {
+        let (seconds, attoseconds) = components
+        return UInt32(clamping: seconds * 1000 + attoseconds / 1_000_000_000_000_000)
+    }
+}
+
+/// One active actor, as ``TroupeClient/activeActors(ofType:limit:)`` lists it.
+public struct ActiveActor: Sendable, Hashable {
+    public var name: String
+    public var actorType: String
+    public var node: String
+    /// The state's revision: grows by one per stored state.
+    public var revision: UInt64
+    /// Calls waiting, including the running one.
+    public var mailboxDepth: Int
+}

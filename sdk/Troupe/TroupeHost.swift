@@ -1,0 +1,162 @@
+public import Logging
+import NIOCore
+public import ServiceLifecycle
+import Synchronization
+import TroupeProto
+
+/// Serves actor types to a sidecar: connects, registers them, runs their actions, and connects
+/// again (with backoff) when the sidecar restarts. Run it in a `ServiceGroup`, or call ``run()``.
+///
+/// ```swift
+/// let host = try TroupeHost(system: "tickets", actors: [SeatMap.self, Booking.self])
+/// try await host.run()
+/// ```
+public final class TroupeHost: Service, Sendable {
+    public let system: String
+    public let endpoint: Endpoint
+    public let name: String
+    private let actors: [String: RegisteredActor]
+    private let logger: Logger
+    private let current = Mutex<TroupeClient?>(nil)
+    private let jobs: AsyncStream<@Sendable () async -> Void>
+    private let jobInput: AsyncStream<@Sendable () async -> Void>.Continuation
+
+    /// - Throws: `invalidArgument` if two actor types share a name or an initial state cannot be encoded.
+    public init(
+        system: String,
+        endpoint: Endpoint = .unix(path: "/tmp/troupe/troupe.sock"),
+        actors: [any VirtualActor.Type],
+        name: String = "swift-host",
+        logger: Logger = Logger(label: "troupe.host")
+    ) throws {
+        self.system = system
+        self.endpoint = endpoint
+        self.name = name
+        self.logger = logger
+        var table: [String: RegisteredActor] = [:]
+        for type in actors {
+            let registered = try RegisteredActor(type)
+            guard table[registered.definition.name] == nil else {
+                throw TroupeError.invalidArgument("two actor types are named '\(registered.definition.name)'")
+            }
+            table[registered.definition.name] = registered
+        }
+        self.actors = table
+        (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
+    }
+
+    /// The client of the current connection, for calls from outside actions; nil while disconnected.
+    public var client: TroupeClient? { current.withLock { $0 } }
+
+    /// Waits until the host is connected and registered, up to `timeout`.
+    public func connected(timeout: Duration = .seconds(30)) async throws -> TroupeClient {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let client { return client }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TroupeError.unavailable("the host did not connect to the sidecar at \(endpoint) in time")
+    }
+
+    /// Serves until graceful shutdown or cancellation.
+    public func run() async throws {
+        try await withGracefulShutdownHandler {
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.connectLoop() }
+                for await job in jobs { group.addTask { await job() } }
+                group.cancelAll()
+            }
+        } onGracefulShutdown: {
+            self.sayGoodbye()
+            self.jobInput.finish()
+        }
+    }
+
+    private func sayGoodbye() {
+        guard let client else { return }
+        var goodbye = WireGoodbye()
+        goodbye.reason = "host shutting down"
+        client.connection.sendConnectionFrame(.goodbye(goodbye))
+        client.connection.close()
+    }
+
+    private func connectLoop() async {
+        var backoff = Duration.milliseconds(100)
+        while !Task.isCancelled {
+            do {
+                let handler = InvocationHandler(host: self)
+                let (connection, welcome) = try await PeerConnection.connect(
+                    to: endpoint, hello: .make(system: system, role: .host, name: name), delegate: handler, logger: logger)
+                let client = TroupeClient(system: system, connection: connection, ownsConnection: false)
+                handler.client.withLock { $0 = client }
+                var register = WireRegisterRequest()
+                register.actors = actors.values.map(\.definition).sorted { $0.name < $1.name }
+                _ = try await connection.call(.register(register), timeout: .seconds(10))
+                current.withLock { $0 = client }
+                logger.info("registered with sidecar", metadata: ["troupe.node": "\(welcome.node)", "troupe.actor_types": "\(actors.keys.sorted())"])
+                backoff = .milliseconds(100)
+                try await withTaskCancellationHandler {
+                    try await connection.closeFuture.get()
+                } onCancel: {
+                    connection.close()
+                }
+                current.withLock { $0 = nil }
+                logger.info("sidecar connection closed; reconnecting")
+            } catch {
+                current.withLock { $0 = nil }
+                logger.debug("cannot reach the sidecar", metadata: ["troupe.error": "\(error)"])
+            }
+            try? await Task.sleep(for: backoff)
+            backoff = min(backoff * 2, .seconds(2))
+        }
+    }
+
+    /// Runs one invocation in the host's task group and answers it.
+    fileprivate func serve(_ invocation: WireActorInvocation, id: UInt64, connection: PeerConnection, client: TroupeClient?) {
+        guard let actor = actors[invocation.actorType] else {
+            connection.fail(id, with: .notFound("this host has no actor type '\(invocation.actorType)'"))
+            return
+        }
+        guard let client else {
+            connection.fail(id, with: .unavailable("the host is still registering"))
+            return
+        }
+        let logger = logger
+        jobInput.yield {
+            do {
+                let result = try await actor.run(invocation, client.acting(as: invocation.actor.name))
+                connection.respond(to: id, with: .actorResult(result))
+            } catch let error as TroupeError {
+                connection.fail(id, with: error)
+            } catch {
+                logger.warning("action failed", metadata: [
+                    "troupe.actor_id": "\(invocation.actor.name)", "troupe.action": "\(invocation.action)",
+                    "troupe.error": "\(error)",
+                ])
+                connection.fail(id, with: .init(.unknown, "action '\(invocation.action)' failed: \(error)"))
+            }
+        }
+    }
+}
+
+/// Receives the sidecar's requests on a host connection.
+private final class InvocationHandler: PeerRequestHandler {
+    let host: TroupeHost
+    let client = Mutex<TroupeClient?>(nil)
+
+    init(host: TroupeHost) {
+        self.host = host
+    }
+
+    func handle(request: WireFrame.OneOf_Body, id: UInt64, on connection: PeerConnection) {
+        guard case .actorInvocation(let invocation) = request else {
+            connection.fail(id, with: .invalidArgument("a host serves only actor invocations"))
+            return
+        }
+        host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 })
+    }
+
+    func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {
+        // The sidecar is going away; the connect loop reconnects once it is back.
+    }
+}

@@ -1,0 +1,159 @@
+public import TroupeProto
+
+/// Whether a type has one well-known instance or many spawned at run time.
+public enum ActorKind: Sendable {
+    /// One instance, named like the type.
+    case named
+    /// A template: instances are spawned by id.
+    case unnamed
+}
+
+/// An actor type: its name, its state and its actions.
+///
+/// The sidecar keeps the state; each action receives it in ``ActorContext/state``, may change it,
+/// and returns a reply. A changed state is stored before the caller gets the reply.
+///
+/// ```swift
+/// struct Counter: VirtualActor {
+///     struct State: Codable, Sendable { var value = 0 }
+///     static let name = "counter"
+///     static func initialState() -> State { State() }
+///
+///     static func actions(_ actions: inout Actions<Self>) {
+///         actions.on("add") { (context, amount: Int) -> Int in
+///             context.state.value += amount
+///             return context.state.value
+///         }
+///     }
+/// }
+/// ```
+public protocol VirtualActor: Sendable {
+    /// `Stateless` for actors without state; any `Codable` or SwiftProtobuf message otherwise.
+    associatedtype State: Sendable
+
+    /// The type name (for a named actor, also its instance name).
+    static var name: String { get }
+    static var kind: ActorKind { get }
+    /// The state of a new instance.
+    static func initialState() -> State
+    /// Declares the actions.
+    static func actions(_ actions: inout Actions<Self>)
+    /// Deactivate an instance after this long without calls; nil means the sidecar's default.
+    static var idleTimeout: Duration? { get }
+}
+
+extension VirtualActor {
+    public static var kind: ActorKind { .named }
+    public static var idleTimeout: Duration? { nil }
+}
+
+extension VirtualActor where State == Stateless {
+    public static func initialState() -> Stateless { Stateless() }
+}
+
+/// What an action sees: the state to read and change, who it is, who called, and a client to
+/// call other actors with.
+public struct ActorContext<State: Sendable>: Sendable {
+    /// The actor's state. Changing it makes the sidecar store the new state.
+    public var state: State {
+        didSet { stateChanged = true }
+    }
+    /// This actor's instance name.
+    public let name: String
+    /// This actor's ActorSystem.
+    public let system: String
+    /// The caller, when the caller is an actor.
+    public let caller: String?
+    /// Headers sent with the call.
+    public let metadata: [String: String]
+    /// The state's revision when the call started (0 if it was never stored).
+    public let revision: UInt64
+    /// Invokes other actors from inside the action.
+    public let client: TroupeClient
+    /// Forces storing the state even if the action did not change it.
+    public var checkpoint = false
+
+    var stateChanged = false
+
+    init(state: State, name: String, system: String, caller: String?, metadata: [String: String], revision: UInt64, client: TroupeClient) {
+        self.state = state
+        self.name = name
+        self.system = system
+        self.caller = caller
+        self.metadata = metadata
+        self.revision = revision
+        self.client = client
+    }
+}
+
+/// The table of an actor type's actions, filled in ``VirtualActor/actions(_:)``.
+public struct Actions<A: VirtualActor>: Sendable {
+    typealias Handler = @Sendable (inout ActorContext<A.State>, WirePayload) async throws -> WirePayload
+    var handlers: [String: Handler] = [:]
+
+    init() {}
+
+    /// Declares action `name` taking `Input` and replying `Output`; each may be `Codable`, a
+    /// SwiftProtobuf message, or `NoPayload`.
+    public mutating func on<Input: Sendable, Output: Sendable>(
+        _ name: String,
+        _ body: @escaping @Sendable (inout ActorContext<A.State>, Input) async throws -> Output
+    ) {
+        handlers[name] = { context, payload in
+            let input = try PayloadCoding.decode(Input.self, from: payload)
+            let output = try await body(&context, input)
+            return try PayloadCoding.encode(output)
+        }
+    }
+
+    /// Declares action `name` that takes no input.
+    public mutating func on<Output: Sendable>(
+        _ name: String,
+        _ body: @escaping @Sendable (inout ActorContext<A.State>) async throws -> Output
+    ) {
+        handlers[name] = { context, _ in
+            try PayloadCoding.encode(try await body(&context))
+        }
+    }
+}
+
+/// A registered actor type with its actions, type-erased for the host runtime.
+struct RegisteredActor: Sendable {
+    let definition: WireActorDefinition
+    let run: @Sendable (WireActorInvocation, TroupeClient) async throws -> WireActorInvocationResult
+
+    init<A: VirtualActor>(_ type: A.Type) throws {
+        var actions = Actions<A>()
+        A.actions(&actions)
+        let handlers = actions.handlers
+        let stateful = A.State.self != Stateless.self
+        var definition = WireActorDefinition()
+        definition.name = A.name
+        definition.kind = A.kind == .named ? .named : .unnamed
+        definition.stateful = stateful
+        definition.actions = handlers.keys.sorted()
+        if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
+        if let idle = A.idleTimeout {
+            definition.idleTimeoutMs = UInt32(clamping: idle.components.seconds * 1000 + idle.components.attoseconds / 1_000_000_000_000_000)
+        }
+        self.definition = definition
+        self.run = { invocation, client in
+            guard let handler = handlers[invocation.action] else {
+                throw TroupeError.notFound("actor type '\(A.name)' has no action '\(invocation.action)'")
+            }
+            let state: A.State =
+                stateful && invocation.hasState
+                ? try PayloadCoding.decode(A.State.self, from: invocation.state) : A.initialState()
+            var context = ActorContext(
+                state: state, name: invocation.actor.name, system: invocation.actor.system,
+                caller: invocation.hasCaller ? invocation.caller.name : nil, metadata: invocation.metadata,
+                revision: invocation.revision, client: client)
+            var result = WireActorInvocationResult()
+            result.reply = try await handler(&context, invocation.payload)
+            if stateful, context.stateChanged || context.checkpoint {
+                result.newState = try PayloadCoding.encode(context.state)
+            }
+            return result
+        }
+    }
+}

@@ -1,0 +1,113 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import Synchronization
+import TroupeActors
+import TroupeWire
+
+/// Accepts host and client connections on the Unix socket (and TCP if configured).
+///
+/// Work that a connection starts but cannot finish on its event loop (such as spawning actors,
+/// which waits for the store) runs in this service's task group, so it ends with the service.
+final class HostServer: Service {
+    private let configuration: SidecarConfiguration
+    private let directory: ActorDirectory
+    private let logger: Logger
+    private let group: any EventLoopGroup
+    private let jobs: AsyncStream<@Sendable () async -> Void>
+    private let jobInput: AsyncStream<@Sendable () async -> Void>.Continuation
+    private let sessions = Mutex<[ObjectIdentifier: HostSession]>([:])
+    private let listening = Mutex<[any Channel]>([])
+    private let bound = Mutex<Bool>(false)
+
+    init(configuration: SidecarConfiguration, directory: ActorDirectory, group: any EventLoopGroup, logger: Logger) {
+        self.configuration = configuration
+        self.directory = directory
+        self.group = group
+        self.logger = logger
+        (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
+    }
+
+    /// Number of open connections.
+    var connectionCount: Int { sessions.withLock { $0.count } }
+
+    func run() async throws {
+        try await bind()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                try? await gracefulShutdown()
+                await self.shutdown()
+            }
+            for await job in jobs {
+                group.addTask { await job() }
+            }
+        }
+        logger.info("host server stopped")
+    }
+
+    private func bind() async throws {
+        let socketDirectory = (configuration.socket as NSString).deletingLastPathComponent
+        if !socketDirectory.isEmpty {
+            try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
+        }
+        var channels: [any Channel] = []
+        let unix = try await bootstrap().bind(unixDomainSocketPath: configuration.socket, cleanupExistingSocketFile: true).get()
+        channels.append(unix)
+        logger.info("listening for hosts", metadata: ["troupe.endpoint": "unix:\(configuration.socket)"])
+        if let tcp = configuration.listenTCP, case .tcp(let host, let port) = try Endpoint(parsing: "tcp://" + tcp) {
+            let channel = try await bootstrap()
+                .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: host, port: port).get()
+            channels.append(channel)
+            logger.info("listening for hosts", metadata: ["troupe.endpoint": "tcp://\(tcp)"])
+        }
+        listening.withLock { $0 = channels }
+    }
+
+    /// The TCP port actually bound (useful when configured with port 0).
+    var tcpPort: Int? {
+        listening.withLock { $0.compactMap { $0.localAddress?.port }.first }
+    }
+
+    private func bootstrap() -> ServerBootstrap {
+        ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 256)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [self] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    var sessionLogger = logger
+                    sessionLogger[metadataKey: "troupe.connection"] = "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
+                    let session = HostSession(
+                        configuration: configuration, directory: directory, jobs: jobInput, logger: sessionLogger)
+                    let connection = try PeerConnection.install(
+                        on: channel, side: .acceptor, maxFrameBytes: configuration.maxFrameBytes,
+                        delegate: session, logger: sessionLogger)
+                    session.attach(connection)
+                    let id = ObjectIdentifier(session)
+                    sessions.withLock { $0[id] = session }
+                    channel.closeFuture.whenComplete { [self] _ in
+                        _ = sessions.withLock { $0.removeValue(forKey: id) }
+                    }
+                }
+            }
+    }
+
+    /// Stops accepting, says Goodbye to every peer, and closes what is still open after the drain timeout.
+    private func shutdown() async {
+        let channels = listening.withLock { $0 }
+        for channel in channels { try? await channel.close() }
+        let open = sessions.withLock { Array($0.values) }
+        for session in open {
+            session.sayGoodbye(reason: "sidecar shutting down", drainTimeoutMs: configuration.drainTimeoutMs)
+        }
+        let deadline = ContinuousClock.now + .milliseconds(Int(min(configuration.drainTimeoutMs, 2000)))
+        while connectionCount > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        for session in sessions.withLock({ Array($0.values) }) { session.connection?.close() }
+        try? FileManager.default.removeItem(atPath: configuration.socket)
+        jobInput.finish()
+    }
+}

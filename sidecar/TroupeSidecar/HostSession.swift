@@ -1,0 +1,290 @@
+import Logging
+import NIOCore
+import Synchronization
+import TroupeActors
+import TroupeProto
+import TroupeStore
+import TroupeWire
+
+/// One host (or client) connection as the sidecar sees it: it answers the peer's requests and,
+/// for a host, carries invocations of the actors it registered.
+final class HostSession: PeerRequestHandler, ActorHost {
+    private struct State {
+        var hello: WireHello?
+        var registered = false
+        var leaving = false
+        /// The peer's requests that have not been answered yet.
+        var inFlight: Set<UInt64> = []
+    }
+
+    private let configuration: SidecarConfiguration
+    private let directory: ActorDirectory
+    private let jobs: AsyncStream<@Sendable () async -> Void>.Continuation
+    private let logger: Logger
+    private let state = Mutex(State())
+    private let connectionBox = Mutex<PeerConnection?>(nil)
+
+    init(
+        configuration: SidecarConfiguration, directory: ActorDirectory,
+        jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.directory = directory
+        self.jobs = jobs
+        self.logger = logger
+    }
+
+    var hostName: String { state.withLock { $0.hello?.name } ?? "unnamed host" }
+    var connection: PeerConnection? { connectionBox.withLock { $0 } }
+
+    /// Binds the session to its connection and closes it if no Hello arrives in time.
+    func attach(_ connection: PeerConnection) {
+        connectionBox.withLock { $0 = connection }
+        let timeout = TimeAmount.milliseconds(Int64(configuration.handshakeTimeoutMs))
+        connection.eventLoop.scheduleTask(in: timeout) { [self] in
+            if state.withLock({ $0.hello == nil }) {
+                logger.warning("no Hello within the handshake timeout; closing")
+                connection.close()
+            }
+        }
+    }
+
+    // MARK: ActorHost
+
+    func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) async throws -> WireActorInvocationResult {
+        guard let connection else { throw TroupeError.unavailable("the actor host is not connected") }
+        let answer = try await connection.request(.actorInvocation(invocation), timeout: timeout).get()
+        guard case .actorResult(let result) = answer else {
+            throw TroupeError.internalError("the host answered an ActorInvocation with \(answer.kindName)")
+        }
+        return result
+    }
+
+    // MARK: PeerRequestHandler
+
+    func handle(request: WireFrame.OneOf_Body, id: UInt64, on connection: PeerConnection) {
+        guard let hello = state.withLock({ $0.hello }) else {
+            handshake(request, id: id, on: connection)
+            return
+        }
+        let admitted = state.withLock { state -> Bool in
+            guard state.inFlight.count < configuration.maxConcurrentRequests else { return false }
+            state.inFlight.insert(id)
+            return true
+        }
+        guard admitted else {
+            connection.fail(id, with: .resourceExhausted(
+                "more than \(configuration.maxConcurrentRequests) requests outstanding on this connection"))
+            return
+        }
+        switch request {
+        case .invoke(let invoke):
+            startInvoke(invoke, id: id, on: connection)
+        case .register(let register):
+            guard hello.role == .host else {
+                answer(id, .failure(TroupeError(.permissionDenied, "a client connection cannot register actors").wire))
+                return
+            }
+            do {
+                let names = try directory.register(register.actors, host: self)
+                state.withLock { $0.registered = true }
+                var response = WireRegisterResponse()
+                response.actors = names
+                logger.info("actors registered", metadata: ["troupe.host": "\(hello.name)", "troupe.actor_types": "\(names)"])
+                answer(id, .registered(response))
+            } catch {
+                answer(id, .failure(error.wire))
+            }
+        case .spawn(let spawn):
+            let system = spawn.system.isEmpty ? configuration.system : spawn.system
+            guard system == configuration.system else {
+                answer(id, .failure(TroupeError.unavailable("system '\(system)' is not reachable from this sidecar").wire))
+                return
+            }
+            jobs.yield { [self] in
+                do {
+                    var response = WireSpawnResponse()
+                    response.created = try await directory.spawn(names: spawn.names, actorType: spawn.actorType)
+                    answer(id, .spawned(response))
+                } catch {
+                    answer(id, .failure(TroupeError(wrapping: error).wire))
+                }
+            }
+        case .listActors(let list):
+            let (actors, truncated) = directory.list(actorType: list.actorType, limit: list.limit == 0 ? 1000 : Int(list.limit))
+            var response = WireListActorsResponse()
+            response.actors = actors
+            response.truncated = truncated
+            answer(id, .actors(response))
+        case .describeSidecar:
+            var response = WireDescribeSidecarResponse()
+            response.system = configuration.system
+            response.node = configuration.node
+            response.sidecarVersion = SidecarInfo.version
+            response.protocolVersion = HostProtocol.version
+            response.registered = directory.registeredTypes
+            response.activeActors = UInt64(directory.activeCount)
+            response.store = directory.store.description
+            answer(id, .sidecar(response))
+        case .hello:
+            answer(id, .failure(TroupeError.failedPrecondition("Hello was already received on this connection").wire))
+        default:
+            answer(id, .failure(TroupeError.invalidArgument("a \(request.kindName) frame is not a request the sidecar serves").wire))
+        }
+    }
+
+    private func startInvoke(_ request: WireInvokeRequest, id: UInt64, on connection: PeerConnection) {
+        guard !request.actor.name.isEmpty, !request.action.isEmpty else {
+            answer(id, .failure(TroupeError.invalidArgument("invoke needs an actor name and an action").wire))
+            return
+        }
+        let timeoutMs = request.timeoutMs == 0 ? configuration.defaultTimeoutMs : request.timeoutMs
+        let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutMs))
+        let invocation = Invocation(
+            actor: ActorKey(system: request.actor.system.isEmpty ? configuration.system : request.actor.system, name: request.actor.name),
+            action: request.action,
+            payload: request.payload,
+            metadata: request.metadata,
+            caller: request.hasCaller ? request.caller : nil,
+            deadline: deadline,
+            spawnFrom: request.spawnFrom)
+        let reply = Reply { [self] result in
+            switch result {
+            case .success(let payload):
+                var response = WireInvokeResponse()
+                response.payload = payload
+                answer(id, .invoked(response))
+            case .failure(let error):
+                answer(id, .failure(error.wire))
+            }
+        }
+        reply.arm(deadline: deadline, on: connection.eventLoop)
+        directory.invoke(invocation, reply: reply)
+    }
+
+    /// Sends the answer to request `id` unless the peer cancelled it.
+    private func answer(_ id: UInt64, _ body: WireFrame.OneOf_Body) {
+        let (live, closeNow) = state.withLock { state -> (Bool, Bool) in
+            let live = state.inFlight.remove(id) != nil
+            return (live, state.leaving && state.inFlight.isEmpty)
+        }
+        guard let connection else { return }
+        if live { connection.respond(to: id, with: body) }
+        if closeNow { connection.close() }
+    }
+
+    private func handshake(_ request: WireFrame.OneOf_Body, id: UInt64, on connection: PeerConnection) {
+        guard case .hello(let hello) = request else {
+            connection.fail(id, with: .failedPrecondition("the first frame must be Hello, not \(request.kindName)"))
+            connection.close()
+            return
+        }
+        guard hello.protocolVersion == HostProtocol.version else {
+            logger.warning("handshake refused: protocol version", metadata: ["troupe.peer_version": "\(hello.protocolVersion)"])
+            connection.fail(id, with: .failedPrecondition(
+                "protocol version \(hello.protocolVersion) is not supported; this sidecar speaks version \(HostProtocol.version)",
+                details: ["supported": "\(HostProtocol.version)"]))
+            connection.close()
+            return
+        }
+        // A client may leave the system empty to mean "whichever system this sidecar serves".
+        guard hello.system == configuration.system || (hello.system.isEmpty && hello.role == .client) else {
+            logger.warning("handshake refused: system", metadata: ["troupe.peer_system": "\(hello.system)"])
+            connection.fail(id, with: .failedPrecondition(
+                "this sidecar serves system '\(configuration.system)', not '\(hello.system)'"))
+            connection.close()
+            return
+        }
+        guard hello.role == .host || hello.role == .client else {
+            connection.fail(id, with: .invalidArgument("Hello must name a role: host or client"))
+            connection.close()
+            return
+        }
+        state.withLock { $0.hello = hello }
+        let limit = hello.maxFrameBytes == 0 ? HostProtocol.defaultMaxFrameBytes : hello.maxFrameBytes
+        connection.peerMaxFrameBytes = min(limit, configuration.maxFrameBytes)
+        var welcome = WireWelcome()
+        welcome.protocolVersion = HostProtocol.version
+        welcome.system = configuration.system
+        welcome.node = configuration.node
+        welcome.sidecarVersion = SidecarInfo.version
+        welcome.maxFrameBytes = min(limit, configuration.maxFrameBytes)
+        welcome.heartbeatIntervalMs = configuration.heartbeatIntervalMs
+        welcome.maxConcurrentRequests = configuration.maxConcurrentRequests
+        connection.respond(to: id, with: .welcome(welcome))
+        connection.startHeartbeat(interval: .milliseconds(Int64(configuration.heartbeatIntervalMs)))
+        logger.info("peer connected", metadata: ["troupe.peer": "\(hello.name)", "troupe.role": "\(hello.role)", "troupe.sdk": "\(hello.sdkName) \(hello.sdkVersion)"])
+    }
+
+    func peerCancelled(id: UInt64, on connection: PeerConnection) {
+        // The caller gave up: its answer will not be sent. The call itself stops at its deadline.
+        state.withLock { _ = $0.inFlight.remove(id) }
+    }
+
+    func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {
+        let (registered, idle) = state.withLock { state -> (Bool, Bool) in
+            state.leaving = true
+            return (state.registered, state.inFlight.isEmpty)
+        }
+        logger.info("peer said goodbye", metadata: ["troupe.peer": "\(hostName)", "troupe.reason": "\(goodbye.reason)"])
+        if registered { directory.hostDisconnected(self) }
+        if idle { connection.close() }
+    }
+
+    func peerViolatedProtocol(_ error: TroupeError, on connection: PeerConnection) {
+        if state.withLock({ $0.hello == nil }) {
+            // Before the handshake nothing can be trusted, not even the framing.
+            connection.close()
+        }
+    }
+
+    func connectionClosed(_ connection: PeerConnection) {
+        let registered = state.withLock { state -> Bool in
+            state.inFlight.removeAll()
+            return state.registered
+        }
+        if registered { directory.hostDisconnected(self) }
+        connectionBox.withLock { $0 = nil }
+        logger.debug("peer disconnected", metadata: ["troupe.peer": "\(hostName)"])
+    }
+
+    /// Tells the peer the sidecar is going away.
+    func sayGoodbye(reason: String, drainTimeoutMs: UInt32) {
+        var goodbye = WireGoodbye()
+        goodbye.reason = reason
+        goodbye.drainTimeoutMs = drainTimeoutMs
+        connection?.sendConnectionFrame(.goodbye(goodbye))
+    }
+}
+
+extension WireFrame.OneOf_Body {
+    /// The frame's field name, for messages to people.
+    var kindName: String {
+        switch self {
+        case .hello: "hello"
+        case .welcome: "welcome"
+        case .ping: "ping"
+        case .pong: "pong"
+        case .goodbye: "goodbye"
+        case .failure: "failure"
+        case .cancel: "cancel"
+        case .register: "register"
+        case .registered: "registered"
+        case .invoke: "invoke"
+        case .invoked: "invoked"
+        case .spawn: "spawn"
+        case .spawned: "spawned"
+        case .listActors: "list_actors"
+        case .actors: "actors"
+        case .describeSidecar: "describe_sidecar"
+        case .sidecar: "sidecar"
+        case .actorInvocation: "actor_invocation"
+        case .actorResult: "actor_result"
+        }
+    }
+}
+
+/// Facts about this build.
+public enum SidecarInfo {
+    public static let version = "0.1.0"
+}

@@ -1,0 +1,71 @@
+public import Logging
+import NIOCore
+import NIOPosix
+public import ServiceLifecycle
+public import TroupeActors
+public import UnixSignals
+import TroupeSQLite
+import TroupeStore
+import TroupeWire
+
+/// A Troupe sidecar: the actor directory, the host server and the state store, run as one
+/// service group with graceful shutdown.
+///
+/// ```swift
+/// var configuration = SidecarConfiguration()
+/// configuration.system = "tickets"
+/// let sidecar = try await Sidecar.start(configuration: configuration, logger: logger)
+/// try await sidecar.run()   // until SIGTERM or SIGINT
+/// ```
+public final class Sidecar: Sendable {
+    public let configuration: SidecarConfiguration
+    public let directory: ActorDirectory
+    let server: HostServer
+    let store: any StateStore
+    let logger: Logger
+
+    /// Opens the store and prepares the services. Nothing listens until ``run(signals:)``.
+    public static func start(configuration: SidecarConfiguration, logger: Logger) async throws -> Sidecar {
+        let store: any StateStore
+        switch configuration.store {
+        case "memory":
+            store = MemoryStateStore()
+        default:
+            store = try await SQLiteStateStore.open(path: configuration.dataPath, logger: logger)
+        }
+        return Sidecar(configuration: configuration, store: store, logger: logger)
+    }
+
+    init(configuration: SidecarConfiguration, store: any StateStore, logger: Logger) {
+        self.configuration = configuration
+        self.store = store
+        self.logger = logger
+        var directoryConfiguration = ActorDirectory.Configuration(system: configuration.system, node: configuration.node)
+        directoryConfiguration.defaultIdleTimeout = .milliseconds(Int64(configuration.idleTimeoutMs))
+        directoryConfiguration.defaultMailboxCapacity = configuration.mailboxCapacity
+        directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
+        directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
+        server = HostServer(
+            configuration: configuration, directory: directory, group: MultiThreadedEventLoopGroup.singleton,
+            logger: logger)
+    }
+
+    /// Runs until a signal in `signals` arrives (or the task is cancelled), then drains: new calls
+    /// are refused, queued ones finish, hosts are told Goodbye, and the store is closed.
+    public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server), .init(service: directory)],
+                gracefulShutdownSignals: signals,
+                cancellationSignals: [],
+                logger: logger))
+        do {
+            try await group.run()
+        } catch {
+            try? await store.close()
+            throw error
+        }
+        try await store.close()
+        logger.info("sidecar stopped")
+    }
+}
