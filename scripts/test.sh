@@ -23,6 +23,7 @@ pg_tmp=""
 pg_bin=""
 nats_tmp=""
 nats_pid=""
+servers_checked=0
 
 # Runs a PostgreSQL server program as the `postgres` user when we are root (initdb refuses to
 # run as root), as ourselves otherwise. Runs in the temporary directory so that postgres never
@@ -35,6 +36,7 @@ as_pg() {
     fi
 }
 
+# shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
@@ -54,9 +56,12 @@ cleanup() {
         fi
         note "PostgreSQL stopped"
     fi
-    if [ "$status" -ne 0 ]; then
+    if [ "$status" -ne 0 ] && [ "$servers_checked" -eq 0 ]; then
+        # Failed while starting the servers: show why.
         [ -n "$pg_tmp" ] && [ -s "$pg_tmp/postgres.log" ] && { echo "--- last lines of postgres.log"; tail -20 "$pg_tmp/postgres.log"; }
-        [ -n "$nats_tmp" ] && [ -s "$nats_tmp/nats.log" ] && { echo "--- last lines of nats.log"; tail -20 "$nats_tmp/nats.log"; }
+        for log in "$nats_tmp/nats.log" "$nats_tmp/stdout.log"; do
+            [ -n "$nats_tmp" ] && [ -s "$log" ] && { echo "--- last lines of nats-server's $(basename "$log")"; tail -20 "$log"; }
+        done
     fi
     [ -n "$pg_tmp" ] && rm -rf "$pg_tmp"
     [ -n "$nats_tmp" ] && rm -rf "$nats_tmp"
@@ -82,8 +87,7 @@ if [ "$(id -u)" -eq 0 ]; then
     fi
     chown postgres: "$pg_tmp"
 fi
-mkdir_pg() { as_pg mkdir -p "$1"; }
-mkdir_pg "$pg_tmp/socket"
+as_pg mkdir -p "$pg_tmp/socket"
 note "server programs: $pg_bin ($("$pg_bin/postgres" --version))"
 as_pg "$pg_bin/initdb" -D "$pg_tmp/data" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
     >"$pg_tmp/initdb.log" 2>&1 || { cat "$pg_tmp/initdb.log" >&2; error "initdb failed"; exit 1; }
@@ -144,6 +148,7 @@ answer=$(psql "$TROUPE_TEST_PG_URL" -Atqc 'select 1')
 note "PostgreSQL: select 1 -> $answer ($(psql "$TROUPE_TEST_PG_URL" -Atqc 'show server_version'))"
 nats_check 127.0.0.1 "$nats_port"
 note "NATS: CONNECT, SUB, PUB, PING round trip ok"
+servers_checked=1
 
 if [ "${TROUPE_SKIP_SWIFT:-0}" = "1" ]; then
     section "TROUPE_SKIP_SWIFT=1: not building or running tests"

@@ -28,7 +28,7 @@ public final class SQLiteStateStore: StateStore {
     /// The state file.
     public let path: String
     private let connection: SQLiteConnection
-    let logger: Logger
+    private let logger: Logger
     private let gate = CloseGate()
 
     private init(path: String, connection: SQLiteConnection, logger: Logger) {
@@ -122,7 +122,9 @@ public final class SQLiteStateStore: StateStore {
     public func close() async throws {
         guard await gate.close() else { return }
         do {
-            try await connection.close()
+            // The future-based close, not the async one: shutdown often runs in a cancelled task, and
+            // the async variant skips closing when cancelled, which leaks the file lock.
+            try await connection.close().get()
         } catch {
             throw SQLiteErrors.operating(error)
         }

@@ -1,0 +1,43 @@
+import Foundation
+import Testing
+import TroupeSidecar
+import TroupeWire
+
+@Suite("Sidecar configuration")
+struct ConfigurationTests {
+    @Test func laterSourcesOverrideEarlierOnes() throws {
+        var configuration = SidecarConfiguration()
+        try configuration.apply(yaml: "system: from-file\nmailbox-capacity: 10\nidle-timeout-ms: 1000\n")
+        try configuration.apply(environment: ["TROUPE_MAILBOX_CAPACITY": "20", "TROUPE_UNRELATED": "x", "HOME": "/"])
+        try configuration.set("idle-timeout-ms", to: "3000")
+        #expect(configuration.system == "from-file")
+        #expect(configuration.mailboxCapacity == 20)
+        #expect(configuration.idleTimeoutMs == 3000)
+        #expect(configuration.store == "sqlite")
+    }
+
+    @Test func unknownKeysAndBadValuesAreRefusedWithTheirName() {
+        var configuration = SidecarConfiguration()
+        let unknown = #expect(throws: TroupeError.self) { try configuration.apply(yaml: "mailbox-capacty: 3") }
+        #expect(unknown?.message.contains("mailbox-capacty") == true)
+        let env = #expect(throws: TroupeError.self) { try configuration.apply(environment: ["TROUPE_STORE": "mongo"]) }
+        #expect(env?.message.contains("TROUPE_STORE") == true)
+        #expect(throws: TroupeError.self) { try configuration.apply(yaml: "- a\n- b") }
+        #expect(throws: TroupeError.self) { try configuration.apply(yaml: "system: [a, b]") }
+        #expect(throws: TroupeError.self) { try configuration.apply(yaml: "system: \"unterminated") }
+        #expect(throws: TroupeError.self) { try configuration.set("max-frame-bytes", to: "-1") }
+        #expect(throws: TroupeError.self) { try configuration.set("listen-tcp", to: "nohost") }
+    }
+
+    @Test func everySettingHasAFlagAndIsDocumented() async throws {
+        let (_, help) = try await runToCompletion("troupe-sidecar", ["--help"])
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("docs/configuration.md")
+        let documentation = try String(contentsOf: docs, encoding: .utf8)
+        for setting in SidecarConfiguration.settings {
+            #expect(help.contains(setting.flag), "troupe-sidecar has no \(setting.flag)")
+            #expect(documentation.contains("`\(setting.environmentVariable)`"), "docs/configuration.md lacks \(setting.environmentVariable)")
+            #expect(documentation.contains("`\(setting.key)`"), "docs/configuration.md lacks \(setting.key)")
+        }
+    }
+}

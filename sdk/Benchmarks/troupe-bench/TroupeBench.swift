@@ -1,0 +1,234 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Troupe
+
+/// `troupe-bench`: the foundation benchmarks, against a raw Unix-socket ping-pong measured in the
+/// same run. Build in release mode: `swift run -c release troupe-bench`.
+@main
+struct TroupeBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "troupe-bench",
+        abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.")
+
+    @Option(help: "Round trips for each latency measurement.") var iterations = 20_000
+    @Option(help: "Concurrent callers for the throughput run.") var callers = 64
+    @Option(help: "Connections the callers share.") var connections = 4
+    @Option(help: "Seconds of the throughput run.") var seconds = 5.0
+    @Option(help: "Idle actors for the memory measurement (0 skips it).") var actors = 100_000
+    @Option(help: "Directory holding troupe-sidecar (default: next to this binary).") var binDir: String?
+
+    func run() async throws {
+        var logger = Logger(label: "troupe-bench")
+        logger.logLevel = .error
+        let work = URL(fileURLWithPath: "/tmp/troupe-bench-\(getpid())")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: work) }
+        let binaries = binDir.map { URL(fileURLWithPath: $0) } ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+
+        print("== raw baseline: Unix socket ping-pong, 64 B, 1 in flight")
+        let raw = try RawPingPong.measure(iterations: iterations)
+        print("   p50 \(raw.p50) µs  p99 \(raw.p99) µs")
+
+        let socket = work.appendingPathComponent("troupe.sock").path
+        let sidecar = try SidecarProcess(binaries: binaries, socket: socket, dataPath: work.appendingPathComponent("state.sqlite").path)
+        defer { sidecar.stop() }
+        try await sidecar.waitForSocket()
+
+        let host = try TroupeHost(system: "bench", endpoint: .unix(path: socket), actors: [BenchEcho.self, BenchIdle.self], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await host.run() }
+            _ = try await host.connected()
+
+            print("== echo invoke through the sidecar, 64 B, 1 in flight")
+            let client = try await TroupeClient.connect(system: "bench", to: .unix(path: socket), name: "bench", logger: logger)
+            let payload = String(repeating: "x", count: 62)
+            for _ in 0..<1000 { let _: String = try await client.invoke("echo", action: "echo", payload) }
+            var samples: [Double] = []
+            samples.reserveCapacity(iterations)
+            for _ in 0..<iterations {
+                let start = ContinuousClock.now
+                let _: String = try await client.invoke("echo", action: "echo", payload)
+                samples.append((ContinuousClock.now - start).microseconds)
+            }
+            let echo = Percentiles(samples)
+            print("   p50 \(echo.p50) µs  p99 \(echo.p99) µs  ratio p50/raw \(String(format: "%.2f", echo.p50 / raw.p50))x (target ≤ 4x)")
+
+            print("== throughput: \(callers) concurrent callers over \(connections) connection(s), \(seconds) s")
+            var clients: [TroupeClient] = []
+            for i in 0..<connections {
+                clients.append(try await TroupeClient.connect(system: "bench", to: .unix(path: socket), name: "load-\(i)", logger: logger))
+            }
+            let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+            let started = ContinuousClock.now
+            let total = try await withThrowingTaskGroup(of: Int.self) { load in
+                for caller in 0..<callers {
+                    let client = clients[caller % clients.count]
+                    load.addTask {
+                        var count = 0
+                        while ContinuousClock.now < deadline {
+                            let _: String = try await client.invoke("echo", action: "echo", payload)
+                            count += 1
+                        }
+                        return count
+                    }
+                }
+                return try await load.reduce(0, +)
+            }
+            let elapsed = (ContinuousClock.now - started).microseconds / 1_000_000
+            let rate = Double(total) / elapsed
+            print("   \(total) invocations in \(String(format: "%.2f", elapsed)) s = \(Int(rate)) invocations/s (target ≥ 50000)")
+
+            if actors > 0 {
+                print("== sidecar memory with \(actors) active idle actors (SQLite store)")
+                let before = sidecar.residentBytes()
+                try await withThrowingTaskGroup(of: Void.self) { spawn in
+                    let perCaller = actors / callers
+                    for caller in 0..<callers {
+                        let client = clients[caller % clients.count]
+                        spawn.addTask {
+                            for i in 0..<perCaller {
+                                let _: NoPayload = try await client.invoke(
+                                    "idle-\(caller)-\(i)", action: "touch", spawnFrom: BenchIdle.name, timeout: .seconds(120))
+                            }
+                        }
+                    }
+                    try await spawn.waitForAll()
+                }
+                let active = try await client.activeActors(limit: 1).count
+                let after = sidecar.residentBytes()
+                let perActor = Double(after - before) / Double(actors)
+                print("   RSS \(before / 1024) KiB → \(after / 1024) KiB, \(String(format: "%.0f", perActor)) B per actor (target < 2048); listed \(active > 0 ? "yes" : "no")")
+            }
+            for client in clients { await client.close() }
+            await client.close()
+            group.cancelAll()
+        }
+    }
+}
+
+/// The echo actor measured.
+struct BenchEcho: VirtualActor {
+    typealias State = Stateless
+    static let name = "echo"
+    static func actions(_ actions: inout Actions<Self>) {
+        actions.on("echo") { (_, text: String) -> String in text }
+    }
+}
+
+/// An unnamed actor that does nothing: activated once, then left idle.
+struct BenchIdle: VirtualActor {
+    struct State: Codable, Sendable {}
+    static let name = "idle"
+    static let kind = ActorKind.unnamed
+    static let idleTimeout: Duration? = .seconds(3600)
+    static func initialState() -> State { State() }
+    static func actions(_ actions: inout Actions<Self>) {
+        actions.on("touch") { _ -> NoPayload in NoPayload() }
+    }
+}
+
+struct Percentiles {
+    let p50: Double
+    let p99: Double
+
+    init(_ samples: [Double]) {
+        let sorted = samples.sorted()
+        p50 = (sorted[sorted.count / 2] * 10).rounded() / 10
+        p99 = (sorted[min(sorted.count - 1, sorted.count * 99 / 100)] * 10).rounded() / 10
+    }
+}
+
+extension Duration {
+    var microseconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) * 1_000_000 + Double(attoseconds) / 1_000_000_000_000
+    }
+}
+
+/// The floor: two threads bouncing 64 bytes over a Unix socket pair with blocking reads and writes.
+enum RawPingPong {
+    static func measure(iterations: Int) throws -> Percentiles {
+        var fds: [Int32] = [0, 0]
+        guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
+            throw TroupeError.internalError("socketpair failed: errno \(errno)")
+        }
+        let (a, b) = (fds[0], fds[1])
+        defer { close(a); close(b) }
+        let total = iterations + 1000
+        let echo = Thread {
+            var buffer = [UInt8](repeating: 0, count: 64)
+            for _ in 0..<total {
+                guard readFully(b, &buffer), writeFully(b, buffer) else { return }
+            }
+        }
+        echo.start()
+        var buffer = [UInt8](repeating: 7, count: 64)
+        var samples: [Double] = []
+        samples.reserveCapacity(iterations)
+        for i in 0..<total {
+            let start = ContinuousClock.now
+            guard writeFully(a, buffer), readFully(a, &buffer) else { throw TroupeError.internalError("raw ping-pong broke") }
+            if i >= 1000 { samples.append((ContinuousClock.now - start).microseconds) }
+        }
+        return Percentiles(samples)
+    }
+
+    static func readFully(_ fd: Int32, _ buffer: inout [UInt8]) -> Bool {
+        var got = 0
+        while got < buffer.count {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress! + got, $0.count - got) }
+            if n <= 0 { return false }
+            got += n
+        }
+        return true
+    }
+
+    static func writeFully(_ fd: Int32, _ buffer: [UInt8]) -> Bool {
+        var sent = 0
+        while sent < buffer.count {
+            let n = buffer.withUnsafeBytes { write(fd, $0.baseAddress! + sent, $0.count - sent) }
+            if n <= 0 { return false }
+            sent += n
+        }
+        return true
+    }
+}
+
+/// The sidecar under test, as its own process.
+final class SidecarProcess {
+    let process = Process()
+    let socket: String
+
+    init(binaries: URL, socket: String, dataPath: String) throws {
+        self.socket = socket
+        process.executableURL = binaries.appendingPathComponent("troupe-sidecar")
+        process.arguments = ["--system", "bench", "--socket", socket, "--data-path", dataPath, "--log-level", "warning",
+                             "--mailbox-capacity", "100000", "--max-concurrent-requests", "100000"]
+        try process.run()
+    }
+
+    func waitForSocket() async throws {
+        for _ in 0..<500 {
+            if FileManager.default.fileExists(atPath: socket) { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TroupeError.unavailable("troupe-sidecar did not open \(socket)")
+    }
+
+    /// VmRSS of the sidecar process.
+    func residentBytes() -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/\(process.processIdentifier)/status", encoding: .utf8),
+            let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") })
+        else { return 0 }
+        let kib = Int(line.split(separator: " ").dropFirst().first ?? "0") ?? 0
+        return kib * 1024
+    }
+
+    func stop() {
+        if process.isRunning {
+            process.terminate()
+            process.waitUntilExit()
+        }
+    }
+}
