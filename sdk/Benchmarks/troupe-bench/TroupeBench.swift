@@ -35,7 +35,7 @@ struct TroupeBench: AsyncParsableCommand {
         defer { sidecar.stop() }
         try await sidecar.waitForSocket()
 
-        let host = try TroupeHost(system: "bench", endpoint: .unix(path: socket), actors: [BenchEcho.self, BenchIdle.self], logger: logger)
+        let host = try TroupeHost(system: "bench", endpoint: .unix(path: socket), actors: [BenchEcho.self, BenchEchoPool.self, BenchIdle.self], logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await host.run() }
             _ = try await host.connected()
@@ -54,7 +54,9 @@ struct TroupeBench: AsyncParsableCommand {
             let echo = Percentiles(samples)
             print("   p50 \(echo.p50) µs  p99 \(echo.p99) µs  ratio p50/raw \(String(format: "%.2f", echo.p50 / raw.p50))x (target ≤ 4x)")
 
-            print("== throughput: \(callers) concurrent callers over \(connections) connection(s), \(seconds) s")
+            // Each caller has its own echo actor: one actor runs one call at a time by design, so
+            // callers sharing an actor would measure that actor's turn time, not the sidecar.
+            print("== throughput: \(callers) concurrent callers on \(callers) actors over \(connections) connection(s), \(seconds) s")
             var clients: [TroupeClient] = []
             for i in 0..<connections {
                 clients.append(try await TroupeClient.connect(system: "bench", to: .unix(path: socket), name: "load-\(i)", logger: logger))
@@ -67,7 +69,8 @@ struct TroupeBench: AsyncParsableCommand {
                     load.addTask {
                         var count = 0
                         while ContinuousClock.now < deadline {
-                            let _: String = try await client.invoke("echo", action: "echo", payload)
+                            let _: String = try await client.invoke(
+                                "echo-\(caller)", action: "echo", payload, spawnFrom: BenchEchoPool.name)
                             count += 1
                         }
                         return count
@@ -111,6 +114,16 @@ struct TroupeBench: AsyncParsableCommand {
 struct BenchEcho: VirtualActor {
     typealias State = Stateless
     static let name = "echo"
+    static func actions(_ actions: inout Actions<Self>) {
+        actions.on("echo") { (_, text: String) -> String in text }
+    }
+}
+
+/// The same echo as an unnamed type, one instance per caller.
+struct BenchEchoPool: VirtualActor {
+    typealias State = Stateless
+    static let name = "echo-instance"
+    static let kind = ActorKind.unnamed
     static func actions(_ actions: inout Actions<Self>) {
         actions.on("echo") { (_, text: String) -> String in text }
     }
