@@ -30,9 +30,10 @@ public final class ActorDirectory: Service, Sendable {
         }
     }
 
-    private enum Work: Sendable {
-        case activate(ActorKey, activationID: UInt64, spawnFrom: String)
-        case drain(ActorProcess)
+    private struct Activate: Sendable {
+        var key: ActorKey
+        var activationID: UInt64
+        var spawnFrom: String
     }
 
     private struct TypeEntry {
@@ -46,6 +47,7 @@ public final class ActorDirectory: Service, Sendable {
         var queue: CircularBuffer<Call>?
         var running = false
         var process: ActorProcess?
+        var loop: (any EventLoop)?
         var type: ActorTypeInfo?
         var host: ObjectIdentifier?
         var lastActivity: NIODeadline
@@ -66,8 +68,8 @@ public final class ActorDirectory: Service, Sendable {
     public let store: any StateStore
     private let logger: Logger
     private let state = Mutex(State())
-    private let work: AsyncStream<Work>
-    private let workInput: AsyncStream<Work>.Continuation
+    private let work: AsyncStream<Activate>
+    private let workInput: AsyncStream<Activate>.Continuation
     private let activations = Counter(label: "troupe_activations_total")
     private let deactivations = Counter(label: "troupe_deactivations_total")
     private let activeGauge = Gauge(label: "troupe_active_actors")
@@ -80,7 +82,7 @@ public final class ActorDirectory: Service, Sendable {
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
         self.logger = logger
-        (self.work, self.workInput) = AsyncStream.makeStream(of: Work.self)
+        (self.work, self.workInput) = AsyncStream.makeStream(of: Activate.self)
     }
 
     // MARK: Registration
@@ -140,16 +142,17 @@ public final class ActorDirectory: Service, Sendable {
         logger.info("host disconnected", metadata: ["troupe.host": "\(host.hostName)", "troupe.failed_calls": "\(orphaned.count)"])
     }
 
-    /// The registered types.
+    /// The types some connected host serves now.
     public var registeredTypes: [WireActorDefinition] {
-        state.withLock { $0.types.values.map(\.info.definition) }.sorted { $0.name < $1.name }
+        state.withLock { $0.types.values.filter { !$0.hosts.isEmpty }.map(\.info.definition) }.sorted { $0.name < $1.name }
     }
 
     // MARK: Invocation
 
     /// Queues a call. The outcome reaches `reply`, exactly once, by the caller's deadline at the latest.
     public func invoke(_ invocation: Invocation, reply: Reply) {
-        var scheduled: Work?
+        var activate: Activate?
+        var pump: (ActorProcess, any EventLoop)?
         let refusal = state.withLock { state -> TroupeError? in
             if state.stopping { return .unavailable("the sidecar is shutting down") }
             let key = invocation.actor
@@ -163,9 +166,9 @@ public final class ActorDirectory: Service, Sendable {
                 if slot.queue == nil { slot.queue = CircularBuffer(initialCapacity: 4) }
                 slot.queue!.append(call)
                 slot.lastActivity = .now()
-                if let process = slot.process, !slot.running {
+                if let process = slot.process, let loop = slot.loop, !slot.running {
                     slot.running = true
-                    scheduled = .drain(process)
+                    pump = (process, loop)
                 }
                 state.slots[key] = slot
             } else {
@@ -174,14 +177,16 @@ public final class ActorDirectory: Service, Sendable {
                 var queue = CircularBuffer<Call>(initialCapacity: 4)
                 queue.append(call)
                 state.slots[key] = Slot(activationID: id, queue: queue, lastActivity: .now())
-                scheduled = .activate(key, activationID: id, spawnFrom: invocation.spawnFrom)
+                activate = Activate(key: key, activationID: id, spawnFrom: invocation.spawnFrom)
             }
             return nil
         }
         if let refusal {
             reply.complete(.failure(refusal))
-        } else if let scheduled {
-            workInput.yield(scheduled)
+        } else if let (process, loop) = pump {
+            process.schedulePump(on: loop)
+        } else if let activate {
+            workInput.yield(activate)
         }
     }
 
@@ -245,9 +250,9 @@ public final class ActorDirectory: Service, Sendable {
             if info.stateful || info.definition.kind == .unnamed {
                 activation = try await store.activate(key, actorType: info.name)
             }
-            let process = TroupeActorSystem.$preassignedID.withValue(
-                TroupeActorID(node: configuration.node, path: key.description)
-            ) {
+            let id = TroupeActorID(node: configuration.node, path: key.description)
+            actorSystem.pin(id, to: host.eventLoop.executor.asUnownedSerialExecutor())
+            let process = TroupeActorSystem.$preassignedID.withValue(id) {
                 ActorProcess(
                     actorSystem: actorSystem, key: key, activationID: activationID, type: info, host: host,
                     store: store, directory: self, activation: activation)
@@ -256,6 +261,7 @@ public final class ActorDirectory: Service, Sendable {
                 guard var slot = state.slots[key], slot.activationID == activationID else { return false }
                 defer { state.slots[key] = slot }
                 slot.process = process
+                slot.loop = host.eventLoop
                 slot.type = info
                 slot.host = ObjectIdentifier(host)
                 slot.revision = activation?.record.revision ?? 0
@@ -266,7 +272,7 @@ public final class ActorDirectory: Service, Sendable {
             activations.increment()
             activeGauge.record(activeCount)
             logger.debug("actor activated", metadata: ["troupe.actor_id": "\(key)", "troupe.actor_type": "\(info.name)"])
-            if start { await process.whenLocal { await $0.drain() } }
+            if start { process.schedulePump(on: host.eventLoop) }
         } catch {
             let error = TroupeError(wrapping: error)
             let calls = state.withLock { state -> [Call] in
@@ -377,12 +383,7 @@ public final class ActorDirectory: Service, Sendable {
                 await self.drainAndStop()
             }
             for await item in work {
-                group.addTask {
-                    switch item {
-                    case .activate(let key, let id, let spawnFrom): await self.activate(key, activationID: id, spawnFrom: spawnFrom)
-                    case .drain(let process): await process.whenLocal { await $0.drain() }
-                    }
-                }
+                group.addTask { await self.activate(item.key, activationID: item.activationID, spawnFrom: item.spawnFrom) }
             }
             group.cancelAll()
         }

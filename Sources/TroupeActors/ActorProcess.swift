@@ -26,8 +26,10 @@ final class ActorTypeInfo: Sendable {
 /// One active actor: a Swift distributed actor that runs its calls one at a time.
 ///
 /// The mailbox lives in the ``ActorDirectory`` (so enqueueing is synchronous and keeps the order
-/// in which calls arrived); the process drains it, sending each call to the host with the current
-/// state, and stores the state the host returns before the caller is answered.
+/// in which calls arrived). The process runs on the event loop of the connection to its host: it
+/// takes a call, sends it to the host with the current state, and when the answer comes back (on
+/// the same loop) stores the new state, answers the caller and takes the next call. No call
+/// crosses a thread unless a socket or the store forces it.
 public distributed actor ActorProcess {
     public typealias ActorSystem = TroupeActorSystem
 
@@ -40,6 +42,13 @@ public distributed actor ActorProcess {
     let fencingToken: UInt64
     var state: WirePayload?
     var revision: UInt64
+
+    /// Runs on the executor the directory pinned this actor to (its host connection's event loop).
+    public nonisolated var unownedExecutor: UnownedSerialExecutor {
+        // The directory pins every activation before creating it; the fallback only serves a
+        // process created some other way, which must still run on some serial executor.
+        actorSystem.executor(for: id) ?? NIOSingletons.posixEventLoopGroup.next().executor.asUnownedSerialExecutor()
+    }
 
     init(
         actorSystem: TroupeActorSystem, key: ActorKey, activationID: UInt64, type: ActorTypeInfo,
@@ -64,10 +73,95 @@ public distributed actor ActorProcess {
         }
     }
 
-    /// Runs queued calls until the mailbox is empty.
-    func drain() async {
+    /// Starts taking calls from the mailbox; the directory calls it when a call arrives for an
+    /// idle activation. Runs inline when already on `loop`, the loop the actor is pinned to.
+    nonisolated func schedulePump(on loop: any EventLoop) {
+        if loop.inEventLoop {
+            assumeIsolated { $0.pump() }
+        } else {
+            loop.execute { self.assumeIsolated { $0.pump() } }
+        }
+    }
+
+    /// Takes calls until one has to wait for the host or the mailbox is empty.
+    private func pump() {
         while let call = directory.next(key, activationID) {
-            await run(call)
+            if start(call) { return }
+        }
+    }
+
+    /// Starts one call. Returns true if it is now waiting for the host; false if it was answered
+    /// at once (unknown action, deadline already passed, caller gone).
+    private func start(_ call: Call) -> Bool {
+        let invocation = call.invocation
+        guard !call.reply.isDone else { return false }
+        guard type.actions.isEmpty || type.actions.contains(invocation.action) else {
+            call.reply.complete(
+                .failure(.notFound(
+                    "actor type '\(type.name)' has no action '\(invocation.action)'",
+                    details: ["actor": key.name, "action": invocation.action])))
+            return false
+        }
+        let remaining = invocation.deadline - .now()
+        guard remaining > .zero else {
+            call.reply.complete(.failure(.deadlineExceeded("the call's deadline passed while it waited in the mailbox")))
+            return false
+        }
+        var wire = WireActorInvocation()
+        wire.actor.system = key.system
+        wire.actor.name = key.name
+        wire.actorType = type.name
+        wire.action = invocation.action
+        if type.stateful, let state { wire.state = state }
+        wire.payload = invocation.payload
+        wire.metadata = invocation.metadata
+        if let caller = invocation.caller { wire.caller = caller }
+        wire.timeoutMs = UInt32(clamping: remaining.nanoseconds / 1_000_000)
+        wire.revision = revision
+        let loop = host.eventLoop
+        host.invoke(wire, timeout: remaining).hop(to: loop).whenComplete { result in
+            self.assumeIsolated { $0.finish(call, result) }
+        }
+        return true
+    }
+
+    /// Applies the host's answer: stores a new state first, then answers the caller, then goes on.
+    private func finish(_ call: Call, _ result: Result<WireActorInvocationResult, any Error>) {
+        switch result {
+        case .failure(let error):
+            call.reply.complete(.failure(TroupeError(wrapping: error)))
+            pump()
+        case .success(let answer) where type.stateful && answer.hasNewState:
+            let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
+            let (store, key, token) = (self.store, self.key, fencingToken)
+            host.eventLoop.makeFutureWithTask {
+                try await store.write(key, state: blob, fencingToken: token)
+            }.whenComplete { written in
+                self.assumeIsolated { $0.stored(call, answer, written) }
+            }
+        case .success(let answer):
+            call.reply.complete(.success(answer.reply))
+            pump()
+        }
+    }
+
+    private func stored(_ call: Call, _ answer: WireActorInvocationResult, _ written: Result<UInt64, any Error>) {
+        switch written {
+        case .success(let newRevision):
+            revision = newRevision
+            state = answer.newState
+            directory.noteRevision(key, activationID, newRevision)
+            call.reply.complete(.success(answer.reply))
+            pump()
+        case .failure(let error):
+            let error = TroupeError(wrapping: error)
+            call.reply.complete(.failure(error))
+            if error.code == .failedPrecondition {
+                // A newer activation owns this actor: this one must stop serving at once.
+                directory.deactivate(key, activationID, because: error)
+            } else {
+                pump()
+            }
         }
     }
 
@@ -82,59 +176,4 @@ public distributed actor ActorProcess {
         let reply = try await directory.invoke(invocation)
         return Array(reply.value)
     }
-
-    private func run(_ call: Call) async {
-        let invocation = call.invocation
-        guard !call.reply.isDone else { return }
-        guard type.actions.isEmpty || type.actions.contains(invocation.action) else {
-            call.reply.complete(
-                .failure(.notFound(
-                    "actor type '\(type.name)' has no action '\(invocation.action)'",
-                    details: ["actor": key.name, "action": invocation.action])))
-            return
-        }
-        let remaining = invocation.deadline - .now()
-        guard remaining > .zero else {
-            call.reply.complete(.failure(.deadlineExceeded("the call's deadline passed while it waited in the mailbox")))
-            return
-        }
-        var wire = WireActorInvocation()
-        wire.actor.system = key.system
-        wire.actor.name = key.name
-        wire.actorType = type.name
-        wire.action = invocation.action
-        if type.stateful, let state { wire.state = state }
-        wire.payload = invocation.payload
-        wire.metadata = invocation.metadata
-        if let caller = invocation.caller { wire.caller = caller }
-        wire.timeoutMs = UInt32(clamping: remaining.nanoseconds / 1_000_000)
-        wire.revision = revision
-
-        let result: WireActorInvocationResult
-        do {
-            result = try await host.invoke(wire, timeout: remaining)
-        } catch {
-            call.reply.complete(.failure(TroupeError(wrapping: error)))
-            return
-        }
-        if type.stateful, result.hasNewState {
-            do {
-                revision = try await store.write(
-                    key, state: StateBlob(typeURL: result.newState.typeURL, bytes: Array(result.newState.value)),
-                    fencingToken: fencingToken)
-                state = result.newState
-                directory.noteRevision(key, activationID, revision)
-            } catch {
-                let error = TroupeError(wrapping: error)
-                call.reply.complete(.failure(error))
-                if error.code == .failedPrecondition {
-                    // A newer activation owns this actor: this one must stop serving at once.
-                    directory.deactivate(key, activationID, because: error)
-                }
-                return
-            }
-        }
-        call.reply.complete(.success(result.reply))
-    }
-
 }

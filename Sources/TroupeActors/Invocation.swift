@@ -11,8 +11,10 @@ public import TroupeWire
 public protocol ActorHost: AnyObject, Sendable {
     /// A short name for logs.
     var hostName: String { get }
+    /// The event loop the host's answers arrive on; its actors run there.
+    var eventLoop: any EventLoop { get }
     /// Runs one action on the host.
-    func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) async throws -> WireActorInvocationResult
+    func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) -> EventLoopFuture<WireActorInvocationResult>
 }
 
 /// One call to an actor, as the directory queues it.

@@ -37,6 +37,7 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
     /// The name of this node (this sidecar process) in the cluster.
     public let node: String
     private let actors = Mutex<[TroupeActorID: WeakActor]>([:])
+    private let executors = Mutex<[TroupeActorID: UnownedSerialExecutor]>([:])
     private let allowedTargets: Mutex<Set<String>>
 
     /// The id ``assignID(_:)`` gives the next actor created in this task, so that actors get the
@@ -69,6 +70,18 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
 
     public func resignID(_ id: TroupeActorID) {
         actors.withLock { _ = $0.removeValue(forKey: id) }
+        executors.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
+    /// Pins the actor that will get `id` to `executor` (an event loop, typically), so it runs
+    /// where its I/O completes instead of hopping to the global pool. Set it before creating the actor.
+    public func pin(_ id: TroupeActorID, to executor: UnownedSerialExecutor) {
+        executors.withLock { $0[id] = executor }
+    }
+
+    /// The executor an actor was pinned to, if any.
+    public func executor(for id: TroupeActorID) -> UnownedSerialExecutor? {
+        executors.withLock { $0[id] }
     }
 
     /// Number of live distributed actors on this node.

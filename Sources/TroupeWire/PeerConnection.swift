@@ -145,9 +145,15 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
         channel.eventLoop.execute { self.handler.value.startHeartbeat(interval: interval) }
     }
 
-    /// Closes the connection. Outstanding requests fail with `unavailable`.
+    /// Closes the connection after the frames already sent have left. Outstanding requests fail
+    /// with `unavailable`.
     public func close() {
-        channel.close(promise: nil)
+        // Through the loop, so it comes after writes queued before it, and flushes them first.
+        if channel.eventLoop.inEventLoop {
+            handler.value.flushAndClose()
+        } else {
+            channel.eventLoop.execute { self.handler.value.flushAndClose() }
+        }
     }
 
     /// Resolves when the connection is closed.
@@ -181,7 +187,12 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
         buffer.writeInteger(UInt32(body.count))
         buffer.writeInteger(frame.id)
         buffer.writeBytes(body)
-        channel.writeAndFlush(buffer, promise: nil)
+        if channel.eventLoop.inEventLoop {
+            handler.value.send(buffer)
+        } else {
+            let frameBytes = buffer
+            channel.eventLoop.execute { self.handler.value.send(frameBytes) }
+        }
     }
 
     fileprivate func writeFromLoop(_ frame: OutboundFrame) { write(frame) }
@@ -190,6 +201,7 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
 /// The event-loop side of a ``PeerConnection``: demultiplexes answers, timeouts, heartbeats.
 final class FrameConnectionHandler: ChannelInboundHandler {
     typealias InboundIn = InboundFrame
+    typealias OutboundOut = ByteBuffer
 
     struct Pending {
         var promise: EventLoopPromise<WireFrame.OneOf_Body>
@@ -207,6 +219,7 @@ final class FrameConnectionHandler: ChannelInboundHandler {
     private var heartbeatInterval: TimeAmount?
     private var beats: UInt64 = 0
     private var closed = false
+    private var flushScheduled = false
 
     init(side: ConnectionSide, logger: Logger) {
         self.side = side
@@ -339,6 +352,25 @@ final class FrameConnectionHandler: ChannelInboundHandler {
             }
             scheduleBeat()
         }
+    }
+
+    /// Writes a frame and flushes once per event-loop tick, so frames produced together (answers
+    /// to a batch of requests read at once, actions finishing together) leave in one system call.
+    func send(_ buffer: ByteBuffer) {
+        guard let context else { return }
+        context.write(wrapOutboundOut(buffer), promise: nil)
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        context.eventLoop.assumeIsolated().execute { [self] in
+            flushScheduled = false
+            self.context?.flush()
+        }
+    }
+
+    func flushAndClose() {
+        guard let context else { return }
+        context.flush()
+        context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

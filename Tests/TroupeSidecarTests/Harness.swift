@@ -75,6 +75,18 @@ struct SidecarHarness: Sendable {
         try await TroupeClient.connect(system: configuration.system, to: endpoint, name: name)
     }
 
+    /// Waits until some host has registered actor type `type` (at most 20 s).
+    func waitForRegistration(of type: String) async throws {
+        let connection = try await connection()
+        defer { connection.close() }
+        try await waitFor("a host to register '\(type)'", timeout: .seconds(20)) {
+            guard case .sidecar(let info) = try await connection.call(.describeSidecar(.init()), timeout: .seconds(5)) else {
+                return false
+            }
+            return info.registered.contains { $0.name == type }
+        }
+    }
+
     /// A raw connection that has done the handshake as a client.
     func connection(role: WirePeerRole = .client) async throws -> PeerConnection {
         var hello = WireHello()
@@ -130,7 +142,7 @@ final class ChildProcess: Sendable {
         var env = ProcessInfo.processInfo.environment
         env.merge(environment) { $1 }
         process.environment = env
-        FileManager.default.createFile(atPath: logPath, contents: nil)
+        _ = FileManager.default.createFile(atPath: logPath, contents: nil)
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
         process.standardOutput = log
         process.standardError = log

@@ -141,8 +141,10 @@ struct InvocationTests {
             }
             let refused = outcomes.filter { $0 == .resourceExhausted }.count
             let served = outcomes.filter { $0 == nil }.count
+            // All ten arrive within the first call's 100 ms: at most capacity + the running one fit.
             #expect(refused >= 1)
-            #expect(served >= 3)
+            #expect(served >= 2)
+            #expect(served <= 3)
             #expect(refused + served == 10)
             await client.close()
         }

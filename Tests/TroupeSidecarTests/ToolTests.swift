@@ -55,6 +55,7 @@ struct ToolTests {
                 "seat-reservation", ["host", "--socket", socket, "--system", "tickets"],
                 logPath: sidecar.directory.path("example-host.log"))
             defer { host.kill9() }
+            try await sidecar.waitForRegistration(of: "event")
             let (status, output) = try await runToCompletion(
                 "seat-reservation",
                 ["buyers", "--socket", socket, "--system", "tickets", "--event", "gig", "--seats", "30", "--buyers", "6"],

@@ -1,7 +1,7 @@
 import Foundation
 import SwiftProtobuf
 import TroupeProto
-public import TroupeWire
+import TroupeWire
 
 /// The empty payload: for actions that take or return nothing.
 public struct NoPayload: Codable, Sendable, Hashable {
@@ -20,6 +20,9 @@ public struct Stateless: Codable, Sendable, Hashable {
 /// can be an action's input, output or state.
 enum PayloadCoding {
     static let jsonTypeURL = "application/json"
+    // Shared: making coders per call shows up in the invocation profile. Both are thread-safe.
+    static let jsonEncoder = JSONEncoder()
+    static let jsonDecoder = JSONDecoder()
     static let protobufPrefix = "type.googleapis.com/"
 
     static func encode<T>(_ value: T) throws(TroupeError) -> WirePayload {
@@ -31,7 +34,7 @@ enum PayloadCoding {
                 payload.value = try message.serializedData()
             } else if let encodable = value as? any Encodable {
                 payload.typeURL = jsonTypeURL
-                payload.value = try JSONEncoder().encode(encodable)
+                payload.value = try jsonEncoder.encode(encodable)
             } else {
                 throw TroupeError.invalidArgument("\(T.self) is neither Codable nor a SwiftProtobuf message")
             }
@@ -57,7 +60,7 @@ enum PayloadCoding {
                     throw TroupeError.invalidArgument("expected JSON for \(T.self), got payload of type '\(payload.typeURL)'")
                 }
                 let bytes = payload.value.isEmpty ? Data("{}".utf8) : payload.value
-                return try JSONDecoder().decode(decodableType, from: bytes) as! T
+                return try jsonDecoder.decode(decodableType, from: bytes) as! T
             }
             throw TroupeError.invalidArgument("\(T.self) is neither Codable nor a SwiftProtobuf message")
         } catch let error as TroupeError {

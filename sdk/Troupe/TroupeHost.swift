@@ -18,8 +18,10 @@ public final class TroupeHost: Service, Sendable {
     private let actors: [String: RegisteredActor]
     private let logger: Logger
     private let current = Mutex<TroupeClient?>(nil)
-    private let jobs: AsyncStream<@Sendable () async -> Void>
-    private let jobInput: AsyncStream<@Sendable () async -> Void>.Continuation
+    /// Actions running now.
+    private let running = Atomic<Int>(0)
+    /// Set on graceful shutdown: the connection is not opened again.
+    private let stopping = Atomic<Bool>(false)
 
     /// - Throws: `invalidArgument` if two actor types share a name or an initial state cannot be encoded.
     public init(
@@ -42,7 +44,6 @@ public final class TroupeHost: Service, Sendable {
             table[registered.definition.name] = registered
         }
         self.actors = table
-        (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
     }
 
     /// The client of the current connection, for calls from outside actions; nil while disconnected.
@@ -58,17 +59,19 @@ public final class TroupeHost: Service, Sendable {
         throw TroupeError.unavailable("the host did not connect to the sidecar at \(endpoint) in time")
     }
 
-    /// Serves until graceful shutdown or cancellation.
+    /// Serves until graceful shutdown or cancellation. On graceful shutdown it says Goodbye, lets
+    /// running actions answer (for at most 10 s), then closes the connection.
     public func run() async throws {
-        try await withGracefulShutdownHandler {
-            await withDiscardingTaskGroup { group in
-                group.addTask { await self.connectLoop() }
-                for await job in jobs { group.addTask { await job() } }
-                group.cancelAll()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                guard (try? await gracefulShutdown()) != nil else { return }
+                self.stopping.store(true, ordering: .relaxed)
+                self.sayGoodbye()
+                await self.waitForActions(timeout: .seconds(10))
+                self.client?.connection.close()
             }
-        } onGracefulShutdown: {
-            self.sayGoodbye()
-            self.jobInput.finish()
+            await self.connectLoop()
+            group.cancelAll()
         }
     }
 
@@ -77,12 +80,11 @@ public final class TroupeHost: Service, Sendable {
         var goodbye = WireGoodbye()
         goodbye.reason = "host shutting down"
         client.connection.sendConnectionFrame(.goodbye(goodbye))
-        client.connection.close()
     }
 
     private func connectLoop() async {
         var backoff = Duration.milliseconds(100)
-        while !Task.isCancelled {
+        while !Task.isCancelled, !stopping.load(ordering: .relaxed) {
             do {
                 let handler = InvocationHandler(host: self)
                 let (connection, welcome) = try await PeerConnection.connect(
@@ -111,8 +113,11 @@ public final class TroupeHost: Service, Sendable {
         }
     }
 
-    /// Runs one invocation in the host's task group and answers it.
-    fileprivate func serve(_ invocation: WireActorInvocation, id: UInt64, connection: PeerConnection, client: TroupeClient?) {
+    /// Runs one invocation on the connection's event loop and answers it.
+    fileprivate func serve(
+        _ invocation: WireActorInvocation, id: UInt64, connection: PeerConnection, client: TroupeClient?,
+        executor: EventLoopTaskExecutor
+    ) {
         guard let actor = actors[invocation.actorType] else {
             connection.fail(id, with: .notFound("this host has no actor type '\(invocation.actorType)'"))
             return
@@ -122,7 +127,11 @@ public final class TroupeHost: Service, Sendable {
             return
         }
         let logger = logger
-        jobInput.yield {
+        running.wrappingAdd(1, ordering: .relaxed)
+        // Not in the task group: starting there would cost two thread switches per call. `running`
+        // counts these tasks, and shutdown waits for it to reach zero.
+        Task(executorPreference: executor) {
+            defer { self.running.wrappingSubtract(1, ordering: .relaxed) }
             do {
                 let result = try await actor.run(invocation, client.acting(as: invocation.actor.name))
                 connection.respond(to: id, with: .actorResult(result))
@@ -137,12 +146,22 @@ public final class TroupeHost: Service, Sendable {
             }
         }
     }
+
+    /// Waits until no action is running, for at most `timeout`.
+    private func waitForActions(timeout: Duration) async {
+        let deadline = ContinuousClock.now + timeout
+        while running.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+    }
 }
 
 /// Receives the sidecar's requests on a host connection.
 private final class InvocationHandler: PeerRequestHandler {
     let host: TroupeHost
     let client = Mutex<TroupeClient?>(nil)
+    /// Made on the first invocation, for the connection's event loop.
+    private let executor = Mutex<EventLoopTaskExecutor?>(nil)
 
     init(host: TroupeHost) {
         self.host = host
@@ -153,7 +172,13 @@ private final class InvocationHandler: PeerRequestHandler {
             connection.fail(id, with: .invalidArgument("a host serves only actor invocations"))
             return
         }
-        host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 })
+        let executor = executor.withLock { executor in
+            if let executor { return executor }
+            let made = EventLoopTaskExecutor(connection.eventLoop)
+            executor = made
+            return made
+        }
+        host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 }, executor: executor)
     }
 
     func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {

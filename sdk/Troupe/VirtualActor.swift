@@ -1,4 +1,4 @@
-public import TroupeProto
+import TroupeProto
 
 /// Whether a type has one well-known instance or many spawned at run time.
 public enum ActorKind: Sendable {

@@ -80,7 +80,8 @@ final class HostServer: Service {
                     var sessionLogger = logger
                     sessionLogger[metadataKey: "troupe.connection"] = "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
                     let session = HostSession(
-                        configuration: configuration, directory: directory, jobs: jobInput, logger: sessionLogger)
+                        configuration: configuration, directory: directory, eventLoop: channel.eventLoop, jobs: jobInput,
+                        logger: sessionLogger)
                     let connection = try PeerConnection.install(
                         on: channel, side: .acceptor, maxFrameBytes: configuration.maxFrameBytes,
                         delegate: session, logger: sessionLogger)

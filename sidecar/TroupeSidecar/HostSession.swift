@@ -25,9 +25,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
     private let connectionBox = Mutex<PeerConnection?>(nil)
 
     init(
-        configuration: SidecarConfiguration, directory: ActorDirectory,
+        configuration: SidecarConfiguration, directory: ActorDirectory, eventLoop: any EventLoop,
         jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
     ) {
+        self.eventLoop = eventLoop
         self.configuration = configuration
         self.directory = directory
         self.jobs = jobs
@@ -51,13 +52,19 @@ final class HostSession: PeerRequestHandler, ActorHost {
 
     // MARK: ActorHost
 
-    func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) async throws -> WireActorInvocationResult {
-        guard let connection else { throw TroupeError.unavailable("the actor host is not connected") }
-        let answer = try await connection.request(.actorInvocation(invocation), timeout: timeout).get()
-        guard case .actorResult(let result) = answer else {
-            throw TroupeError.internalError("the host answered an ActorInvocation with \(answer.kindName)")
+    /// Fixed when the session is created: the loop of its channel.
+    let eventLoop: any EventLoop
+
+    func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) -> EventLoopFuture<WireActorInvocationResult> {
+        guard let connection else {
+            return eventLoop.makeFailedFuture(TroupeError.unavailable("the actor host is not connected"))
         }
-        return result
+        return connection.request(.actorInvocation(invocation), timeout: timeout).flatMapThrowing { answer in
+            guard case .actorResult(let result) = answer else {
+                throw TroupeError.internalError("the host answered an ActorInvocation with \(answer.kindName)")
+            }
+            return result
+        }
     }
 
     // MARK: PeerRequestHandler

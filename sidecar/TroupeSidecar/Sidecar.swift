@@ -1,7 +1,7 @@
 public import Logging
 import NIOCore
 import NIOPosix
-public import ServiceLifecycle
+import ServiceLifecycle
 public import TroupeActors
 public import UnixSignals
 import TroupeSQLite
@@ -23,6 +23,7 @@ public final class Sidecar: Sendable {
     let server: HostServer
     let store: any StateStore
     let logger: Logger
+    let eventLoops: MultiThreadedEventLoopGroup
 
     /// Opens the store and prepares the services. Nothing listens until ``run(signals:)``.
     public static func start(configuration: SidecarConfiguration, logger: Logger) async throws -> Sidecar {
@@ -45,9 +46,8 @@ public final class Sidecar: Sendable {
         directoryConfiguration.defaultMailboxCapacity = configuration.mailboxCapacity
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
-        server = HostServer(
-            configuration: configuration, directory: directory, group: MultiThreadedEventLoopGroup.singleton,
-            logger: logger)
+        eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
     }
 
     /// Runs until a signal in `signals` arrives (or the task is cancelled), then drains: new calls
@@ -63,9 +63,11 @@ public final class Sidecar: Sendable {
             try await group.run()
         } catch {
             try? await store.close()
+            try? await eventLoops.shutdownGracefully()
             throw error
         }
         try await store.close()
+        try await eventLoops.shutdownGracefully()
         logger.info("sidecar stopped")
     }
 }

@@ -33,6 +33,8 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var handshakeTimeoutMs: UInt32 = 5_000
     public var drainTimeoutMs: UInt32 = 10_000
     public var maxConcurrentRequests: UInt32 = 4096
+    /// Threads serving connections and running actors. One keeps every call on one thread.
+    public var eventLoopThreads = 1
     public var logLevel = "info"
 
     public init() {}
@@ -85,6 +87,9 @@ public struct SidecarConfiguration: Sendable, Equatable {
         },
         Setting(key: "max-concurrent-requests", summary: "requests one connection may have outstanding") { c, v throws(TroupeError) in
             c.maxConcurrentRequests = try number(v, "max-concurrent-requests", in: 1...1_000_000)
+        },
+        Setting(key: "event-loop-threads", summary: "threads serving connections and running actors") { c, v throws(TroupeError) in
+            c.eventLoopThreads = Int(try number(v, "event-loop-threads", in: 1...256))
         },
         Setting(key: "log-level", summary: "trace, debug, info, notice, warning, error or critical") { c, v throws(TroupeError) in
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(v) else {

@@ -29,6 +29,7 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
     @Option(name: .customLong("handshake-timeout-ms"), help: "Time a connection has to say Hello.") var handshakeTimeoutMs: String?
     @Option(name: .customLong("drain-timeout-ms"), help: "Graceful shutdown wait for calls in flight.") var drainTimeoutMs: String?
     @Option(name: .customLong("max-concurrent-requests"), help: "Requests one connection may have outstanding.") var maxConcurrentRequests: String?
+    @Option(name: .customLong("event-loop-threads"), help: "Threads serving connections and running actors.") var eventLoopThreads: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel: String?
 
     /// Every flag paired with the setting key it sets; a test checks this covers the whole table.
@@ -39,7 +40,7 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
             ("mailbox-capacity", mailboxCapacity), ("idle-timeout-ms", idleTimeoutMs),
             ("heartbeat-interval-ms", heartbeatIntervalMs), ("handshake-timeout-ms", handshakeTimeoutMs),
             ("drain-timeout-ms", drainTimeoutMs), ("max-concurrent-requests", maxConcurrentRequests),
-            ("log-level", logLevel),
+            ("event-loop-threads", eventLoopThreads), ("log-level", logLevel),
         ]
     }
 
