@@ -182,6 +182,8 @@ private final class InvocationHandler: PeerRequestHandler {
     }
 
     func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {
-        // The sidecar is going away; the connect loop reconnects once it is back.
+        // The sidecar drains its calls before it says Goodbye, so nothing is in flight: close now
+        // so it can exit, and let the connect loop reconnect once it is back.
+        connection.close()
     }
 }

@@ -68,7 +68,7 @@ final class HostServer: Service {
 
     /// The TCP port actually bound (useful when configured with port 0).
     var tcpPort: Int? {
-        listening.withLock { $0.compactMap { $0.localAddress?.port }.first }
+        listening.withLock { $0.compactMap { $0.localAddress?.port }.first { $0 > 0 } }
     }
 
     private func bootstrap() -> ServerBootstrap {

@@ -50,6 +50,9 @@ public final class Sidecar: Sendable {
         server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
     }
 
+    /// The TCP port hosts can connect to, once ``run(signals:)`` has bound it (useful with port 0).
+    public var tcpPort: Int? { server.tcpPort }
+
     /// Runs until a signal in `signals` arrives (or the task is cancelled), then drains: new calls
     /// are refused, queued ones finish, hosts are told Goodbye, and the store is closed.
     public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
