@@ -152,7 +152,11 @@ let package = Package(
         // Actor types the tests host, in-process and in the troupe-test-host process.
         .target(
             name: "TroupeTestActors",
-            dependencies: ["Troupe"],
+            dependencies: [
+                "Troupe", "TroupeWire", "TroupeProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             path: "Tests/Fixtures/TestActors"
         ),
         .executableTarget(
@@ -166,7 +170,7 @@ let package = Package(
         ),
         .testTarget(
             name: "TroupeWireTests",
-            dependencies: ["TroupeWire", "TroupeProto", .product(name: "NIOEmbedded", package: "swift-nio")],
+            dependencies: ["TroupeWire", "TroupeProto", "TroupeTestActors"],
             path: "Tests/TroupeWireTests"
         ),
         .testTarget(

@@ -3,6 +3,7 @@ import Testing
 import Troupe
 import TroupeProto
 import TroupeTestActors
+import TroupeWire
 
 @Suite("Connections: TCP, heartbeats and graceful drain", .serialized)
 struct ConnectionLifecycleTests {
@@ -68,11 +69,7 @@ struct GracefulShutdownTests {
         try await waitFor("the host to register", timeout: .seconds(20)) {
             (try? await client.invoke("echo", action: "echo", "ready", as: String.self, timeout: .seconds(2))) != nil
         }
-        let inFlight = Task { () -> Result<Int, any Error> in
-            do { return .success(try await client.invoke("sleeper", action: "sleep", 800, timeout: .seconds(10))) } catch {
-                return .failure(error)
-            }
-        }
+        let inFlight = inBackground { try await client.invoke("sleeper", action: "sleep", 800, as: Int.self, timeout: .seconds(10)) }
         try await Task.sleep(for: .milliseconds(200))
         sidecar.signal(SIGTERM)
         let outcome = await inFlight.value

@@ -190,3 +190,11 @@ func runToCompletion(_ executable: String, _ arguments: [String], timeout: Durat
     let status = try await child.waitForExit(timeout: timeout)
     return (status, child.log)
 }
+
+/// Starts `body` now and hands back its outcome later: for a call a test lets run while it does
+/// something else (kills a process, sends a signal).
+func inBackground<T: Sendable>(_ body: @escaping @Sendable () async throws -> T) -> Task<Result<T, any Error>, Never> {
+    Task {
+        do { return .success(try await body()) } catch { return .failure(error) }
+    }
+}

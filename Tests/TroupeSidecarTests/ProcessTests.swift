@@ -92,11 +92,7 @@ struct ProcessTests {
         let client = try await setup.client()
         try await setup.waitForHost(client)
         let started = ContinuousClock.now
-        let slow = Task { () -> Result<Int, any Error> in
-            do { return .success(try await client.invoke("sleeper", action: "sleep", 20_000, timeout: .seconds(15))) } catch {
-                return .failure(error)
-            }
-        }
+        let slow = inBackground { try await client.invoke("sleeper", action: "sleep", 20_000, as: Int.self, timeout: .seconds(15)) }
         try await Task.sleep(for: .milliseconds(300))
         host.signal(SIGKILL)
         let outcome = await slow.value

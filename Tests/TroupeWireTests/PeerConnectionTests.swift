@@ -5,6 +5,7 @@ import NIOPosix
 import Synchronization
 import Testing
 import TroupeProto
+import TroupeTestActors
 @testable import TroupeWire
 
 /// A sidecar-side peer for these tests: answers Hello, echoes invokes after an optional delay,
@@ -166,16 +167,12 @@ struct PeerConnectionTests {
 
     @Test func garbageFromThePeerGetsInvalidArgumentOnItsCorrelationID() async throws {
         let server = try await Server.start()
-        let raw = try await RawPeer.connect(path: server.path)
+        let raw = try await RawSocket.connect(server.path)
         var hello = WireHello()
         hello.protocolVersion = HostProtocol.version
-        try await raw.send(OutboundFrame(id: 1, .hello(hello)))
-        var garbage = ByteBuffer()
-        garbage.writeInteger(UInt32(3))
-        garbage.writeInteger(UInt64(3))
-        garbage.writeBytes([0xFF, 0xFF, 0xFF])
-        try await raw.channel.writeAndFlush(garbage)
-        try await raw.send(invokeFrameBody(id: 5))
+        try await raw.send(1, .hello(hello))
+        try await raw.sendRaw(length: 3, id: 3, body: [0xFF, 0xFF, 0xFF])
+        try await raw.send(5, invokeBody())
         let frames = try await raw.receive(count: 3)
         guard case .frame(1, let welcome) = frames[0], case .welcome = welcome.body else {
             Issue.record("expected the welcome first: \(frames)")
@@ -195,58 +192,9 @@ struct PeerConnectionTests {
     }
 }
 
-private func invokeFrameBody(id: UInt64) -> OutboundFrame {
+private func invokeBody() -> WireFrame.OneOf_Body {
     var request = WireInvokeRequest()
     request.action = "echo"
-    return OutboundFrame(id: id, .invoke(request))
+    return .invoke(request)
 }
 
-/// A bare framed socket that records every frame it receives, for tests that must send what a
-/// well-behaved ``PeerConnection`` never would.
-final class RawPeer: Sendable {
-    let channel: any Channel
-    private let collector: Collector
-
-    final class Collector: ChannelInboundHandler, Sendable {
-        typealias InboundIn = InboundFrame
-        let frames = Mutex<[InboundFrame]>([])
-        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            let frame = unwrapInboundIn(data)
-            frames.withLock { $0.append(frame) }
-        }
-    }
-
-    private init(channel: any Channel, collector: Collector) {
-        self.channel = channel
-        self.collector = collector
-    }
-
-    static func connect(path: String) async throws -> RawPeer {
-        let collector = Collector()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
-                    try channel.pipeline.syncOperations.addHandler(collector)
-                }
-            }
-            .connect(unixDomainSocketPath: path).get()
-        return RawPeer(channel: channel, collector: collector)
-    }
-
-    func send(_ frame: OutboundFrame) async throws {
-        var buffer = ByteBuffer()
-        try FrameEncoder().encode(data: frame, out: &buffer)
-        try await channel.writeAndFlush(buffer)
-    }
-
-    /// Waits (at most 5 s) for `count` frames.
-    func receive(count: Int) async throws -> [InboundFrame] {
-        for _ in 0..<500 {
-            let frames = collector.frames.withLock { $0 }
-            if frames.count >= count { return frames }
-            try await Task.sleep(for: .milliseconds(10))
-        }
-        return collector.frames.withLock { $0 }
-    }
-}
