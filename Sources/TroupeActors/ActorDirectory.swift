@@ -139,12 +139,16 @@ public final class ActorDirectory: Service, Sendable {
         activeGauge.record(activeCount)
         let error = TroupeError.unavailable("the actor host \(host.hostName) disconnected")
         for call in orphaned { call.reply.complete(.failure(error)) }
-        logger.info("host disconnected", metadata: ["troupe.host": "\(host.hostName)", "troupe.failed_calls": "\(orphaned.count)"])
+        logger.info(
+            "host disconnected",
+            metadata: ["troupe.host": "\(host.hostName)", "troupe.failed_calls": "\(orphaned.count)"])
     }
 
     /// The types some connected host serves now.
     public var registeredTypes: [WireActorDefinition] {
-        state.withLock { $0.types.values.filter { !$0.hosts.isEmpty }.map(\.info.definition) }.sorted { $0.name < $1.name }
+        state.withLock { $0.types.values.filter { !$0.hosts.isEmpty }.map(\.info.definition) }.sorted {
+            $0.name < $1.name
+        }
     }
 
     // MARK: Invocation
@@ -203,7 +207,8 @@ public final class ActorDirectory: Service, Sendable {
     public func spawn(names: [String], actorType: String) async throws -> [String] {
         let info = state.withLock { $0.types[actorType]?.info }
         guard let info, info.definition.kind == .unnamed else {
-            throw TroupeError.notFound("no unnamed actor type '\(actorType)' is registered", details: ["actor_type": actorType])
+            throw TroupeError.notFound(
+                "no unnamed actor type '\(actorType)' is registered", details: ["actor_type": actorType])
         }
         guard !names.isEmpty, names.allSatisfy({ !$0.isEmpty }) else {
             throw TroupeError.invalidArgument("spawn needs at least one non-empty name")
@@ -271,7 +276,8 @@ public final class ActorDirectory: Service, Sendable {
             }
             activations.increment()
             activeGauge.record(activeCount)
-            logger.debug("actor activated", metadata: ["troupe.actor_id": "\(key)", "troupe.actor_type": "\(info.name)"])
+            logger.debug(
+                "actor activated", metadata: ["troupe.actor_id": "\(key)", "troupe.actor_type": "\(info.name)"])
             if start { process.schedulePump(on: host.eventLoop) }
         } catch {
             let error = TroupeError(wrapping: error)
@@ -281,7 +287,8 @@ public final class ActorDirectory: Service, Sendable {
                 return Array(slot.queue ?? [])
             }
             if error.code != .notFound {
-                logger.warning("activation failed", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+                logger.warning(
+                    "activation failed", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
             }
             for call in calls { call.reply.complete(.failure(error)) }
         }
@@ -300,7 +307,8 @@ public final class ActorDirectory: Service, Sendable {
         var typeName: String?
         if !spawnFrom.isEmpty {
             guard try pickHost(for: spawnFrom, requireKind: .unnamed, dryRun: true) != nil else {
-                throw TroupeError.notFound("no unnamed actor type '\(spawnFrom)' is registered", details: ["actor_type": spawnFrom])
+                throw TroupeError.notFound(
+                    "no unnamed actor type '\(spawnFrom)' is registered", details: ["actor_type": spawnFrom])
             }
             _ = try await store.spawn([key], actorType: spawnFrom)
             typeName = spawnFrom
@@ -326,7 +334,8 @@ public final class ActorDirectory: Service, Sendable {
         try state.withLock { (state) throws -> (ActorTypeInfo, any ActorHost)? in
             guard var entry = state.types[name], entry.info.definition.kind == kind else { return nil }
             guard !entry.hosts.isEmpty else {
-                throw TroupeError.unavailable("no host is registered for actor type '\(name)'", details: ["actor_type": name])
+                throw TroupeError.unavailable(
+                    "no host is registered for actor type '\(name)'", details: ["actor_type": name])
             }
             let host = entry.hosts[entry.nextHost % entry.hosts.count]
             if !dryRun {
@@ -383,7 +392,9 @@ public final class ActorDirectory: Service, Sendable {
                 await self.drainAndStop()
             }
             for await item in work {
-                group.addTask { await self.activate(item.key, activationID: item.activationID, spawnFrom: item.spawnFrom) }
+                group.addTask {
+                    await self.activate(item.key, activationID: item.activationID, spawnFrom: item.spawnFrom)
+                }
             }
             group.cancelAll()
         }

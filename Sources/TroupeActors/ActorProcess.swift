@@ -15,8 +15,10 @@ final class ActorTypeInfo: Sendable {
     init(definition: WireActorDefinition, defaultIdleTimeout: TimeAmount, defaultMailboxCapacity: Int) {
         self.definition = definition
         self.actions = Set(definition.actions)
-        self.idleTimeout = definition.idleTimeoutMs == 0 ? defaultIdleTimeout : .milliseconds(Int64(definition.idleTimeoutMs))
-        self.mailboxCapacity = definition.mailboxCapacity == 0 ? defaultMailboxCapacity : Int(definition.mailboxCapacity)
+        self.idleTimeout =
+            definition.idleTimeoutMs == 0 ? defaultIdleTimeout : .milliseconds(Int64(definition.idleTimeoutMs))
+        self.mailboxCapacity =
+            definition.mailboxCapacity == 0 ? defaultMailboxCapacity : Int(definition.mailboxCapacity)
     }
 
     var name: String { definition.name }
@@ -97,14 +99,16 @@ public distributed actor ActorProcess {
         guard !call.reply.isDone else { return false }
         guard type.actions.isEmpty || type.actions.contains(invocation.action) else {
             call.reply.complete(
-                .failure(.notFound(
-                    "actor type '\(type.name)' has no action '\(invocation.action)'",
-                    details: ["actor": key.name, "action": invocation.action])))
+                .failure(
+                    .notFound(
+                        "actor type '\(type.name)' has no action '\(invocation.action)'",
+                        details: ["actor": key.name, "action": invocation.action])))
             return false
         }
         let remaining = invocation.deadline - .now()
         guard remaining > .zero else {
-            call.reply.complete(.failure(.deadlineExceeded("the call's deadline passed while it waited in the mailbox")))
+            call.reply.complete(
+                .failure(.deadlineExceeded("the call's deadline passed while it waited in the mailbox")))
             return false
         }
         var wire = WireActorInvocation()
@@ -167,7 +171,9 @@ public distributed actor ActorProcess {
 
     /// Invokes an action and waits for the reply: the entry point for callers that are actors
     /// themselves, and for remote nodes.
-    public distributed func invoke(action: String, payloadType: String, payload: [UInt8], timeoutMillis: Int64) async throws -> [UInt8] {
+    public distributed func invoke(action: String, payloadType: String, payload: [UInt8], timeoutMillis: Int64)
+        async throws -> [UInt8]
+    {
         var wire = WirePayload()
         wire.typeURL = payloadType
         wire.value = .init(payload)

@@ -120,7 +120,8 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
     /// or a thrown error all become a failed result, never silence.
     public func executeRemoteCall(_ call: RemoteCallEnvelope) async -> Result<Data?, TroupeError> {
         guard allowedTargets.withLock({ $0.contains(call.target) }) else {
-            return .failure(.failedPrecondition("remote target '\(call.target)' is not allowed", details: ["target": call.target]))
+            return .failure(
+                .failedPrecondition("remote target '\(call.target)' is not allowed", details: ["target": call.target]))
         }
         guard let actor = actors.withLock({ $0[call.recipient]?.actor }) else {
             return .failure(.notFound("no actor \(call.recipient) on node \(node)"))

@@ -16,7 +16,10 @@ struct TroupeCLI: AsyncParsableCommand {
 
 /// Where the sidecar is. Shared by every subcommand.
 struct SidecarOptions: ParsableArguments {
-    @Option(help: "Sidecar endpoint: a socket path, unix:PATH or tcp://HOST:PORT (default: $TROUPE_SOCKET or /tmp/troupe/troupe.sock).")
+    @Option(
+        help:
+            "Sidecar endpoint: a socket path, unix:PATH or tcp://HOST:PORT (default: $TROUPE_SOCKET or /tmp/troupe/troupe.sock)."
+    )
     var socket: String?
 
     @Option(name: .customLong("timeout-ms"), help: "Deadline of the request in milliseconds.")
@@ -69,7 +72,8 @@ struct Invoke: AsyncParsableCommand {
     @Argument(help: "Actor name.") var actor: String
     @Argument(help: "Action name.") var action: String
     @Option(help: "The payload, as JSON.") var json: String?
-    @Option(name: .customLong("spawn-from"), help: "Spawn the actor from this unnamed type if it does not exist.") var spawnFrom: String?
+    @Option(name: .customLong("spawn-from"), help: "Spawn the actor from this unnamed type if it does not exist.")
+    var spawnFrom: String?
     @Option(name: .customLong("output"), help: "text (default) or json.") var output: String = "text"
     @OptionGroup var sidecar: SidecarOptions
 
@@ -101,7 +105,9 @@ struct Invoke: AsyncParsableCommand {
         } else if payload.typeURL.isEmpty {
             print("(no reply payload)")
         } else if isJSON {
-            if let data = try? JSONSerialization.data(withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed]) {
+            if let data = try? JSONSerialization.data(
+                withJSONObject: value, options: [.prettyPrinted, .sortedKeys, .fragmentsAllowed])
+            {
                 print(String(decoding: data, as: UTF8.self))
             }
         } else {
@@ -137,13 +143,15 @@ struct Actors: AsyncParsableCommand {
             ])
             return
         }
-        let rows = [["ACTOR", "TYPE", "NODE", "REVISION", "MAILBOX", "IDLE"]]
+        let rows =
+            [["ACTOR", "TYPE", "NODE", "REVISION", "MAILBOX", "IDLE"]]
             + response.actors.map {
                 [$0.actor.name, $0.actorType, $0.node, "\($0.revision)", "\($0.mailboxDepth)", "\($0.idleMs / 1000)s"]
             }
         let widths = (0..<6).map { column in rows.map { $0[column].count }.max() ?? 0 }
         for row in rows {
-            print(zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+            print(
+                zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
         print("\(response.actors.count) active actor(s)\(response.truncated ? " (truncated)" : "")")
     }
@@ -170,18 +178,25 @@ struct Spawn: AsyncParsableCommand {
 }
 
 struct Describe: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Shows the sidecar's system, node, store and registered actor types.")
+    static let configuration = CommandConfiguration(
+        abstract: "Shows the sidecar's system, node, store and registered actor types.")
 
     @OptionGroup var sidecar: SidecarOptions
 
     func run() async throws {
         let answer: WireFrame.OneOf_Body
-        do { answer = try await sidecar.request(.describeSidecar(WireDescribeSidecarRequest())) } catch { throw fail(error) }
+        do { answer = try await sidecar.request(.describeSidecar(WireDescribeSidecarRequest())) } catch {
+            throw fail(error)
+        }
         guard case .sidecar(let info) = answer else { throw fail(TroupeError.internalError("unexpected answer")) }
-        print("system \(info.system), node \(info.node), sidecar \(info.sidecarVersion), protocol \(info.protocolVersion)")
+        print(
+            "system \(info.system), node \(info.node), sidecar \(info.sidecarVersion), protocol \(info.protocolVersion)"
+        )
         print("store \(info.store), \(info.activeActors) active actor(s)")
         for type in info.registered {
-            print("  \(type.name) (\(type.kind == .named ? "named" : "unnamed"), \(type.stateful ? "stateful" : "stateless")): \(type.actions.joined(separator: ", "))")
+            print(
+                "  \(type.name) (\(type.kind == .named ? "named" : "unnamed"), \(type.stateful ? "stateful" : "stateless")): \(type.actions.joined(separator: ", "))"
+            )
         }
     }
 }

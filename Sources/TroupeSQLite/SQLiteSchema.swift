@@ -24,7 +24,7 @@ enum SQLiteSchema {
             ) WITHOUT ROWID
             """,
             "CREATE INDEX troupe_actors_by_type ON troupe_actors (system, actor_type)",
-        ],
+        ]
     ]
 
     /// The version this build writes and understands.

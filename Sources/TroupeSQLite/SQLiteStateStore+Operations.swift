@@ -96,13 +96,16 @@ extension SQLiteStateStore {
                     ON CONFLICT (system, actor) DO NOTHING
                     RETURNING system, actor
                     """,
-                    chunk.flatMap { [SQLiteData.text($0.system), .text($0.name), .text(actorType), .integer(now), .integer(now)] }
+                    chunk.flatMap {
+                        [SQLiteData.text($0.system), .text($0.name), .text(actorType), .integer(now), .integer(now)]
+                    }
                 )
                 for row in rows {
-                    created.insert(ActorKey(
-                        system: try SQLiteRecords.text(row, "system", key: chunk[0]),
-                        name: try SQLiteRecords.text(row, "actor", key: chunk[0])
-                    ))
+                    created.insert(
+                        ActorKey(
+                            system: try SQLiteRecords.text(row, "system", key: chunk[0]),
+                            name: try SQLiteRecords.text(row, "actor", key: chunk[0])
+                        ))
                 }
             }
             // RETURNING order is unspecified; answer in the caller's order.

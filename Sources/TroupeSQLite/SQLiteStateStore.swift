@@ -1,12 +1,13 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 public import Logging
 import SQLiteNIO
 public import TroupeStore
 import TroupeWire
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// The embedded default ``StateStore``: one SQLite file, owned by one sidecar.
 ///
@@ -102,7 +103,8 @@ public final class SQLiteStateStore: StateStore {
         _ = try await connection.query("PRAGMA locking_mode = EXCLUSIVE")
         let mode = try await connection.query("PRAGMA journal_mode = WAL").first?.column("journal_mode")?.string
         if mode != "wal" {
-            logger.warning("state file is not in WAL mode", metadata: ["path": "\(path)", "journalMode": "\(mode ?? "?")"])
+            logger.warning(
+                "state file is not in WAL mode", metadata: ["path": "\(path)", "journalMode": "\(mode ?? "?")"])
         }
         _ = try await connection.query("PRAGMA synchronous = NORMAL")
         try await SQLiteSchema.migrate(connection, path: path, logger: logger)

@@ -1,10 +1,11 @@
-#if canImport(FoundationEssentials)
-import FoundationEssentials
-#else
-import Foundation
-#endif
 import Synchronization
 package import TroupeWire
+
+#if canImport(FoundationEssentials)
+    import FoundationEssentials
+#else
+    import Foundation
+#endif
 
 /// A ``StateStore`` that keeps everything in process memory.
 ///
@@ -34,10 +35,12 @@ public final class MemoryStateStore: StateStore {
     public func activate(_ key: ActorKey, actorType: String) async throws -> Activation {
         let now = Self.nowMillis()
         return try withOpenActors { actors in
-            var entry = actors[key] ?? Entry(
-                record: ActorRecord(actorType: actorType, state: nil, revision: 0, updatedAtMillis: now),
-                fencingToken: 0
-            )
+            var entry =
+                actors[key]
+                ?? Entry(
+                    record: ActorRecord(actorType: actorType, state: nil, revision: 0, updatedAtMillis: now),
+                    fencingToken: 0
+                )
             // Bump even on a type clash, as SQLite does: the token only has to grow.
             entry.fencingToken += 1
             actors[key] = entry

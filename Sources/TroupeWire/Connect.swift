@@ -41,7 +41,8 @@ extension PeerConnection {
                 connection = try await bootstrap.connect(
                     to: try SocketAddress(unixDomainSocketPath: path), channelInitializer: initializer)
             case .tcp(let host, let port):
-                connection = try await bootstrap
+                connection =
+                    try await bootstrap
                     .channelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                     .connect(host: host, port: port, channelInitializer: initializer)
             }
@@ -53,7 +54,8 @@ extension PeerConnection {
             guard case .welcome(let welcome) = answer else {
                 throw TroupeError.internalError("the sidecar answered Hello with \(answer)")
             }
-            connection.peerMaxFrameBytes = welcome.maxFrameBytes == 0 ? HostProtocol.defaultMaxFrameBytes : welcome.maxFrameBytes
+            connection.peerMaxFrameBytes =
+                welcome.maxFrameBytes == 0 ? HostProtocol.defaultMaxFrameBytes : welcome.maxFrameBytes
             let interval = welcome.heartbeatIntervalMs == 0 ? 5000 : welcome.heartbeatIntervalMs
             connection.startHeartbeat(interval: .milliseconds(Int64(interval)))
             return (connection, welcome)

@@ -1,6 +1,6 @@
 public import NIOCore
-public import TroupeProto
 import SwiftProtobuf
+public import TroupeProto
 
 /// Constants of the host protocol's framing. See docs/protocol.md.
 public enum HostProtocol {

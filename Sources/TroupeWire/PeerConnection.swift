@@ -166,7 +166,8 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
             body = try frame.frame.serializedBytes()
         } catch {
             // Serializing a message we built ourselves cannot fail for valid UTF-8 strings; answer anyway.
-            frame = OutboundFrame(id: frame.id, .failure(TroupeError.internalError("could not encode answer: \(error)").wire))
+            frame = OutboundFrame(
+                id: frame.id, .failure(TroupeError.internalError("could not encode answer: \(error)").wire))
             body = (try? frame.frame.serializedBytes()) ?? []
         }
         let limit = peerMaxFrameBytes
@@ -310,7 +311,8 @@ final class FrameConnectionHandler: ChannelInboundHandler {
         case .oversized(let id, let length):
             let error = TroupeError.resourceExhausted(
                 "frame of \(length) bytes exceeds this peer's limit", details: ["size": "\(length)"])
-            logger.warning("oversized frame skipped", metadata: ["troupe.correlation_id": "\(id)", "troupe.size": "\(length)"])
+            logger.warning(
+                "oversized frame skipped", metadata: ["troupe.correlation_id": "\(id)", "troupe.size": "\(length)"])
             if side.owns(id) {
                 failPending(id: id, with: error)
             } else if id != HostProtocol.connectionFrameID {
@@ -318,7 +320,8 @@ final class FrameConnectionHandler: ChannelInboundHandler {
             }
             delegate?.peerViolatedProtocol(error, on: connection)
         case .malformed(let id, let reason):
-            logger.warning("malformed frame", metadata: ["troupe.correlation_id": "\(id)", "troupe.reason": "\(reason)"])
+            logger.warning(
+                "malformed frame", metadata: ["troupe.correlation_id": "\(id)", "troupe.reason": "\(reason)"])
             if side.owns(id) {
                 failPending(id: id, with: .internalError("the peer's answer could not be read: \(reason)"))
                 delegate?.peerViolatedProtocol(.invalidArgument(reason), on: connection)

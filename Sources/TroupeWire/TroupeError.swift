@@ -67,15 +67,33 @@ public struct TroupeError: Error, Sendable, Hashable, CustomStringConvertible {
 
     public var description: String { "\(code): \(message)" }
 
-    public static func notFound(_ message: String, details: [String: String] = [:]) -> Self { .init(.notFound, message, details: details) }
-    public static func invalidArgument(_ message: String, details: [String: String] = [:]) -> Self { .init(.invalidArgument, message, details: details) }
-    public static func unavailable(_ message: String, details: [String: String] = [:]) -> Self { .init(.unavailable, message, details: details) }
-    public static func deadlineExceeded(_ message: String, details: [String: String] = [:]) -> Self { .init(.deadlineExceeded, message, details: details) }
-    public static func resourceExhausted(_ message: String, details: [String: String] = [:]) -> Self { .init(.resourceExhausted, message, details: details) }
-    public static func failedPrecondition(_ message: String, details: [String: String] = [:]) -> Self { .init(.failedPrecondition, message, details: details) }
-    public static func alreadyExists(_ message: String, details: [String: String] = [:]) -> Self { .init(.alreadyExists, message, details: details) }
-    public static func internalError(_ message: String, details: [String: String] = [:]) -> Self { .init(.internal, message, details: details) }
-    public static func cancelled(_ message: String, details: [String: String] = [:]) -> Self { .init(.cancelled, message, details: details) }
+    public static func notFound(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.notFound, message, details: details)
+    }
+    public static func invalidArgument(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.invalidArgument, message, details: details)
+    }
+    public static func unavailable(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.unavailable, message, details: details)
+    }
+    public static func deadlineExceeded(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.deadlineExceeded, message, details: details)
+    }
+    public static func resourceExhausted(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.resourceExhausted, message, details: details)
+    }
+    public static func failedPrecondition(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.failedPrecondition, message, details: details)
+    }
+    public static func alreadyExists(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.alreadyExists, message, details: details)
+    }
+    public static func internalError(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.internal, message, details: details)
+    }
+    public static func cancelled(_ message: String, details: [String: String] = [:]) -> Self {
+        .init(.cancelled, message, details: details)
+    }
 }
 
 extension TroupeError {

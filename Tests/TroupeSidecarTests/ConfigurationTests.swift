@@ -36,7 +36,9 @@ struct ConfigurationTests {
         let documentation = try String(contentsOf: docs, encoding: .utf8)
         for setting in SidecarConfiguration.settings {
             #expect(help.contains(setting.flag), "troupe-sidecar has no \(setting.flag)")
-            #expect(documentation.contains("`\(setting.environmentVariable)`"), "docs/configuration.md lacks \(setting.environmentVariable)")
+            #expect(
+                documentation.contains("`\(setting.environmentVariable)`"),
+                "docs/configuration.md lacks \(setting.environmentVariable)")
             #expect(documentation.contains("`\(setting.key)`"), "docs/configuration.md lacks \(setting.key)")
         }
     }

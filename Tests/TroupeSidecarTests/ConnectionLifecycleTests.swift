@@ -63,13 +63,18 @@ struct GracefulShutdownTests {
             "troupe-sidecar", ["--system", "drain", "--socket", socket, "--data-path", directory.path("state.sqlite")],
             logPath: directory.path("sidecar.log"))
         let host = try ChildProcess("troupe-test-host", [socket, "drain"], logPath: directory.path("host.log"))
-        defer { sidecar.kill9(); host.kill9() }
+        defer {
+            sidecar.kill9()
+            host.kill9()
+        }
         try await waitFor("the sidecar socket") { FileManager.default.fileExists(atPath: socket) }
         let client = try await TroupeClient.connect(system: "drain", to: .unix(path: socket))
         try await waitFor("the host to register", timeout: .seconds(20)) {
             (try? await client.invoke("echo", action: "echo", "ready", as: String.self, timeout: .seconds(2))) != nil
         }
-        let inFlight = inBackground { try await client.invoke("sleeper", action: "sleep", 800, as: Int.self, timeout: .seconds(10)) }
+        let inFlight = inBackground {
+            try await client.invoke("sleeper", action: "sleep", 800, as: Int.self, timeout: .seconds(10))
+        }
         try await Task.sleep(for: .milliseconds(200))
         sidecar.signal(SIGTERM)
         let outcome = await inFlight.value

@@ -56,7 +56,8 @@ func withSidecar<T: Sendable>(
             _ = try await sdkHost.connected(timeout: .seconds(10))
             testHost = sdkHost
         }
-        let harness = SidecarHarness(configuration: configuration, sidecar: sidecar, host: testHost, directory: directory)
+        let harness = SidecarHarness(
+            configuration: configuration, sidecar: sidecar, host: testHost, directory: directory)
         let result = try await body(harness)
         group.cancelAll()
         return result
@@ -80,7 +81,8 @@ struct SidecarHarness: Sendable {
         let connection = try await connection()
         defer { connection.close() }
         try await waitFor("a host to register '\(type)'", timeout: .seconds(20)) {
-            guard case .sidecar(let info) = try await connection.call(.describeSidecar(.init()), timeout: .seconds(5)) else {
+            guard case .sidecar(let info) = try await connection.call(.describeSidecar(.init()), timeout: .seconds(5))
+            else {
                 return false
             }
             return info.registered.contains { $0.name == type }
@@ -166,7 +168,8 @@ final class ChildProcess: Sendable {
         if process.isRunning {
             kill(process.processIdentifier, SIGKILL)
             process.waitUntilExit()
-            throw TroupeError.deadlineExceeded("process \(process.executableURL?.lastPathComponent ?? "?") did not exit in time")
+            throw TroupeError.deadlineExceeded(
+                "process \(process.executableURL?.lastPathComponent ?? "?") did not exit in time")
         }
         return process.terminationStatus
     }
@@ -183,7 +186,9 @@ final class ChildProcess: Sendable {
 }
 
 /// Runs an executable to completion and returns its exit status and standard output.
-func runToCompletion(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (Int32, String) {
+func runToCompletion(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (
+    Int32, String
+) {
     let directory = try TemporaryDirectory()
     defer { directory.remove() }
     let child = try ChildProcess(executable, arguments, logPath: directory.path("out.log"))

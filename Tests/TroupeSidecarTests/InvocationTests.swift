@@ -48,7 +48,9 @@ struct InvocationTests {
             await expectCode(.notFound) { let _: Int = try await client.invoke("nobody", action: "get") }
             await expectCode(.notFound) { let _: Int = try await client.invoke("counter", action: "explode") }
             await expectCode(.notFound) { _ = try await client.spawn(["x"], of: "no-such-type") }
-            await expectCode(.notFound) { let _: Int = try await client.invoke("y", action: "get", spawnFrom: "no-such-type") }
+            await expectCode(.notFound) {
+                let _: Int = try await client.invoke("y", action: "get", spawnFrom: "no-such-type")
+            }
             // A named type cannot serve as a template.
             await expectCode(.notFound) { _ = try await client.spawn(["z"], of: "counter") }
             await client.close()
@@ -59,12 +61,15 @@ struct InvocationTests {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()
             await expectCode(.permissionDenied) {
-                let _: String = try await client.invoke("echo", action: "fail", TroupeError.Code.permissionDenied.rawValue)
+                let _: String = try await client.invoke(
+                    "echo", action: "fail", TroupeError.Code.permissionDenied.rawValue)
             }
             let echoed: String = try await client.invoke("echo", action: "echo", "still fine")
             #expect(echoed == "still fine")
             // A payload of the wrong type is refused by the host's decoder as invalidArgument.
-            await expectCode(.invalidArgument) { let _: Int = try await client.invoke("counter", action: "add", "five") }
+            await expectCode(.invalidArgument) {
+                let _: Int = try await client.invoke("counter", action: "add", "five")
+            }
             await client.close()
         }
     }
@@ -72,7 +77,9 @@ struct InvocationTests {
     @Test func otherSystemsAreUnavailableWithoutABridge() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()
-            await expectCode(.unavailable) { let _: Int = try await client.invoke("counter", action: "get", system: "elsewhere") }
+            await expectCode(.unavailable) {
+                let _: Int = try await client.invoke("counter", action: "get", system: "elsewhere")
+            }
             await client.close()
         }
     }
@@ -172,7 +179,9 @@ struct InvocationTests {
             definition.name = "sneaky"
             definition.kind = .named
             register.actors = [definition]
-            await expectCode(.permissionDenied) { _ = try await connection.call(.register(register), timeout: .seconds(5)) }
+            await expectCode(.permissionDenied) {
+                _ = try await connection.call(.register(register), timeout: .seconds(5))
+            }
             connection.close()
         }
     }
@@ -190,14 +199,18 @@ struct InvocationTests {
             hostConnection.close()
             try await Task.sleep(for: .milliseconds(100))
             let client = try await sidecar.client()
-            await expectCode(.unavailable) { let _: Int = try await client.invoke("orphan", action: "ping", timeout: .seconds(5)) }
+            await expectCode(.unavailable) {
+                let _: Int = try await client.invoke("orphan", action: "ping", timeout: .seconds(5))
+            }
             await client.close()
         }
     }
 }
 
 /// Expects `body` to throw a ``TroupeError`` with `code`.
-func expectCode(_ code: TroupeError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void) async {
+func expectCode(
+    _ code: TroupeError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async {
     do {
         try await body()
         Issue.record("expected \(code), but the call succeeded", sourceLocation: sourceLocation)

@@ -18,8 +18,11 @@ private struct SidecarProcess {
         try? FileManager.default.removeItem(atPath: socket)
         let child = try ChildProcess(
             "troupe-sidecar",
-            ["--system", system, "--node", "proc-node", "--socket", socket, "--data-path", directory.path("state.sqlite"),
-             "--log-level", "info"] + extra,
+            [
+                "--system", system, "--node", "proc-node", "--socket", socket, "--data-path",
+                directory.path("state.sqlite"),
+                "--log-level", "info",
+            ] + extra,
             logPath: directory.path("sidecar-\(run).log"))
         do {
             try await waitFor("the sidecar socket") { FileManager.default.fileExists(atPath: socket) }
@@ -57,7 +60,10 @@ struct ProcessTests {
         let setup = SidecarProcess(directory: directory)
         let sidecar = try await setup.start(run: 1)
         let host = try setup.startHost(run: 1)
-        defer { sidecar.kill9(); host.kill9() }
+        defer {
+            sidecar.kill9()
+            host.kill9()
+        }
         var client = try await setup.client()
         try await setup.waitForHost(client)
         for amount in [1, 2, 3] { let _: Int = try await client.invoke("counter", action: "add", amount) }
@@ -88,18 +94,25 @@ struct ProcessTests {
         let setup = SidecarProcess(directory: directory)
         let sidecar = try await setup.start(run: 1)
         let host = try setup.startHost(run: 1)
-        defer { sidecar.kill9(); host.kill9() }
+        defer {
+            sidecar.kill9()
+            host.kill9()
+        }
         let client = try await setup.client()
         try await setup.waitForHost(client)
         let started = ContinuousClock.now
-        let slow = inBackground { try await client.invoke("sleeper", action: "sleep", 20_000, as: Int.self, timeout: .seconds(15)) }
+        let slow = inBackground {
+            try await client.invoke("sleeper", action: "sleep", 20_000, as: Int.self, timeout: .seconds(15))
+        }
         try await Task.sleep(for: .milliseconds(300))
         host.signal(SIGKILL)
         let outcome = await slow.value
         await expectCode(.unavailable) { _ = try outcome.get() }
         #expect(ContinuousClock.now - started < .seconds(10))
         // New calls for its actors are refused at once, not left hanging.
-        await expectCode(.unavailable) { let _: Int = try await client.invoke("counter", action: "get", timeout: .seconds(10)) }
+        await expectCode(.unavailable) {
+            let _: Int = try await client.invoke("counter", action: "get", timeout: .seconds(10))
+        }
         await client.close()
         sidecar.signal(SIGTERM)
         #expect(try await sidecar.waitForExit() == 0)
@@ -113,7 +126,10 @@ struct ProcessTests {
         defer { first.kill9() }
         let second = try ChildProcess(
             "troupe-sidecar",
-            ["--system", "proc", "--socket", directory.path("other.sock"), "--data-path", directory.path("state.sqlite")],
+            [
+                "--system", "proc", "--socket", directory.path("other.sock"), "--data-path",
+                directory.path("state.sqlite"),
+            ],
             logPath: directory.path("second.log"))
         defer { second.kill9() }
         let status = try await second.waitForExit()

@@ -35,7 +35,8 @@ struct ToolTests {
     @Test func cliReportsTypedErrorsAndFailsForBadInput() async throws {
         try await withSidecar { sidecar in
             let socket = sidecar.configuration.socket
-            let (status, output) = try await runToCompletion("troupe", ["invoke", "test", "nobody", "get", "--socket", socket])
+            let (status, output) = try await runToCompletion(
+                "troupe", ["invoke", "test", "nobody", "get", "--socket", socket])
             #expect(status == 1)
             #expect(output.contains("error: notFound"))
             let (badStatus, bad) = try await runToCompletion(
@@ -58,7 +59,10 @@ struct ToolTests {
             try await sidecar.waitForRegistration(of: "event")
             let (status, output) = try await runToCompletion(
                 "seat-reservation",
-                ["buyers", "--socket", socket, "--system", "tickets", "--event", "gig", "--seats", "30", "--buyers", "6"],
+                [
+                    "buyers", "--socket", socket, "--system", "tickets", "--event", "gig", "--seats", "30", "--buyers",
+                    "6",
+                ],
                 timeout: .seconds(120))
             #expect(status == 0, "\(output)\nhost log:\n\(host.log)")
             #expect(output.contains("no seat was sold twice"))

@@ -14,7 +14,8 @@ import TroupeWire
             let token = try await first.activate(key("seat-1"), actorType: "Seat").fencingToken
             _ = try await first.write(key("seat-1"), state: blob("held"), fencingToken: token)
             let emptyToken = try await first.activate(key("seat-2"), actorType: "Seat").fencingToken
-            _ = try await first.write(key("seat-2"), state: StateBlob(typeURL: "t", bytes: []), fencingToken: emptyToken)
+            _ = try await first.write(
+                key("seat-2"), state: StateBlob(typeURL: "t", bytes: []), fencingToken: emptyToken)
             _ = try await first.spawn([key("seat-3")], actorType: "Seat")
             try await first.close()
 

@@ -41,7 +41,9 @@ import TroupeWire
         try await withStore(kind) { store in
             let token = try await store.activate(key("seat-1"), actorType: "Seat").fencingToken
             #expect(try await store.write(key("seat-1"), state: blob("free"), fencingToken: token) == 1)
-            #expect(try await store.write(key("seat-1"), state: blob("held", type: "type.example/Hold"), fencingToken: token) == 2)
+            #expect(
+                try await store.write(
+                    key("seat-1"), state: blob("held", type: "type.example/Hold"), fencingToken: token) == 2)
 
             let record = try #require(try await store.read(key("seat-1")))
             #expect(record.revision == 2)
@@ -223,7 +225,8 @@ import TroupeWire
                         let name = key("seat-\(index)")
                         let token = try await store.activate(name, actorType: "Seat").fencingToken
                         for write in 1...writesPerActor {
-                            let revision = try await store.write(name, state: blob("\(index)#\(write)"), fencingToken: token)
+                            let revision = try await store.write(
+                                name, state: blob("\(index)#\(write)"), fencingToken: token)
                             #expect(revision == UInt64(write))
                         }
                     }
@@ -265,7 +268,9 @@ import TroupeWire
             try await store.close()
 
             await expectTroupeError(.unavailable) { try await store.activate(key("seat-1"), actorType: "Seat") }
-            await expectTroupeError(.unavailable) { try await store.write(key("seat-1"), state: blob("x"), fencingToken: token) }
+            await expectTroupeError(.unavailable) {
+                try await store.write(key("seat-1"), state: blob("x"), fencingToken: token)
+            }
             await expectTroupeError(.unavailable) { try await store.spawn([key("seat-2")], actorType: "Seat") }
             await expectTroupeError(.unavailable) { try await store.read(key("seat-1")) }
             // Closing again is harmless, so shutdown paths need not track it.

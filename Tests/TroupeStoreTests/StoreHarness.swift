@@ -15,7 +15,9 @@ enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     func open(in directory: TemporaryDirectory) async throws -> any StateStore {
         switch self {
         case .memory: MemoryStateStore()
-        case .sqlite: try await SQLiteStateStore.open(path: directory.file("troupe.sqlite"), logger: .init(label: "troupe-store-tests"))
+        case .sqlite:
+            try await SQLiteStateStore.open(
+                path: directory.file("troupe.sqlite"), logger: .init(label: "troupe-store-tests"))
         }
     }
 }

@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import Testing
 import TroupeProto
+
 @testable import TroupeWire
 
 private func encoded(_ frames: [OutboundFrame]) throws -> ByteBuffer {

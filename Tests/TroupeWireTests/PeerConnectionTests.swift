@@ -6,6 +6,7 @@ import Synchronization
 import Testing
 import TroupeProto
 import TroupeTestActors
+
 @testable import TroupeWire
 
 /// A sidecar-side peer for these tests: answers Hello, echoes invokes after an optional delay,
@@ -45,13 +46,16 @@ private struct Server {
     let peer: EchoPeer
 
     static func start(maxFrameBytes: UInt32 = 1024) async throws -> Server {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("troupe-wire-\(UUID().uuidString.prefix(8)).sock").path
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "troupe-wire-\(UUID().uuidString.prefix(8)).sock"
+        ).path
         let peer = EchoPeer()
         let logger = Logger(label: "test.server")
         let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    _ = try PeerConnection.install(on: channel, side: .acceptor, maxFrameBytes: maxFrameBytes, delegate: peer, logger: logger)
+                    _ = try PeerConnection.install(
+                        on: channel, side: .acceptor, maxFrameBytes: maxFrameBytes, delegate: peer, logger: logger)
                 }
             }
             .bind(unixDomainSocketPath: path, cleanupExistingSocketFile: true).get()
@@ -96,7 +100,9 @@ struct PeerConnectionTests {
         // Later requests are answered sooner, so answers arrive in reverse order.
         let answers = try await withThrowingTaskGroup(of: (Int, String?).self) { group in
             for i in 0..<50 {
-                group.addTask { (i, text(try await connection.call(invoke("n\(i)", delayMs: UInt32(50 - i)), timeout: .seconds(5)))) }
+                group.addTask {
+                    (i, text(try await connection.call(invoke("n\(i)", delayMs: UInt32(50 - i)), timeout: .seconds(5))))
+                }
             }
             return try await group.reduce(into: [Int: String?]()) { $0[$1.0] = $1.1 }
         }
@@ -197,4 +203,3 @@ private func invokeBody() -> WireFrame.OneOf_Body {
     request.action = "echo"
     return .invoke(request)
 }
-

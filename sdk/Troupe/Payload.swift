@@ -57,7 +57,8 @@ enum PayloadCoding {
                 return try messageType.init(serializedBytes: payload.value) as! T
             } else if let decodableType = T.self as? any Decodable.Type {
                 guard payload.typeURL.isEmpty || payload.typeURL.hasPrefix(jsonTypeURL) else {
-                    throw TroupeError.invalidArgument("expected JSON for \(T.self), got payload of type '\(payload.typeURL)'")
+                    throw TroupeError.invalidArgument(
+                        "expected JSON for \(T.self), got payload of type '\(payload.typeURL)'")
                 }
                 let bytes = payload.value.isEmpty ? Data("{}".utf8) : payload.value
                 return try jsonDecoder.decode(decodableType, from: bytes) as! T

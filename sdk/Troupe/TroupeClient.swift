@@ -74,7 +74,8 @@ public final class TroupeClient: Sendable {
             request.caller.name = caller
         }
         // The sidecar enforces the deadline; the local one is a backstop for a sidecar that went silent.
-        let answer = try await connection.call(.invoke(request), timeout: .milliseconds(Int64(timeout.milliseconds) + 2000))
+        let answer = try await connection.call(
+            .invoke(request), timeout: .milliseconds(Int64(timeout.milliseconds) + 2000))
         guard case .invoked(let response) = answer else {
             throw TroupeError.internalError("the sidecar answered invoke with an unexpected frame")
         }
@@ -92,7 +93,9 @@ public final class TroupeClient: Sendable {
     }
 
     /// Creates unnamed actors of `actorType` that do not exist yet; returns the names created.
-    public func spawn(_ names: [String], of actorType: String, timeout: Duration = .seconds(30)) async throws -> [String] {
+    public func spawn(_ names: [String], of actorType: String, timeout: Duration = .seconds(30)) async throws
+        -> [String]
+    {
         var request = WireSpawnRequest()
         request.actorType = actorType
         request.names = names
@@ -114,7 +117,9 @@ public final class TroupeClient: Sendable {
             throw TroupeError.internalError("the sidecar answered list_actors with an unexpected frame")
         }
         return response.actors.map {
-            ActiveActor(name: $0.actor.name, actorType: $0.actorType, node: $0.node, revision: $0.revision, mailboxDepth: Int($0.mailboxDepth))
+            ActiveActor(
+                name: $0.actor.name, actorType: $0.actorType, node: $0.node, revision: $0.revision,
+                mailboxDepth: Int($0.mailboxDepth))
         }
     }
 

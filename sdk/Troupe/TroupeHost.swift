@@ -88,14 +88,17 @@ public final class TroupeHost: Service, Sendable {
             do {
                 let handler = InvocationHandler(host: self)
                 let (connection, welcome) = try await PeerConnection.connect(
-                    to: endpoint, hello: .make(system: system, role: .host, name: name), delegate: handler, logger: logger)
+                    to: endpoint, hello: .make(system: system, role: .host, name: name), delegate: handler,
+                    logger: logger)
                 let client = TroupeClient(system: system, connection: connection, ownsConnection: false)
                 handler.client.withLock { $0 = client }
                 var register = WireRegisterRequest()
                 register.actors = actors.values.map(\.definition).sorted { $0.name < $1.name }
                 _ = try await connection.call(.register(register), timeout: .seconds(10))
                 current.withLock { $0 = client }
-                logger.info("registered with sidecar", metadata: ["troupe.node": "\(welcome.node)", "troupe.actor_types": "\(actors.keys.sorted())"])
+                logger.info(
+                    "registered with sidecar",
+                    metadata: ["troupe.node": "\(welcome.node)", "troupe.actor_types": "\(actors.keys.sorted())"])
                 backoff = .milliseconds(100)
                 try await withTaskCancellationHandler {
                     try await connection.closeFuture.get()
@@ -138,10 +141,12 @@ public final class TroupeHost: Service, Sendable {
             } catch let error as TroupeError {
                 connection.fail(id, with: error)
             } catch {
-                logger.warning("action failed", metadata: [
-                    "troupe.actor_id": "\(invocation.actor.name)", "troupe.action": "\(invocation.action)",
-                    "troupe.error": "\(error)",
-                ])
+                logger.warning(
+                    "action failed",
+                    metadata: [
+                        "troupe.actor_id": "\(invocation.actor.name)", "troupe.action": "\(invocation.action)",
+                        "troupe.error": "\(error)",
+                    ])
                 connection.fail(id, with: .init(.unknown, "action '\(invocation.action)' failed: \(error)"))
             }
         }

@@ -75,7 +75,10 @@ public struct ActorContext<State: Sendable>: Sendable {
 
     var stateChanged = false
 
-    init(state: State, name: String, system: String, caller: String?, metadata: [String: String], revision: UInt64, client: TroupeClient) {
+    init(
+        state: State, name: String, system: String, caller: String?, metadata: [String: String], revision: UInt64,
+        client: TroupeClient
+    ) {
         self.state = state
         self.name = name
         self.system = system
@@ -134,7 +137,8 @@ struct RegisteredActor: Sendable {
         definition.actions = handlers.keys.sorted()
         if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
         if let idle = A.idleTimeout {
-            definition.idleTimeoutMs = UInt32(clamping: idle.components.seconds * 1000 + idle.components.attoseconds / 1_000_000_000_000_000)
+            definition.idleTimeoutMs = UInt32(
+                clamping: idle.components.seconds * 1000 + idle.components.attoseconds / 1_000_000_000_000_000)
         }
         self.definition = definition
         self.run = { invocation, client in

@@ -53,7 +53,9 @@ final class HostServer: Service {
             try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
         }
         var channels: [any Channel] = []
-        let unix = try await bootstrap().bind(unixDomainSocketPath: configuration.socket, cleanupExistingSocketFile: true).get()
+        let unix = try await bootstrap().bind(
+            unixDomainSocketPath: configuration.socket, cleanupExistingSocketFile: true
+        ).get()
         channels.append(unix)
         logger.info("listening for hosts", metadata: ["troupe.endpoint": "unix:\(configuration.socket)"])
         if let tcp = configuration.listenTCP, case .tcp(let host, let port) = try Endpoint(parsing: "tcp://" + tcp) {
@@ -78,9 +80,11 @@ final class HostServer: Service {
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
                     var sessionLogger = logger
-                    sessionLogger[metadataKey: "troupe.connection"] = "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
+                    sessionLogger[metadataKey: "troupe.connection"] =
+                        "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
                     let session = HostSession(
-                        configuration: configuration, directory: directory, eventLoop: channel.eventLoop, jobs: jobInput,
+                        configuration: configuration, directory: directory, eventLoop: channel.eventLoop,
+                        jobs: jobInput,
                         logger: sessionLogger)
                     let connection = try PeerConnection.install(
                         on: channel, side: .acceptor, maxFrameBytes: configuration.maxFrameBytes,

@@ -80,8 +80,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
             return true
         }
         guard admitted else {
-            connection.fail(id, with: .resourceExhausted(
-                "more than \(configuration.maxConcurrentRequests) requests outstanding on this connection"))
+            connection.fail(
+                id,
+                with: .resourceExhausted(
+                    "more than \(configuration.maxConcurrentRequests) requests outstanding on this connection"))
             return
         }
         switch request {
@@ -97,7 +99,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 state.withLock { $0.registered = true }
                 var response = WireRegisterResponse()
                 response.actors = names
-                logger.info("actors registered", metadata: ["troupe.host": "\(hello.name)", "troupe.actor_types": "\(names)"])
+                logger.info(
+                    "actors registered", metadata: ["troupe.host": "\(hello.name)", "troupe.actor_types": "\(names)"])
                 answer(id, .registered(response))
             } catch {
                 answer(id, .failure(error.wire))
@@ -105,7 +108,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
         case .spawn(let spawn):
             let system = spawn.system.isEmpty ? configuration.system : spawn.system
             guard system == configuration.system else {
-                answer(id, .failure(TroupeError.unavailable("system '\(system)' is not reachable from this sidecar").wire))
+                answer(
+                    id, .failure(TroupeError.unavailable("system '\(system)' is not reachable from this sidecar").wire))
                 return
             }
             jobs.yield { [self] in
@@ -118,7 +122,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 }
             }
         case .listActors(let list):
-            let (actors, truncated) = directory.list(actorType: list.actorType, limit: list.limit == 0 ? 1000 : Int(list.limit))
+            let (actors, truncated) = directory.list(
+                actorType: list.actorType, limit: list.limit == 0 ? 1000 : Int(list.limit))
             var response = WireListActorsResponse()
             response.actors = actors
             response.truncated = truncated
@@ -136,7 +141,11 @@ final class HostSession: PeerRequestHandler, ActorHost {
         case .hello:
             answer(id, .failure(TroupeError.failedPrecondition("Hello was already received on this connection").wire))
         default:
-            answer(id, .failure(TroupeError.invalidArgument("a \(request.kindName) frame is not a request the sidecar serves").wire))
+            answer(
+                id,
+                .failure(
+                    TroupeError.invalidArgument("a \(request.kindName) frame is not a request the sidecar serves").wire)
+            )
         }
     }
 
@@ -148,7 +157,9 @@ final class HostSession: PeerRequestHandler, ActorHost {
         let timeoutMs = request.timeoutMs == 0 ? configuration.defaultTimeoutMs : request.timeoutMs
         let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutMs))
         let invocation = Invocation(
-            actor: ActorKey(system: request.actor.system.isEmpty ? configuration.system : request.actor.system, name: request.actor.name),
+            actor: ActorKey(
+                system: request.actor.system.isEmpty ? configuration.system : request.actor.system,
+                name: request.actor.name),
             action: request.action,
             payload: request.payload,
             metadata: request.metadata,
@@ -187,18 +198,23 @@ final class HostSession: PeerRequestHandler, ActorHost {
             return
         }
         guard hello.protocolVersion == HostProtocol.version else {
-            logger.warning("handshake refused: protocol version", metadata: ["troupe.peer_version": "\(hello.protocolVersion)"])
-            connection.fail(id, with: .failedPrecondition(
-                "protocol version \(hello.protocolVersion) is not supported; this sidecar speaks version \(HostProtocol.version)",
-                details: ["supported": "\(HostProtocol.version)"]))
+            logger.warning(
+                "handshake refused: protocol version", metadata: ["troupe.peer_version": "\(hello.protocolVersion)"])
+            connection.fail(
+                id,
+                with: .failedPrecondition(
+                    "protocol version \(hello.protocolVersion) is not supported; this sidecar speaks version \(HostProtocol.version)",
+                    details: ["supported": "\(HostProtocol.version)"]))
             connection.close()
             return
         }
         // A client may leave the system empty to mean "whichever system this sidecar serves".
         guard hello.system == configuration.system || (hello.system.isEmpty && hello.role == .client) else {
             logger.warning("handshake refused: system", metadata: ["troupe.peer_system": "\(hello.system)"])
-            connection.fail(id, with: .failedPrecondition(
-                "this sidecar serves system '\(configuration.system)', not '\(hello.system)'"))
+            connection.fail(
+                id,
+                with: .failedPrecondition(
+                    "this sidecar serves system '\(configuration.system)', not '\(hello.system)'"))
             connection.close()
             return
         }
@@ -220,7 +236,12 @@ final class HostSession: PeerRequestHandler, ActorHost {
         welcome.maxConcurrentRequests = configuration.maxConcurrentRequests
         connection.respond(to: id, with: .welcome(welcome))
         connection.startHeartbeat(interval: .milliseconds(Int64(configuration.heartbeatIntervalMs)))
-        logger.info("peer connected", metadata: ["troupe.peer": "\(hello.name)", "troupe.role": "\(hello.role)", "troupe.sdk": "\(hello.sdkName) \(hello.sdkVersion)"])
+        logger.info(
+            "peer connected",
+            metadata: [
+                "troupe.peer": "\(hello.name)", "troupe.role": "\(hello.role)",
+                "troupe.sdk": "\(hello.sdkName) \(hello.sdkVersion)",
+            ])
     }
 
     func peerCancelled(id: UInt64, on connection: PeerConnection) {
@@ -233,7 +254,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
             state.leaving = true
             return (state.registered, state.inFlight.isEmpty)
         }
-        logger.info("peer said goodbye", metadata: ["troupe.peer": "\(hostName)", "troupe.reason": "\(goodbye.reason)"])
+        logger.info(
+            "peer said goodbye", metadata: ["troupe.peer": "\(hostName)", "troupe.reason": "\(goodbye.reason)"])
         if registered { directory.hostDisconnected(self) }
         if idle { connection.close() }
     }

@@ -3,10 +3,10 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 public import TroupeActors
-public import UnixSignals
 import TroupeSQLite
 import TroupeStore
 import TroupeWire
+public import UnixSignals
 
 /// A Troupe sidecar: the actor directory, the host server and the state store, run as one
 /// service group with graceful shutdown.
@@ -41,7 +41,8 @@ public final class Sidecar: Sendable {
         self.configuration = configuration
         self.store = store
         self.logger = logger
-        var directoryConfiguration = ActorDirectory.Configuration(system: configuration.system, node: configuration.node)
+        var directoryConfiguration = ActorDirectory.Configuration(
+            system: configuration.system, node: configuration.node)
         directoryConfiguration.defaultIdleTimeout = .milliseconds(Int64(configuration.idleTimeoutMs))
         directoryConfiguration.defaultMailboxCapacity = configuration.mailboxCapacity
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))

@@ -52,18 +52,28 @@ public struct SidecarConfiguration: Sendable, Equatable {
 
     /// The table of settings, in documentation order.
     public static let settings: [Setting] = [
-        Setting(key: "system", summary: "ActorSystem name") { c, v throws(TroupeError) in c.system = try nonEmpty(v, "system") },
-        Setting(key: "node", summary: "node name in the cluster") { c, v throws(TroupeError) in c.node = try nonEmpty(v, "node") },
-        Setting(key: "socket", summary: "Unix socket path for hosts") { c, v throws(TroupeError) in c.socket = try nonEmpty(v, "socket") },
+        Setting(key: "system", summary: "ActorSystem name") { c, v throws(TroupeError) in
+            c.system = try nonEmpty(v, "system")
+        },
+        Setting(key: "node", summary: "node name in the cluster") { c, v throws(TroupeError) in
+            c.node = try nonEmpty(v, "node")
+        },
+        Setting(key: "socket", summary: "Unix socket path for hosts") { c, v throws(TroupeError) in
+            c.socket = try nonEmpty(v, "socket")
+        },
         Setting(key: "listen-tcp", summary: "TCP listener for hosts, HOST:PORT") { c, v throws(TroupeError) in
             c.listenTCP = v.isEmpty ? nil : v
             if let tcp = c.listenTCP { _ = try Endpoint(parsing: "tcp://" + tcp) }
         },
         Setting(key: "store", summary: "state store: sqlite or memory") { c, v throws(TroupeError) in
-            guard ["sqlite", "memory"].contains(v) else { throw .invalidArgument("store must be sqlite or memory, not '\(v)'") }
+            guard ["sqlite", "memory"].contains(v) else {
+                throw .invalidArgument("store must be sqlite or memory, not '\(v)'")
+            }
             c.store = v
         },
-        Setting(key: "data-path", summary: "SQLite state file") { c, v throws(TroupeError) in c.dataPath = try nonEmpty(v, "data-path") },
+        Setting(key: "data-path", summary: "SQLite state file") { c, v throws(TroupeError) in
+            c.dataPath = try nonEmpty(v, "data-path")
+        },
         Setting(key: "max-frame-bytes", summary: "largest accepted frame body") { c, v throws(TroupeError) in
             c.maxFrameBytes = try number(v, "max-frame-bytes", in: 1024...UInt32(256 << 20))
         },
@@ -79,21 +89,27 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "heartbeat-interval-ms", summary: "host ping interval") { c, v throws(TroupeError) in
             c.heartbeatIntervalMs = try number(v, "heartbeat-interval-ms", in: 10...600_000)
         },
-        Setting(key: "handshake-timeout-ms", summary: "time a new connection has to say Hello") { c, v throws(TroupeError) in
+        Setting(key: "handshake-timeout-ms", summary: "time a new connection has to say Hello") {
+            c, v throws(TroupeError) in
             c.handshakeTimeoutMs = try number(v, "handshake-timeout-ms", in: 10...600_000)
         },
-        Setting(key: "drain-timeout-ms", summary: "graceful shutdown wait for calls in flight") { c, v throws(TroupeError) in
+        Setting(key: "drain-timeout-ms", summary: "graceful shutdown wait for calls in flight") {
+            c, v throws(TroupeError) in
             c.drainTimeoutMs = try number(v, "drain-timeout-ms", in: 0...3_600_000)
         },
-        Setting(key: "max-concurrent-requests", summary: "requests one connection may have outstanding") { c, v throws(TroupeError) in
+        Setting(key: "max-concurrent-requests", summary: "requests one connection may have outstanding") {
+            c, v throws(TroupeError) in
             c.maxConcurrentRequests = try number(v, "max-concurrent-requests", in: 1...1_000_000)
         },
-        Setting(key: "event-loop-threads", summary: "threads serving connections and running actors") { c, v throws(TroupeError) in
+        Setting(key: "event-loop-threads", summary: "threads serving connections and running actors") {
+            c, v throws(TroupeError) in
             c.eventLoopThreads = Int(try number(v, "event-loop-threads", in: 1...256))
         },
-        Setting(key: "log-level", summary: "trace, debug, info, notice, warning, error or critical") { c, v throws(TroupeError) in
+        Setting(key: "log-level", summary: "trace, debug, info, notice, warning, error or critical") {
+            c, v throws(TroupeError) in
             guard ["trace", "debug", "info", "notice", "warning", "error", "critical"].contains(v) else {
-                throw .invalidArgument("log-level '\(v)' is not one of trace, debug, info, notice, warning, error, critical")
+                throw .invalidArgument(
+                    "log-level '\(v)' is not one of trace, debug, info, notice, warning, error, critical")
             }
             c.logLevel = v
         },
@@ -160,9 +176,12 @@ private func nonEmpty(_ value: String, _ key: String) throws(TroupeError) -> Str
     return value
 }
 
-private func number<N: FixedWidthInteger>(_ value: String, _ key: String, in range: ClosedRange<N>) throws(TroupeError) -> N {
+private func number<N: FixedWidthInteger>(_ value: String, _ key: String, in range: ClosedRange<N>) throws(TroupeError)
+    -> N
+{
     guard let number = N(value), range.contains(number) else {
-        throw .invalidArgument("\(key) must be a whole number in \(range.lowerBound)...\(range.upperBound), not '\(value)'")
+        throw .invalidArgument(
+            "\(key) must be a whole number in \(range.lowerBound)...\(range.upperBound), not '\(value)'")
     }
     return number
 }

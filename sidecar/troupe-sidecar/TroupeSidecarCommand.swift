@@ -22,15 +22,21 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
     @Option(help: "State store: sqlite or memory.") var store: String?
     @Option(name: .customLong("data-path"), help: "SQLite state file.") var dataPath: String?
     @Option(name: .customLong("max-frame-bytes"), help: "Largest accepted frame body.") var maxFrameBytes: String?
-    @Option(name: .customLong("default-timeout-ms"), help: "Deadline of calls that carry none.") var defaultTimeoutMs: String?
+    @Option(name: .customLong("default-timeout-ms"), help: "Deadline of calls that carry none.") var defaultTimeoutMs:
+        String?
     @Option(name: .customLong("mailbox-capacity"), help: "Calls that may wait per actor.") var mailboxCapacity: String?
     @Option(name: .customLong("idle-timeout-ms"), help: "Deactivate actors idle this long.") var idleTimeoutMs: String?
     @Option(name: .customLong("heartbeat-interval-ms"), help: "Host ping interval.") var heartbeatIntervalMs: String?
-    @Option(name: .customLong("handshake-timeout-ms"), help: "Time a connection has to say Hello.") var handshakeTimeoutMs: String?
-    @Option(name: .customLong("drain-timeout-ms"), help: "Graceful shutdown wait for calls in flight.") var drainTimeoutMs: String?
-    @Option(name: .customLong("max-concurrent-requests"), help: "Requests one connection may have outstanding.") var maxConcurrentRequests: String?
-    @Option(name: .customLong("event-loop-threads"), help: "Threads serving connections and running actors.") var eventLoopThreads: String?
-    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel: String?
+    @Option(name: .customLong("handshake-timeout-ms"), help: "Time a connection has to say Hello.")
+    var handshakeTimeoutMs: String?
+    @Option(name: .customLong("drain-timeout-ms"), help: "Graceful shutdown wait for calls in flight.")
+    var drainTimeoutMs: String?
+    @Option(name: .customLong("max-concurrent-requests"), help: "Requests one connection may have outstanding.")
+    var maxConcurrentRequests: String?
+    @Option(name: .customLong("event-loop-threads"), help: "Threads serving connections and running actors.")
+    var eventLoopThreads: String?
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel:
+        String?
 
     /// Every flag paired with the setting key it sets; a test checks this covers the whole table.
     var flags: [(String, String?)] {

@@ -84,7 +84,9 @@ public final class RawSocket: Sendable {
         return false
     }
 
-    public static func hello(version: UInt32 = HostProtocol.version, system: String = "test", role: WirePeerRole = .host) -> WireFrame.OneOf_Body {
+    public static func hello(
+        version: UInt32 = HostProtocol.version, system: String = "test", role: WirePeerRole = .host
+    ) -> WireFrame.OneOf_Body {
         var hello = WireHello()
         hello.protocolVersion = version
         hello.system = system
@@ -93,4 +95,3 @@ public final class RawSocket: Sendable {
         return .hello(hello)
     }
 }
-

@@ -89,4 +89,6 @@ public struct Account: VirtualActor {
 }
 
 /// Every test actor type.
-public let testActorTypes: [any VirtualActor.Type] = [Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self]
+public let testActorTypes: [any VirtualActor.Type] = [
+    Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self,
+]

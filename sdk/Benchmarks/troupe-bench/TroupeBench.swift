@@ -24,24 +24,30 @@ struct TroupeBench: AsyncParsableCommand {
         let work = URL(fileURLWithPath: "/tmp/troupe-bench-\(getpid())")
         try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: work) }
-        let binaries = binDir.map { URL(fileURLWithPath: $0) } ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let binaries =
+            binDir.map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 
         print("== raw baseline: Unix socket ping-pong, 64 B, 1 in flight")
         let raw = try RawPingPong.measure(iterations: iterations)
         print("   p50 \(raw.p50) µs  p99 \(raw.p99) µs")
 
         let socket = work.appendingPathComponent("troupe.sock").path
-        let sidecar = try SidecarProcess(binaries: binaries, socket: socket, dataPath: work.appendingPathComponent("state.sqlite").path)
+        let sidecar = try SidecarProcess(
+            binaries: binaries, socket: socket, dataPath: work.appendingPathComponent("state.sqlite").path)
         defer { sidecar.stop() }
         try await sidecar.waitForSocket()
 
-        let host = try TroupeHost(system: "bench", endpoint: .unix(path: socket), actors: [BenchEcho.self, BenchEchoPool.self, BenchIdle.self], logger: logger)
+        let host = try TroupeHost(
+            system: "bench", endpoint: .unix(path: socket),
+            actors: [BenchEcho.self, BenchEchoPool.self, BenchIdle.self], logger: logger)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await host.run() }
             _ = try await host.connected()
 
             print("== echo invoke through the sidecar, 64 B, 1 in flight")
-            let client = try await TroupeClient.connect(system: "bench", to: .unix(path: socket), name: "bench", logger: logger)
+            let client = try await TroupeClient.connect(
+                system: "bench", to: .unix(path: socket), name: "bench", logger: logger)
             let payload = String(repeating: "x", count: 62)
             for _ in 0..<1000 { let _: String = try await client.invoke("echo", action: "echo", payload) }
             var samples: [Double] = []
@@ -52,14 +58,20 @@ struct TroupeBench: AsyncParsableCommand {
                 samples.append((ContinuousClock.now - start).microseconds)
             }
             let echo = Percentiles(samples)
-            print("   p50 \(echo.p50) µs  p99 \(echo.p99) µs  ratio p50/raw \(String(format: "%.2f", echo.p50 / raw.p50))x (target ≤ 4x)")
+            print(
+                "   p50 \(echo.p50) µs  p99 \(echo.p99) µs  ratio p50/raw \(String(format: "%.2f", echo.p50 / raw.p50))x (target ≤ 4x)"
+            )
 
             // Each caller has its own echo actor: one actor runs one call at a time by design, so
             // callers sharing an actor would measure that actor's turn time, not the sidecar.
-            print("== throughput: \(callers) concurrent callers on \(callers) actors over \(connections) connection(s), \(seconds) s")
+            print(
+                "== throughput: \(callers) concurrent callers on \(callers) actors over \(connections) connection(s), \(seconds) s"
+            )
             var clients: [TroupeClient] = []
             for i in 0..<connections {
-                clients.append(try await TroupeClient.connect(system: "bench", to: .unix(path: socket), name: "load-\(i)", logger: logger))
+                clients.append(
+                    try await TroupeClient.connect(
+                        system: "bench", to: .unix(path: socket), name: "load-\(i)", logger: logger))
             }
             let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
             let started = ContinuousClock.now
@@ -80,7 +92,9 @@ struct TroupeBench: AsyncParsableCommand {
             }
             let elapsed = (ContinuousClock.now - started).microseconds / 1_000_000
             let rate = Double(total) / elapsed
-            print("   \(total) invocations in \(String(format: "%.2f", elapsed)) s = \(Int(rate)) invocations/s (target ≥ 50000)")
+            print(
+                "   \(total) invocations in \(String(format: "%.2f", elapsed)) s = \(Int(rate)) invocations/s (target ≥ 50000)"
+            )
 
             if actors > 0 {
                 print("== sidecar memory with \(actors) active idle actors (SQLite store)")
@@ -92,7 +106,8 @@ struct TroupeBench: AsyncParsableCommand {
                         spawn.addTask {
                             for i in 0..<perCaller {
                                 let _: NoPayload = try await client.invoke(
-                                    "idle-\(caller)-\(i)", action: "touch", spawnFrom: BenchIdle.name, timeout: .seconds(120))
+                                    "idle-\(caller)-\(i)", action: "touch", spawnFrom: BenchIdle.name,
+                                    timeout: .seconds(120))
                             }
                         }
                     }
@@ -101,7 +116,9 @@ struct TroupeBench: AsyncParsableCommand {
                 let active = try await client.activeActors(limit: 1).count
                 let after = sidecar.residentBytes()
                 let perActor = Double(after - before) / Double(actors)
-                print("   RSS \(before / 1024) KiB → \(after / 1024) KiB, \(String(format: "%.0f", perActor)) B per actor (target < 2048); listed \(active > 0 ? "yes" : "no")")
+                print(
+                    "   RSS \(before / 1024) KiB → \(after / 1024) KiB, \(String(format: "%.0f", perActor)) B per actor (target < 2048); listed \(active > 0 ? "yes" : "no")"
+                )
             }
             for client in clients { await client.close() }
             await client.close()
@@ -167,7 +184,10 @@ enum RawPingPong {
             throw TroupeError.internalError("socketpair failed: errno \(errno)")
         }
         let (a, b) = (fds[0], fds[1])
-        defer { close(a); close(b) }
+        defer {
+            close(a)
+            close(b)
+        }
         let total = iterations + 1000
         let echo = Thread {
             var buffer = [UInt8](repeating: 0, count: 64)
@@ -181,7 +201,9 @@ enum RawPingPong {
         samples.reserveCapacity(iterations)
         for i in 0..<total {
             let start = ContinuousClock.now
-            guard writeFully(a, buffer), readFully(a, &buffer) else { throw TroupeError.internalError("raw ping-pong broke") }
+            guard writeFully(a, buffer), readFully(a, &buffer) else {
+                throw TroupeError.internalError("raw ping-pong broke")
+            }
             if i >= 1000 { samples.append((ContinuousClock.now - start).microseconds) }
         }
         return Percentiles(samples)
@@ -216,8 +238,10 @@ final class SidecarProcess {
     init(binaries: URL, socket: String, dataPath: String) throws {
         self.socket = socket
         process.executableURL = binaries.appendingPathComponent("troupe-sidecar")
-        process.arguments = ["--system", "bench", "--socket", socket, "--data-path", dataPath, "--log-level", "warning",
-                             "--mailbox-capacity", "100000", "--max-concurrent-requests", "100000"]
+        process.arguments = [
+            "--system", "bench", "--socket", socket, "--data-path", dataPath, "--log-level", "warning",
+            "--mailbox-capacity", "100000", "--max-concurrent-requests", "100000",
+        ]
         try process.run()
     }
 

@@ -34,7 +34,8 @@ struct EventActor: VirtualActor {
             guard request.count > 0 else { throw TroupeError.invalidArgument("count must be positive") }
             let free = (1...max(context.state.capacity, 1)).filter { context.state.seats[$0] == nil }
             guard context.state.capacity > 0, free.count >= request.count else {
-                throw TroupeError.resourceExhausted("only \(free.count) seat(s) left", details: ["free": "\(free.count)"])
+                throw TroupeError.resourceExhausted(
+                    "only \(free.count) seat(s) left", details: ["free": "\(free.count)"])
             }
             let seats = Array(free.prefix(request.count))
             for seat in seats { context.state.seats[seat] = request.booking }

@@ -42,10 +42,12 @@ struct Buyers: AsyncParsableCommand {
     @Option(help: "Event id.") var event = "concert-1"
     @Option(help: "Seats in the event.") var seats = 20
     @Option(help: "Concurrent buyers.") var buyers = 8
-    @Option(name: .customLong("max-per-booking"), help: "Each booking asks for 1 to this many seats.") var maxPerBooking = 3
+    @Option(name: .customLong("max-per-booking"), help: "Each booking asks for 1 to this many seats.")
+    var maxPerBooking = 3
 
     func run() async throws {
-        let client = try await TroupeClient.connect(system: connection.system, to: try connection.endpoint, name: "buyers")
+        let client = try await TroupeClient.connect(
+            system: connection.system, to: try connection.endpoint, name: "buyers")
         let map: EventActor.SeatMap = try await client.invoke(
             event, action: "setup", EventActor.Setup(capacity: seats), spawnFrom: EventActor.name)
         print("event \(event): \(map.capacity) seats, \(map.free) free")
@@ -57,7 +59,8 @@ struct Buyers: AsyncParsableCommand {
                     for attempt in 1...1000 {
                         let booking: BookingActor.State = try await client.invoke(
                             "booking-\(run)-\(buyer)-\(attempt)", action: "book",
-                            BookingActor.Book(event: event, buyer: "buyer-\(buyer)", count: 1 + (buyer + attempt) % maxPerBooking),
+                            BookingActor.Book(
+                                event: event, buyer: "buyer-\(buyer)", count: 1 + (buyer + attempt) % maxPerBooking),
                             spawnFrom: BookingActor.name)
                         mine.append(booking)
                         if booking.status == "sold-out" { break }
@@ -81,10 +84,14 @@ struct Buyers: AsyncParsableCommand {
         }
         let final: EventActor.SeatMap = try await client.invoke(event, action: "seat-map")
         await client.close()
-        print("bookings: \(outcomes.filter { $0.status == "confirmed" }.count) confirmed, \(outcomes.filter { $0.status == "sold-out" }.count) turned away")
+        print(
+            "bookings: \(outcomes.filter { $0.status == "confirmed" }.count) confirmed, \(outcomes.filter { $0.status == "sold-out" }.count) turned away"
+        )
         print("seat map: \(final.taken.count) taken, \(final.free) free of \(final.capacity)")
         guard doubleBooked.isEmpty, final.taken.count == owner.count else {
-            print("DOUBLE BOOKING: seats \(doubleBooked.sorted()); map has \(final.taken.count), buyers hold \(owner.count)")
+            print(
+                "DOUBLE BOOKING: seats \(doubleBooked.sorted()); map has \(final.taken.count), buyers hold \(owner.count)"
+            )
             throw ExitCode(2)
         }
         print("no seat was sold twice")
@@ -97,7 +104,8 @@ struct Show: AsyncParsableCommand {
     @Option(help: "Event id.") var event = "concert-1"
 
     func run() async throws {
-        let client = try await TroupeClient.connect(system: connection.system, to: try connection.endpoint, name: "show")
+        let client = try await TroupeClient.connect(
+            system: connection.system, to: try connection.endpoint, name: "show")
         let map: EventActor.SeatMap = try await client.invoke(event, action: "seat-map")
         await client.close()
         print("event \(event): \(map.capacity) seats, \(map.taken.count) taken, \(map.free) free")
