@@ -30,10 +30,10 @@ public final class ActorDirectory: Service, Sendable {
         }
     }
 
-    private struct Activate: Sendable {
-        var key: ActorKey
-        var activationID: UInt64
-        var spawnFrom: String
+    private enum Work: Sendable {
+        case activate(ActorKey, activationID: UInt64, spawnFrom: String)
+        /// Store the unsaved write-behind state of an activation that is going away.
+        case flush(ActorProcess)
     }
 
     private struct TypeEntry {
@@ -52,6 +52,8 @@ public final class ActorDirectory: Service, Sendable {
         var host: ObjectIdentifier?
         var lastActivity: NIODeadline
         var revision: UInt64 = 0
+        /// Write-behind state not stored yet: the activation must flush before it goes away.
+        var dirty = false
 
         var depth: Int { (queue?.count ?? 0) + (running ? 1 : 0) }
     }
@@ -68,11 +70,12 @@ public final class ActorDirectory: Service, Sendable {
     public let store: any StateStore
     private let logger: Logger
     private let state = Mutex(State())
-    private let work: AsyncStream<Activate>
-    private let workInput: AsyncStream<Activate>.Continuation
+    private let work: AsyncStream<Work>
+    private let workInput: AsyncStream<Work>.Continuation
     private let activations = Counter(label: "troupe_activations_total")
     private let deactivations = Counter(label: "troupe_deactivations_total")
     private let activeGauge = Gauge(label: "troupe_active_actors")
+    private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
 
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
         self.configuration = configuration
@@ -82,7 +85,7 @@ public final class ActorDirectory: Service, Sendable {
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
         self.logger = logger
-        (self.work, self.workInput) = AsyncStream.makeStream(of: Activate.self)
+        (self.work, self.workInput) = AsyncStream.makeStream(of: Work.self)
     }
 
     // MARK: Registration
@@ -124,6 +127,7 @@ public final class ActorDirectory: Service, Sendable {
     /// Forgets `host`: its actors are deactivated and their waiting calls fail with `unavailable`.
     public func hostDisconnected(_ host: any ActorHost) {
         let id = ObjectIdentifier(host)
+        var flushes: [ActorProcess] = []
         let orphaned = state.withLock { state -> [Call] in
             for name in Array(state.types.keys) {
                 state.types[name]?.hosts.removeAll { $0 === host }
@@ -131,11 +135,14 @@ public final class ActorDirectory: Service, Sendable {
             var calls: [Call] = []
             for (key, slot) in state.slots where slot.host == id {
                 calls.append(contentsOf: slot.queue ?? [])
+                if slot.dirty, let process = slot.process { flushes.append(process) }
                 state.slots.removeValue(forKey: key)
                 deactivations.increment()
             }
             return calls
         }
+        // The store needs no host: unsaved write-behind state is written all the same.
+        for process in flushes { workInput.yield(.flush(process)) }
         activeGauge.record(activeCount)
         let error = TroupeError.unavailable("the actor host \(host.hostName) disconnected")
         for call in orphaned { call.reply.complete(.failure(error)) }
@@ -155,7 +162,7 @@ public final class ActorDirectory: Service, Sendable {
 
     /// Queues a call. The outcome reaches `reply`, exactly once, by the caller's deadline at the latest.
     public func invoke(_ invocation: Invocation, reply: Reply) {
-        var activate: Activate?
+        var activate: Work?
         var pump: (ActorProcess, any EventLoop)?
         let refusal = state.withLock { state -> TroupeError? in
             if state.stopping { return .unavailable("the sidecar is shutting down") }
@@ -181,7 +188,7 @@ public final class ActorDirectory: Service, Sendable {
                 var queue = CircularBuffer<Call>(initialCapacity: 4)
                 queue.append(call)
                 state.slots[key] = Slot(activationID: id, queue: queue, lastActivity: .now())
-                activate = Activate(key: key, activationID: id, spawnFrom: invocation.spawnFrom)
+                activate = .activate(key, activationID: id, spawnFrom: invocation.spawnFrom)
             }
             return nil
         }
@@ -373,6 +380,18 @@ public final class ActorDirectory: Service, Sendable {
         return (Array(infos.prefix(limit)), truncated)
     }
 
+    func noteDirty(_ key: ActorKey, _ activationID: UInt64, _ dirty: Bool) {
+        state.withLock { state in
+            guard state.slots[key]?.activationID == activationID else { return }
+            state.slots[key]?.dirty = dirty
+        }
+    }
+
+    func log(snapshotFailed key: ActorKey, _ error: TroupeError) {
+        snapshotFailures.increment()
+        logger.warning("write-behind snapshot failed; retrying", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+    }
+
     func noteRevision(_ key: ActorKey, _ activationID: UInt64, _ revision: UInt64) {
         state.withLock { state in
             guard state.slots[key]?.activationID == activationID else { return }
@@ -393,7 +412,12 @@ public final class ActorDirectory: Service, Sendable {
             }
             for await item in work {
                 group.addTask {
-                    await self.activate(item.key, activationID: item.activationID, spawnFrom: item.spawnFrom)
+                    switch item {
+                    case .activate(let key, let id, let spawnFrom):
+                        await self.activate(key, activationID: id, spawnFrom: spawnFrom)
+                    case .flush(let process):
+                        await process.whenLocal { await $0.flushForDeactivation() }
+                    }
                 }
             }
             group.cancelAll()
@@ -410,6 +434,8 @@ public final class ActorDirectory: Service, Sendable {
             if !busy { break }
             try? await Task.sleep(for: .milliseconds(10))
         }
+        let unsaved = state.withLock { $0.slots.values.compactMap { $0.dirty ? $0.process : nil } }
+        for process in unsaved { await process.whenLocal { await $0.flushForDeactivation() } }
         let leftovers = state.withLock { state -> [Call] in
             let calls = state.slots.values.flatMap { Array($0.queue ?? []) }
             state.slots.removeAll()
@@ -425,14 +451,25 @@ public final class ActorDirectory: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
             let now = NIODeadline.now()
+            var unsaved: [(ActorProcess, any EventLoop)] = []
             let removed = state.withLock { state -> Int in
                 let idle = state.slots.filter { _, slot in
                     guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return false }
                     return now - slot.lastActivity >= type.idleTimeout
                 }
-                for key in idle.keys { state.slots.removeValue(forKey: key) }
-                return idle.count
+                var count = 0
+                for (key, slot) in idle {
+                    if slot.dirty {
+                        // Store first; a later sweep removes it once it is clean.
+                        if let process = slot.process, let loop = slot.loop { unsaved.append((process, loop)) }
+                    } else {
+                        state.slots.removeValue(forKey: key)
+                        count += 1
+                    }
+                }
+                return count
             }
+            for (process, loop) in unsaved { process.requestSnapshot(on: loop) }
             if removed > 0 {
                 deactivations.increment(by: removed)
                 activeGauge.record(activeCount)

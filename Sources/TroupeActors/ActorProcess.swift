@@ -11,10 +11,15 @@ final class ActorTypeInfo: Sendable {
     let actions: Set<String>
     let idleTimeout: TimeAmount
     let mailboxCapacity: Int
+    /// Answer before the state is stored, and store the latest state every `snapshotInterval`.
+    let writeBehind: Bool
+    let snapshotInterval: TimeAmount
 
     init(definition: WireActorDefinition, defaultIdleTimeout: TimeAmount, defaultMailboxCapacity: Int) {
         self.definition = definition
         self.actions = Set(definition.actions)
+        self.writeBehind = definition.durability == .writeBehind
+        self.snapshotInterval = .milliseconds(Int64(definition.snapshotIntervalMs == 0 ? 1000 : definition.snapshotIntervalMs))
         self.idleTimeout =
             definition.idleTimeoutMs == 0 ? defaultIdleTimeout : .milliseconds(Int64(definition.idleTimeoutMs))
         self.mailboxCapacity =
@@ -44,6 +49,11 @@ public distributed actor ActorProcess {
     let fencingToken: UInt64
     var state: WirePayload?
     var revision: UInt64
+    /// Write-behind: the state in memory is newer than the stored one.
+    var dirty = false
+    /// Write-behind: the pending snapshot timer, and the write in progress.
+    var snapshotTimer: Scheduled<Void>?
+    var storing: EventLoopFuture<Void>?
 
     /// Runs on the executor the directory pinned this actor to (its host connection's event loop).
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -135,6 +145,11 @@ public distributed actor ActorProcess {
         case .failure(let error):
             call.reply.complete(.failure(TroupeError(wrapping: error)))
             pump()
+        case .success(let answer) where type.stateful && answer.hasNewState && type.writeBehind:
+            state = answer.newState
+            markDirty()
+            call.reply.complete(.success(answer.reply))
+            pump()
         case .success(let answer) where type.stateful && answer.hasNewState:
             let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
             let (store, key, token) = (self.store, self.key, fencingToken)
@@ -167,6 +182,81 @@ public distributed actor ActorProcess {
                 pump()
             }
         }
+    }
+
+    // MARK: Write-behind
+
+    private func markDirty() {
+        dirty = true
+        directory.noteDirty(key, activationID, true)
+        guard snapshotTimer == nil else { return }
+        snapshotTimer = host.eventLoop.scheduleTask(in: type.snapshotInterval) {
+            self.assumeIsolated { process in
+                process.snapshotTimer = nil
+                _ = process.storeSnapshot()
+            }
+        }
+    }
+
+    /// Writes the latest state if it changed since the last write; at most one write at a time.
+    /// A failed write keeps the state dirty and is retried on the next interval, so nothing
+    /// acknowledged is dropped while the store is away.
+    private func storeSnapshot() -> EventLoopFuture<Void> {
+        let loop = host.eventLoop
+        if let storing { return storing }
+        guard dirty, let state else { return loop.makeSucceededVoidFuture() }
+        dirty = false
+        let blob = StateBlob(typeURL: state.typeURL, bytes: Array(state.value))
+        let (store, key, token) = (self.store, self.key, fencingToken)
+        let write = loop.makeFutureWithTask {
+            try await store.write(key, state: blob, fencingToken: token)
+        }.hop(to: loop)
+        let done = write.map { _ in () }.recover { _ in () }
+        storing = done
+        write.whenComplete { result in
+            self.assumeIsolated { $0.snapshotStored(result) }
+        }
+        return done
+    }
+
+    private func snapshotStored(_ result: Result<UInt64, any Error>) {
+        storing = nil
+        switch result {
+        case .success(let newRevision):
+            revision = newRevision
+            directory.noteRevision(key, activationID, newRevision)
+            if dirty { markDirty() } else { directory.noteDirty(key, activationID, false) }
+        case .failure(let error):
+            let error = TroupeError(wrapping: error)
+            if error.code == .failedPrecondition {
+                // A newer activation owns the actor; its state wins and this one must stop.
+                directory.deactivate(key, activationID, because: error)
+                return
+            }
+            directory.log(snapshotFailed: key, error)
+            markDirty()
+        }
+    }
+
+    /// Starts storing unsaved state now (for idle deactivation), without waiting.
+    nonisolated func requestSnapshot(on loop: any EventLoop) {
+        loop.execute { self.assumeIsolated { _ = $0.storeSnapshot() } }
+    }
+
+    /// Stores unsaved state before the activation goes away (host left, shutdown). Tries a few
+    /// times; what still fails is logged, since the activation is about to end.
+    func flushForDeactivation() async {
+        snapshotTimer?.cancel()
+        snapshotTimer = nil
+        for _ in 0..<3 {
+            if let storing {
+                try? await storing.get()
+                continue
+            }
+            guard dirty else { return }
+            try? await storeSnapshot().get()
+        }
+        if dirty { directory.log(snapshotFailed: key, .unavailable("state not stored before deactivation")) }
     }
 
     /// Invokes an action and waits for the reply: the entry point for callers that are actors

@@ -216,6 +216,54 @@ public nonisolated enum WireActorKind: SwiftProtobuf.Enum, Swift.CaseIterable {
 
 }
 
+/// When the sidecar stores the state an action returns.
+public nonisolated enum WireDurability: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+
+  /// Write-through.
+  case unspecified // = 0
+
+  /// The caller is answered only after the new state is committed to the store.
+  case writeThrough // = 1
+
+  /// The caller is answered at once; the latest state of the actor is stored every
+  /// snapshot_interval_ms (only the newest of several changes is written), and always
+  /// before the actor is deactivated, its host leaves, or the sidecar shuts down.
+  /// A sidecar that crashes loses at most one interval of changes.
+  case writeBehind // = 2
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .unspecified
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .unspecified
+    case 1: self = .writeThrough
+    case 2: self = .writeBehind
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .unspecified: return 0
+    case .writeThrough: return 1
+    case .writeBehind: return 2
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [WireDurability] = [
+    .unspecified,
+    .writeThrough,
+    .writeBehind,
+  ]
+
+}
+
 /// One message on the connection. Exactly one body field is set.
 public nonisolated struct WireFrame: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -613,6 +661,11 @@ public nonisolated struct WireActorDefinition: Sendable {
   /// 0 = the sidecar default.
   public var mailboxCapacity: UInt32 = 0
 
+  public var durability: WireDurability = .unspecified
+
+  /// For write-behind: how often changed state is stored. 0 = 1000 ms.
+  public var snapshotIntervalMs: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -963,6 +1016,10 @@ nonisolated extension WirePeerRole: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension WireActorKind: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTOR_KIND_UNSPECIFIED\0\u{1}ACTOR_KIND_NAMED\0\u{1}ACTOR_KIND_UNNAMED\0")
+}
+
+nonisolated extension WireDurability: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0DURABILITY_UNSPECIFIED\0\u{1}DURABILITY_WRITE_THROUGH\0\u{1}DURABILITY_WRITE_BEHIND\0")
 }
 
 nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
@@ -1667,7 +1724,7 @@ nonisolated extension WireCancel: SwiftProtobuf.Message, SwiftProtobuf._MessageI
 
 nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorDefinition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1682,6 +1739,8 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
       case 5: try { try decoder.decodeSingularMessageField(value: &self._initialState) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.idleTimeoutMs) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.mailboxCapacity) }()
+      case 8: try { try decoder.decodeSingularEnumField(value: &self.durability) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotIntervalMs) }()
       default: break
       }
     }
@@ -1713,6 +1772,12 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if self.mailboxCapacity != 0 {
       try visitor.visitSingularUInt32Field(value: self.mailboxCapacity, fieldNumber: 7)
     }
+    if self.durability != .unspecified {
+      try visitor.visitSingularEnumField(value: self.durability, fieldNumber: 8)
+    }
+    if self.snapshotIntervalMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.snapshotIntervalMs, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1724,6 +1789,8 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs._initialState != rhs._initialState {return false}
     if lhs.idleTimeoutMs != rhs.idleTimeoutMs {return false}
     if lhs.mailboxCapacity != rhs.mailboxCapacity {return false}
+    if lhs.durability != rhs.durability {return false}
+    if lhs.snapshotIntervalMs != rhs.snapshotIntervalMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -8,6 +8,17 @@ public enum ActorKind: Sendable {
     case unnamed
 }
 
+/// When the sidecar stores the state an action changed.
+public enum Durability: Sendable {
+    /// The caller gets the reply only after the new state is committed. Nothing acknowledged is
+    /// ever lost. The default.
+    case writeThrough
+    /// The caller gets the reply at once; the newest state is stored every `snapshotInterval`
+    /// (several changes in between cost one write), and always before the actor is deactivated,
+    /// its host leaves or the sidecar shuts down. A sidecar crash loses at most one interval.
+    case writeBehind
+}
+
 /// An actor type: its name, its state and its actions.
 ///
 /// The sidecar keeps the state; each action receives it in ``ActorContext/state``, may change it,
@@ -40,11 +51,17 @@ public protocol VirtualActor: Sendable {
     static func actions(_ actions: inout Actions<Self>)
     /// Deactivate an instance after this long without calls; nil means the sidecar's default.
     static var idleTimeout: Duration? { get }
+    /// When changed state is stored.
+    static var durability: Durability { get }
+    /// For ``Durability/writeBehind``: how often changed state is stored; nil means 1 s.
+    static var snapshotInterval: Duration? { get }
 }
 
 extension VirtualActor {
     public static var kind: ActorKind { .named }
     public static var idleTimeout: Duration? { nil }
+    public static var durability: Durability { .writeThrough }
+    public static var snapshotInterval: Duration? { nil }
 }
 
 extension VirtualActor where State == Stateless {
@@ -136,6 +153,8 @@ struct RegisteredActor: Sendable {
         definition.stateful = stateful
         definition.actions = handlers.keys.sorted()
         if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
+        definition.durability = A.durability == .writeBehind ? .writeBehind : .writeThrough
+        if let interval = A.snapshotInterval { definition.snapshotIntervalMs = interval.milliseconds }
         if let idle = A.idleTimeout {
             definition.idleTimeoutMs = UInt32(
                 clamping: idle.components.seconds * 1000 + idle.components.attoseconds / 1_000_000_000_000_000)

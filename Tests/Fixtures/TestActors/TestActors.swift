@@ -88,7 +88,39 @@ public struct Account: VirtualActor {
     }
 }
 
+/// A write-behind counter whose snapshots are a minute apart, so in a test only deactivation,
+/// host loss or shutdown store its state.
+public struct Tally: VirtualActor {
+    public struct State: Codable, Sendable { public var value = 0 }
+    public static let name = "tally"
+    public static let durability = Durability.writeBehind
+    public static let snapshotInterval: Duration? = .seconds(60)
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("add") { (context, amount: Int) -> Int in
+            context.state.value += amount
+            return context.state.value
+        }
+        actions.on("get") { context -> Int in context.state.value }
+    }
+}
+
+/// The same write-behind counter with a short interval.
+public struct QuickTally: VirtualActor {
+    public struct State: Codable, Sendable { public var value = 0 }
+    public static let name = "quick-tally"
+    public static let durability = Durability.writeBehind
+    public static let snapshotInterval: Duration? = .milliseconds(50)
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("add") { (context, amount: Int) -> Int in
+            context.state.value += amount
+            return context.state.value
+        }
+    }
+}
+
 /// Every test actor type.
 public let testActorTypes: [any VirtualActor.Type] = [
-    Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self,
+    Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self,
 ]
