@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Generated from proto/ by scripts/gen-proto.sh; committed.
@@ -61,6 +62,24 @@ let package = Package(
             path: "Sources/TroupeSQLite",
             swiftSettings: strict
         ),
+        // The production store.
+        .target(
+            name: "TroupePostgres",
+            dependencies: [
+                "TroupeStore", "TroupeWire",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/TroupePostgres",
+            swiftSettings: strict
+        ),
+        // Which node owns an actor: rendezvous hashing with a stable hash.
+        .target(
+            name: "TroupePlacement",
+            path: "Sources/TroupePlacement",
+            swiftSettings: strict
+        ),
         // The DistributedActorSystem, ActorProcess and the directory of active actors.
         .target(
             name: "TroupeActors",
@@ -89,7 +108,7 @@ let package = Package(
         .target(
             name: "TroupeSidecar",
             dependencies: [
-                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors",
+                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeActors",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -174,8 +193,16 @@ let package = Package(
             path: "Tests/TroupeWireTests"
         ),
         .testTarget(
+            name: "TroupePlacementTests",
+            dependencies: ["TroupePlacement"],
+            path: "Tests/TroupePlacementTests"
+        ),
+        .testTarget(
             name: "TroupeStoreTests",
-            dependencies: ["TroupeStore", "TroupeSQLite", "TroupeWire"],
+            dependencies: [
+                "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeWire",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Tests/TroupeStoreTests"
         ),
         .testTarget(

@@ -1,0 +1,1 @@
+// The Postgres state store; see PostgresStateStore.swift.
