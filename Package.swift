@@ -80,6 +80,12 @@ let package = Package(
             path: "Sources/TroupePlacement",
             swiftSettings: strict
         ),
+        // SWIM membership as a pure state machine.
+        .target(
+            name: "TroupeMembership",
+            path: "Sources/TroupeMembership",
+            swiftSettings: strict
+        ),
         // The DistributedActorSystem, ActorProcess and the directory of active actors.
         .target(
             name: "TroupeActors",
@@ -191,6 +197,11 @@ let package = Package(
             name: "TroupeWireTests",
             dependencies: ["TroupeWire", "TroupeProto", "TroupeTestActors"],
             path: "Tests/TroupeWireTests"
+        ),
+        .testTarget(
+            name: "TroupeMembershipTests",
+            dependencies: ["TroupeMembership", "TroupePlacement"],
+            path: "Tests/TroupeMembershipTests"
         ),
         .testTarget(
             name: "TroupePlacementTests",

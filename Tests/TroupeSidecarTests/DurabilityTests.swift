@@ -43,7 +43,8 @@ struct DurabilityTests {
 
     @Test func hostLossStoresUnsavedState() async throws {
         try await withSidecar(host: false) { sidecar in
-            let host = try TroupeHost(system: "test", endpoint: sidecar.endpoint, actors: [Tally.self], name: "short-lived")
+            let host = try TroupeHost(
+                system: "test", endpoint: sidecar.endpoint, actors: [Tally.self], name: "short-lived")
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask { try await host.run() }
                 let client = try await host.connected()
@@ -64,7 +65,10 @@ struct DurabilityTests {
         let arguments = ["--system", "wb", "--socket", socket, "--data-path", directory.path("state.sqlite")]
         let sidecar = try ChildProcess("troupe-sidecar", arguments, logPath: directory.path("sidecar-1.log"))
         let host = try ChildProcess("troupe-test-host", [socket, "wb"], logPath: directory.path("host.log"))
-        defer { sidecar.kill9(); host.kill9() }
+        defer {
+            sidecar.kill9()
+            host.kill9()
+        }
         try await waitFor("the sidecar socket") { FileManager.default.fileExists(atPath: socket) }
         var client = try await TroupeClient.connect(system: "wb", to: .unix(path: socket))
         try await waitFor("the host to register", timeout: .seconds(20)) {

@@ -1,0 +1,130 @@
+import Testing
+import TroupeMembership
+import TroupePlacement
+
+@Suite("SWIM membership on a simulated network")
+struct SWIMTests {
+    let a = SimulatedCluster.identity("node-a")
+    let b = SimulatedCluster.identity("node-b")
+    let c = SimulatedCluster.identity("node-c")
+
+    func formed() -> SimulatedCluster {
+        var cluster = SimulatedCluster()
+        cluster.add(a)
+        cluster.add(b, joining: a)
+        cluster.add(c, joining: a)
+        return cluster
+    }
+
+    func allSee(
+        _ cluster: SimulatedCluster, _ member: NodeIdentity, as status: MemberStatus, among observers: [NodeIdentity]
+    ) -> Bool {
+        observers.allSatisfy { cluster.status(of: member, seenBy: $0) == status }
+    }
+
+    @Test func aLoneNodeBecomesUp() {
+        var cluster = SimulatedCluster()
+        cluster.add(a)
+        cluster.run(for: 100)
+        #expect(cluster.nodes[a]?.myself.status == .up)
+    }
+
+    @Test func threeNodesJoinThroughOneSeedAndAllSeeEachOtherUp() {
+        var cluster = formed()
+        let took = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { member in allSee(cluster, member, as: .up, among: [a, b, c]) }
+        }
+        #expect(took != nil, "members: \(cluster.nodes.mapValues(\.members))")
+        // Every node then computes the same placement.
+        let owners = [a, b, c].map { node in
+            RendezvousPlacement.owner(of: "tickets/concert-1", among: cluster.nodes[node]!.upMembers.map(\.name))
+        }
+        #expect(Set(owners).count == 1)
+    }
+
+    @Test func aKilledNodeIsDeclaredDownByEveryoneWithinTheDetectorsBound() {
+        var cluster = formed()
+        _ = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+        }
+        cluster.dead.insert(c)
+        let took = cluster.run(until: 10_000) { allSee($0, c, as: .down, among: [a, b]) }
+        let bound = SWIM.Settings()
+        // Worst case: a full probe round over the others, both probe timeouts, then the suspicion.
+        let limit = 2 * bound.probeInterval + bound.pingTimeout + bound.indirectTimeout + bound.suspicionTimeout + 100
+        #expect(took != nil)
+        #expect((took ?? .max) <= limit, "took \(took ?? -1) ms, bound \(limit) ms")
+        #expect(cluster.changes.contains { $0.member.node == c && $0.member.status == .suspect })
+    }
+
+    @Test func aBrokenDirectLinkIsBridgedByIndirectProbes() {
+        var cluster = formed()
+        _ = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+        }
+        cluster.cut = [[a, c], [c, a]]
+        cluster.run(for: 8000)
+        #expect(allSee(cluster, c, as: .up, among: [a, b]))
+        #expect(allSee(cluster, a, as: .up, among: [b, c]))
+        #expect(!cluster.changes.contains { $0.member.status == .down })
+    }
+
+    @Test func aPausedNodeThatComesBackInTimeRefutesSuspicion() {
+        var cluster = formed()
+        _ = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+        }
+        cluster.paused.insert(c)
+        _ = cluster.run(until: 5000) { cluster in
+            cluster.status(of: c, seenBy: a) == .suspect || cluster.status(of: c, seenBy: b) == .suspect
+        }
+        cluster.paused.remove(c)
+        let took = cluster.run(until: 3000) { allSee($0, c, as: .up, among: [a, b]) }
+        #expect(took != nil)
+        #expect((cluster.nodes[c]?.myself.incarnation ?? 0) >= 1)
+        #expect(!cluster.changes.contains { $0.member.node == c && $0.member.status == .down })
+    }
+
+    @Test func aRestartedNodeReplacesItsOldIncarnation() {
+        var cluster = formed()
+        _ = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+        }
+        cluster.dead.insert(c)
+        let restarted = SimulatedCluster.identity("node-c", uid: 2)
+        cluster.add(restarted, joining: a)
+        let took = cluster.run(until: 5000) { cluster in
+            allSee(cluster, restarted, as: .up, among: [a, b]) && allSee(cluster, c, as: .down, among: [a, b])
+        }
+        #expect(took != nil, "members: \(cluster.nodes[a]?.members ?? [])")
+        #expect(cluster.nodes[a]?.upMembers.filter { $0.name == "node-c" } == [restarted])
+    }
+
+    @Test func aLeavingNodeIsSeenLeavingThenDownWithoutSuspicion() {
+        var cluster = formed()
+        _ = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+        }
+        cluster.deliver(cluster.nodes[c]!.leave(), from: c)
+        #expect(allSee(cluster, c, as: .leaving, among: [a, b]))
+        #expect(cluster.nodes[a]?.upMembers.contains(c) == false)
+        cluster.deliver(cluster.nodes[c]!.depart(), from: c)
+        cluster.dead.insert(c)
+        #expect(allSee(cluster, c, as: .down, among: [a, b]))
+        #expect(!cluster.changes.contains { $0.member.node == c && $0.member.status == .suspect })
+    }
+
+    @Test func statusPrecedenceFollowsIncarnationThenLifecycle() {
+        let node = SimulatedCluster.identity("x")
+        let up1 = Member(node: node, status: .up, incarnation: 1)
+        #expect(Member(node: node, status: .suspect, incarnation: 1).supersedes(up1))
+        #expect(!Member(node: node, status: .suspect, incarnation: 0).supersedes(up1))
+        #expect(
+            Member(node: node, status: .up, incarnation: 2).supersedes(
+                Member(node: node, status: .suspect, incarnation: 1)))
+        #expect(
+            !Member(node: node, status: .up, incarnation: 9).supersedes(
+                Member(node: node, status: .down, incarnation: 1)))
+        #expect(Member(node: node, status: .down, incarnation: 0).supersedes(up1))
+    }
+}
