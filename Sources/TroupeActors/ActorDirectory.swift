@@ -205,7 +205,7 @@ public final class ActorDirectory: Service, Sendable {
     public func invoke(_ invocation: Invocation) async throws -> WirePayload {
         try await withCheckedThrowingContinuation { continuation in
             let reply = Reply { continuation.resume(with: $0.mapError { $0 as any Error }) }
-            reply.arm(deadline: invocation.deadline, on: MultiThreadedEventLoopGroupSingleton.loop)
+            reply.arm(deadline: invocation.deadline, on: DeadlineTimers.loop)
             invoke(invocation, reply: reply)
         }
     }
@@ -480,6 +480,6 @@ public final class ActorDirectory: Service, Sendable {
 }
 
 /// The event loop that arms deadlines of calls made from Swift code rather than a connection.
-enum MultiThreadedEventLoopGroupSingleton {
+enum DeadlineTimers {
     static var loop: any EventLoop { NIOSingletons.posixEventLoopGroup.any() }
 }

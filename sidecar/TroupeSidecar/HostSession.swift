@@ -70,14 +70,16 @@ final class HostSession: PeerRequestHandler, ActorHost {
     // MARK: PeerRequestHandler
 
     func handle(request: WireFrame.OneOf_Body, id: UInt64, on connection: PeerConnection) {
-        guard let hello = state.withLock({ $0.hello }) else {
+        // One lock per request: read the handshake and admit the request together.
+        let (greeting, admitted) = state.withLock { state -> (WireHello?, Bool) in
+            guard let hello = state.hello else { return (nil, false) }
+            guard state.inFlight.count < configuration.maxConcurrentRequests else { return (hello, false) }
+            state.inFlight.insert(id)
+            return (hello, true)
+        }
+        guard let hello = greeting else {
             handshake(request, id: id, on: connection)
             return
-        }
-        let admitted = state.withLock { state -> Bool in
-            guard state.inFlight.count < configuration.maxConcurrentRequests else { return false }
-            state.inFlight.insert(id)
-            return true
         }
         guard admitted else {
             connection.fail(
