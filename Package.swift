@@ -204,6 +204,11 @@ let package = Package(
             path: "Tests/TroupeMembershipTests"
         ),
         .testTarget(
+            name: "TroupeActorsTests",
+            dependencies: ["TroupeActors", "TroupeWire"],
+            path: "Tests/TroupeActorsTests"
+        ),
+        .testTarget(
             name: "TroupePlacementTests",
             dependencies: ["TroupePlacement"],
             path: "Tests/TroupePlacementTests"

@@ -38,6 +38,7 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
     public let node: String
     private let actors = Mutex<[TroupeActorID: WeakActor]>([:])
     private let executors = Mutex<[TroupeActorID: UnownedSerialExecutor]>([:])
+    private let transport = Mutex<(any RemoteCallTransport)?>(nil)
     private let allowedTargets: Mutex<Set<String>>
 
     /// The id ``assignID(_:)`` gives the next actor created in this task, so that actors get the
@@ -89,6 +90,12 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
 
     public func makeInvocationEncoder() -> TroupeInvocationEncoder { TroupeInvocationEncoder() }
 
+    /// Carries remote calls to other nodes; nil on a single node. The cluster transport attaches
+    /// itself here once it is connected.
+    public func attach(transport: (any RemoteCallTransport)?) {
+        self.transport.withLock { $0 = transport }
+    }
+
     public func remoteCall<Act, Err, Res>(
         on actor: Act,
         target: RemoteCallTarget,
@@ -96,7 +103,14 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
         throwing: Err.Type,
         returning: Res.Type
     ) async throws -> Res where Act: DistributedActor, Act.ID == TroupeActorID, Err: Error, Res: Codable {
-        throw noTransport(actor.id)
+        guard let data = try await send(actor.id, target, invocation) else {
+            throw TroupeError.internalError("remote target '\(target.identifier)' returned no value")
+        }
+        do {
+            return try JSONDecoder().decode(Res.self, from: data)
+        } catch {
+            throw TroupeError.internalError("the result of '\(target.identifier)' is not a \(Res.self): \(error)")
+        }
     }
 
     public func remoteCallVoid<Act, Err>(
@@ -105,7 +119,17 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
         invocation: inout TroupeInvocationEncoder,
         throwing: Err.Type
     ) async throws where Act: DistributedActor, Act.ID == TroupeActorID, Err: Error {
-        throw noTransport(actor.id)
+        _ = try await send(actor.id, target, invocation)
+    }
+
+    private func send(_ id: TroupeActorID, _ target: RemoteCallTarget, _ invocation: TroupeInvocationEncoder)
+        async throws -> Data?
+    {
+        guard let transport = transport.withLock({ $0 }) else { throw noTransport(id) }
+        let call = RemoteCallEnvelope(
+            recipient: id, target: target.identifier, genericSubstitutions: invocation.genericSubstitutions,
+            arguments: invocation.arguments)
+        return try await transport.send(call, to: id.node).get()
     }
 
     private func noTransport(_ id: TroupeActorID) -> TroupeError {
@@ -141,6 +165,12 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
 
 private struct WeakActor: Sendable {
     weak var actor: (any DistributedActor)?
+}
+
+/// Delivers a remote call to the node that hosts its recipient and brings back the outcome that
+/// node's ``TroupeActorSystem/executeRemoteCall(_:)`` produced.
+public protocol RemoteCallTransport: Sendable {
+    func send(_ call: RemoteCallEnvelope, to node: String) async throws -> Result<Data?, TroupeError>
 }
 
 /// A remote call as it travels between nodes.
