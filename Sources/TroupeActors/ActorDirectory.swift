@@ -56,6 +56,27 @@ public final class ActorDirectory: Service, Sendable {
         var dirty = false
 
         var depth: Int { (queue?.count ?? 0) + (running ? 1 : 0) }
+
+        /// Queues `call`; returns the process to start pumping if it was idle.
+        mutating func enqueue(_ call: Call) -> (ActorProcess, any EventLoop)? {
+            if queue == nil { queue = CircularBuffer(initialCapacity: 4) }
+            queue!.append(call)
+            lastActivity = .now()
+            guard let process, let loop, !running else { return nil }
+            running = true
+            return (process, loop)
+        }
+
+        /// The next call, or nil (and the slot counts as idle) when none is waiting.
+        mutating func dequeue() -> Call? {
+            lastActivity = .now()
+            guard let call = queue?.popFirst() else {
+                running = false
+                queue = nil
+                return nil
+            }
+            return call
+        }
     }
 
     private struct State {
@@ -168,20 +189,14 @@ public final class ActorDirectory: Service, Sendable {
             if state.stopping { return .unavailable("the sidecar is shutting down") }
             let key = invocation.actor
             let call = Call(invocation: invocation, reply: reply)
-            if var slot = state.slots[key] {
-                let capacity = slot.type?.mailboxCapacity ?? configuration.defaultMailboxCapacity
-                if (slot.queue?.count ?? 0) >= capacity {
+            if let index = state.slots.index(forKey: key) {
+                // In place: a copy of the slot would share its queue, and every append would copy it.
+                let capacity = state.slots.values[index].type?.mailboxCapacity ?? configuration.defaultMailboxCapacity
+                if (state.slots.values[index].queue?.count ?? 0) >= capacity {
                     return .resourceExhausted(
                         "mailbox of \(key) is full (\(capacity) calls waiting)", details: ["actor": key.name])
                 }
-                if slot.queue == nil { slot.queue = CircularBuffer(initialCapacity: 4) }
-                slot.queue!.append(call)
-                slot.lastActivity = .now()
-                if let process = slot.process, let loop = slot.loop, !slot.running {
-                    slot.running = true
-                    pump = (process, loop)
-                }
-                state.slots[key] = slot
+                pump = state.slots.values[index].enqueue(call)
             } else {
                 let id = state.nextActivationID
                 state.nextActivationID += 1
@@ -229,15 +244,10 @@ public final class ActorDirectory: Service, Sendable {
     /// (the activation then counts as idle) or the activation was removed.
     func next(_ key: ActorKey, _ activationID: UInt64) -> Call? {
         state.withLock { state -> Call? in
-            guard var slot = state.slots[key], slot.activationID == activationID else { return nil }
-            defer { state.slots[key] = slot }
-            slot.lastActivity = .now()
-            guard let call = slot.queue?.popFirst() else {
-                slot.running = false
-                slot.queue = nil
+            guard let index = state.slots.index(forKey: key), state.slots.values[index].activationID == activationID else {
                 return nil
             }
-            return call
+            return state.slots.values[index].dequeue()
         }
     }
 
