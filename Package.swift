@@ -23,7 +23,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
-        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // Generated from proto/ by scripts/gen-proto.sh; committed.
@@ -60,18 +59,6 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/TroupeSQLite",
-            swiftSettings: strict
-        ),
-        // The production store.
-        .target(
-            name: "TroupePostgres",
-            dependencies: [
-                "TroupeStore", "TroupeWire",
-                .product(name: "PostgresNIO", package: "postgres-nio"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
-            ],
-            path: "Sources/TroupePostgres",
             swiftSettings: strict
         ),
         // Which node owns an actor: rendezvous hashing with a stable hash.
@@ -114,7 +101,7 @@ let package = Package(
         .target(
             name: "TroupeSidecar",
             dependencies: [
-                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeActors",
+                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -216,7 +203,7 @@ let package = Package(
         .testTarget(
             name: "TroupeStoreTests",
             dependencies: [
-                "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeWire",
+                "TroupeStore", "TroupeSQLite", "TroupeWire",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TroupeStoreTests"

@@ -1,1 +1,0 @@
-// The Postgres state store; see PostgresStateStore.swift.
