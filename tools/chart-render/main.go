@@ -24,6 +24,7 @@ import (
 	"strings"
 	"text/template"
 
+	"github.com/Masterminds/semver"
 	"github.com/Masterminds/sprig"
 	"github.com/ghodss/yaml"
 	"github.com/xeipuuv/gojsonschema"
@@ -117,7 +118,7 @@ func main() {
 	var apiVersions valueFiles
 	release := flag.String("release", "troupe", "release name (.Release.Name)")
 	namespace := flag.String("namespace", "default", "namespace (.Release.Namespace)")
-	kubeVersion := flag.String("kube-version", "1.30.0", "Kubernetes version (.Capabilities.KubeVersion)")
+	kubeVersion := flag.String("kube-version", "1.29.0", "Kubernetes version (.Capabilities.KubeVersion)")
 	flag.Var(&files, "f", "values file, may be repeated; later files win")
 	flag.Var(&apiVersions, "a", "extra API version for .Capabilities.APIVersions, may be repeated")
 	flag.Parse()
@@ -160,6 +161,20 @@ func render(dir string, files []string, release, namespace, kubeVersion string, 
 	parts := strings.SplitN(kv, ".", 3)
 	if len(parts) < 2 {
 		return "", fmt.Errorf("--kube-version %q is not MAJOR.MINOR[.PATCH]", kubeVersion)
+	}
+	if chart.KubeVersion != "" {
+		// As Helm: the chart's kubeVersion range must admit the target version.
+		constraint, err := semver.NewConstraint(chart.KubeVersion)
+		if err != nil {
+			return "", fmt.Errorf("Chart.yaml kubeVersion %q: %w", chart.KubeVersion, err)
+		}
+		v, err := semver.NewVersion(kv)
+		if err != nil {
+			return "", fmt.Errorf("--kube-version %q: %w", kubeVersion, err)
+		}
+		if !constraint.Check(v) {
+			return "", fmt.Errorf("chart requires kubeVersion: %s which is incompatible with Kubernetes v%s", chart.KubeVersion, kv)
+		}
 	}
 	chartFiles, templates, err := readChartFiles(dir, chart.Name)
 	if err != nil {
@@ -310,21 +325,30 @@ func toYAML(v interface{}) string {
 	return strings.TrimSuffix(string(data), "\n")
 }
 
-func fromYAML(s string) map[string]interface{} {
+func unmarshalYAML(data []byte, into interface{}) error { return yaml.Unmarshal(data, into) }
+
+// decodeMap and decodeArray are Helm's fromYaml/fromJson and fromYamlArray/fromJsonArray: a
+// decoding error is returned inside the result, not raised.
+func decodeMap(unmarshal func([]byte, interface{}) error, s string) map[string]interface{} {
 	m := map[string]interface{}{}
-	if err := yaml.Unmarshal([]byte(s), &m); err != nil {
+	if err := unmarshal([]byte(s), &m); err != nil {
 		m["Error"] = err.Error()
 	}
 	return m
 }
 
-func fromYAMLArray(s string) []interface{} {
+func decodeArray(unmarshal func([]byte, interface{}) error, s string) []interface{} {
 	a := []interface{}{}
-	if err := yaml.Unmarshal([]byte(s), &a); err != nil {
+	if err := unmarshal([]byte(s), &a); err != nil {
 		a = []interface{}{err.Error()}
 	}
 	return a
 }
+
+func fromYAML(s string) map[string]interface{} { return decodeMap(unmarshalYAML, s) }
+func fromYAMLArray(s string) []interface{}     { return decodeArray(unmarshalYAML, s) }
+func fromJSON(s string) map[string]interface{} { return decodeMap(json.Unmarshal, s) }
+func fromJSONArray(s string) []interface{}     { return decodeArray(json.Unmarshal, s) }
 
 func toJSON(v interface{}) string {
 	data, err := json.Marshal(v)
@@ -332,22 +356,6 @@ func toJSON(v interface{}) string {
 		return ""
 	}
 	return string(data)
-}
-
-func fromJSON(s string) map[string]interface{} {
-	m := map[string]interface{}{}
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		m["Error"] = err.Error()
-	}
-	return m
-}
-
-func fromJSONArray(s string) []interface{} {
-	a := []interface{}{}
-	if err := json.Unmarshal([]byte(s), &a); err != nil {
-		a = []interface{}{err.Error()}
-	}
-	return a
 }
 
 const recursionMax = 1000
