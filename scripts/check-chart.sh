@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Checks the Helm chart charts/troupe without helm (none can be installed here):
 #   1. builds tools/chart-render (Go's text/template + sprig + Helm's functions, from Debian's
-#      Go packages, offline, GOPATH mode) into .build-chart/;
+#      Go packages, offline, GOPATH mode) into .build-chart/ and runs its tests;
 #   2. renders the chart for the default values and every charts/troupe/ci/*-values.yaml at the
 #      pinned Kubernetes versions, validates every manifest with kubernetes-validate (strict) and
 #      checks that the pod fits the sidecar (tools/chart-check/check_chart.py);
@@ -30,11 +30,15 @@ python3 -c 'import kubernetes_validate' 2>/dev/null || {
 out=.build-chart
 mkdir -p "$out/go-cache"
 # GOPATH mode on Debian's packaged Go sources: no module download, no network.
-if ! GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOCACHE="$PWD/$out/go-cache" GOTOOLCHAIN=local \
-    go build -o "$out/chart-render" ./tools/chart-render; then
+go_offline() {
+    GO111MODULE=off GOPATH=/usr/share/gocode GOFLAGS= GOCACHE="$PWD/$out/go-cache" GOTOOLCHAIN=local go "$@"
+}
+if ! go_offline build -o "$out/chart-render" ./tools/chart-render; then
     error "building tools/chart-render failed (Debian's golang-github-masterminds-sprig-dev etc. missing? run scripts/install-deps.sh)"
     exit 1
 fi
+# The renderer's own tests: it behaves as Helm's engine on the points the chart relies on.
+go_offline test -count=1 ./tools/chart-render
 note "renderer: $(go version | cut -d' ' -f3), sprig $(dpkg-query -W -f='${Version}' golang-github-masterminds-sprig-dev 2>/dev/null || echo '?'); validator: kubernetes-validate $(python3 -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))'); Kubernetes ${KUBE_VERSIONS[*]}"
 
 args=()
