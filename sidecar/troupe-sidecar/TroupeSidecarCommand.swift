@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import TroupeSidecar
 
 /// `troupe-sidecar`: runs one Troupe sidecar until SIGTERM or SIGINT.
@@ -37,6 +39,7 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
     var eventLoopThreads: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel:
         String?
+    @Option(name: .customLong("admin-listen"), help: "Admin HTTP endpoint HOST:PORT, or off.") var adminListen: String?
 
     /// Every flag paired with the setting key it sets; a test checks this covers the whole table.
     var flags: [(String, String?)] {
@@ -46,7 +49,7 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
             ("mailbox-capacity", mailboxCapacity), ("idle-timeout-ms", idleTimeoutMs),
             ("heartbeat-interval-ms", heartbeatIntervalMs), ("handshake-timeout-ms", handshakeTimeoutMs),
             ("drain-timeout-ms", drainTimeoutMs), ("max-concurrent-requests", maxConcurrentRequests),
-            ("event-loop-threads", eventLoopThreads), ("log-level", logLevel),
+            ("event-loop-threads", eventLoopThreads), ("log-level", logLevel), ("admin-listen", adminListen),
         ]
     }
 
@@ -68,6 +71,8 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        // Every metric goes to Prometheus' default registry, which the admin endpoint's /metrics serves.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory())
         var logger = Logger(label: "troupe.sidecar")
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"

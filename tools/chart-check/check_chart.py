@@ -25,11 +25,10 @@ import kubernetes_validate
 import kubernetes_validate.utils
 import yaml
 
-# Settings of the issues that run in parallel (store, cluster, bridge, encryption, admin HTTP):
+# Settings of the issues that run in parallel (store, cluster, bridge, encryption):
 # the chart writes them before SidecarConfiguration.settings has them. Each one leaves this list
 # when it lands in the table.
 PENDING_SETTINGS = {
-    "admin-listen",
     "cluster-listen",
     "cluster-seeds",
     "cluster-discovery-dns",
