@@ -4,6 +4,11 @@
 #   postgresql, postgresql-client  the Postgres store's tests and benchmarks (initdb, pg_ctl, psql, pgbench)
 #   nats-server, libnats-dev     the cross-system bridge (server for tests, C client for the build)
 #   libssl-dev, pkg-config       libnats' dependencies and how SwiftPM finds system libraries
+#   golang-go, golang-github-masterminds-sprig-dev, golang-github-ghodss-yaml-dev,
+#   golang-github-xeipuuv-gojsonschema-dev
+#                                the Helm chart's renderer (tools/chart-render, scripts/check-chart.sh)
+# and from PyPI (pip, pinned):
+#   kubernetes-validate          validates the rendered chart against Kubernetes' schemas
 #
 # Idempotent: checks each one and runs apt-get (once) only for what is missing, so a second run
 # changes nothing and needs no network. Works unattended (CI=true, no stdin). protoc is not
@@ -42,6 +47,29 @@ have nats-server || want nats-server "NATS server (bridge tests)"
 package_installed libnats-dev libnats || want libnats-dev "NATS C client (bridge)"
 package_installed libssl-dev openssl || want libssl-dev "OpenSSL headers (libnats)"
 have pkg-config || want pkg-config "pkg-config (system library lookup)"
+have go || want golang-go "Go toolchain (builds the chart renderer)"
+package_installed golang-github-masterminds-sprig-dev || want golang-github-masterminds-sprig-dev "sprig template functions (chart renderer)"
+package_installed golang-github-ghodss-yaml-dev || want golang-github-ghodss-yaml-dev "YAML through JSON as Helm reads it (chart renderer)"
+package_installed golang-github-xeipuuv-gojsonschema-dev || want golang-github-xeipuuv-gojsonschema-dev "JSON schema validation of chart values (chart renderer)"
+
+# kubernetes-validate carries the Kubernetes OpenAPI schemas in its package: after this install
+# it validates offline. Pinned, so the schemas checked against do not move under the tests.
+KUBERNETES_VALIDATE_VERSION=1.34.1
+install_kubernetes_validate() {
+    local installed
+    installed=$(python3 -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null || true)
+    if [ "$installed" = "$KUBERNETES_VALIDATE_VERSION" ]; then
+        return 0
+    fi
+    echo "install-deps: installing kubernetes-validate==$KUBERNETES_VALIDATE_VERSION (pip)"
+    if ! PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check --no-input \
+        "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" </dev/null; then
+        error "pip install kubernetes-validate==$KUBERNETES_VALIDATE_VERSION failed"
+        return 1
+    fi
+    echo "installed kubernetes-validate $KUBERNETES_VALIDATE_VERSION: Kubernetes schema validation (chart checks)"
+}
+install_kubernetes_validate
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: everything is installed"

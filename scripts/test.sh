@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The test command: installs the dependencies, starts a private PostgreSQL 15 and nats-server on
 # loopback (free ports, temporary directories), runs the whole test suite, and stops and removes
-# both servers afterwards, also on failure or Ctrl-C.
+# both servers afterwards, also on failure or Ctrl-C. Before the servers start it checks the Helm
+# chart (scripts/check-chart.sh); a broken chart fails the run.
 #
 #   scripts/test.sh                    build and run every test
 #   scripts/test.sh --filter Frame     extra arguments go to `swift test`
-#   TROUPE_SKIP_SWIFT=1 scripts/test.sh  only start the servers, check them (psql `select 1`,
+#   TROUPE_SKIP_SWIFT=1 scripts/test.sh  only check the chart, start the servers, check them (psql `select 1`,
 #                                        a NATS publish/subscribe round trip) and stop them
 #
 # Tests find the servers through:
@@ -57,6 +58,9 @@ trap 'exit 143' TERM
 
 section "Dependencies (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
+
+section "Helm chart (scripts/check-chart.sh)"
+bash scripts/check-chart.sh
 
 section "Starting PostgreSQL on 127.0.0.1"
 pg_private_start

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Prometheus
 import Synchronization
 import Troupe
 import TroupeProto
@@ -28,6 +29,7 @@ func withSidecar<T: Sendable>(
     system: String = "test",
     store: String = "memory",
     host: Bool = true,
+    metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     configure: (inout SidecarConfiguration) -> Void = { _ in },
     _ body: @Sendable (SidecarHarness) async throws -> T
 ) async throws -> T {
@@ -39,13 +41,18 @@ func withSidecar<T: Sendable>(
     configuration.socket = directory.path("troupe.sock")
     configuration.store = store
     configuration.dataPath = directory.path("state.sqlite")
+    // Tests run side by side: each admin endpoint on a port of its own.
+    configuration.adminListen = "127.0.0.1:0"
     configure(&configuration)
     var logger = Logger(label: "test.sidecar")
     logger.logLevel = .warning
-    let sidecar = try await Sidecar.start(configuration: configuration, logger: logger)
+    let sidecar = try await Sidecar.start(configuration: configuration, logger: logger, metrics: metrics)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await sidecar.run(signals: []) }
         try await waitFor("the sidecar socket") { FileManager.default.fileExists(atPath: configuration.socket) }
+        if configuration.adminListen != nil {
+            try await waitFor("the admin endpoint") { sidecar.adminPort != nil }
+        }
         var testHost: TroupeHost?
         if host {
             var hostLogger = Logger(label: "test.host")
@@ -142,6 +149,9 @@ final class ChildProcess: Sendable {
         process.executableURL = binaryDirectory.appendingPathComponent(executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
+        // Sidecars run side by side in tests: each admin endpoint on a port of its own (a flag
+        // or `environment` still wins).
+        env["TROUPE_ADMIN_LISTEN"] = "127.0.0.1:0"
         env.merge(environment) { $1 }
         process.environment = env
         _ = FileManager.default.createFile(atPath: logPath, contents: nil)

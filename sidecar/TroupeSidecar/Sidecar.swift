@@ -1,7 +1,9 @@
 public import Logging
 import NIOCore
 import NIOPosix
+public import Prometheus
 import ServiceLifecycle
+import Synchronization
 public import TroupeActors
 import TroupePostgres
 import TroupeSQLite
@@ -10,8 +12,8 @@ import TroupeStore
 import TroupeWire
 public import UnixSignals
 
-/// A Troupe sidecar: the actor directory, the host server and the state store, run as one
-/// service group with graceful shutdown.
+/// A Troupe sidecar: the actor directory, the host server, the state store and the admin HTTP
+/// endpoint, run as one service group with graceful shutdown.
 ///
 /// ```swift
 /// var configuration = SidecarConfiguration()
@@ -24,11 +26,17 @@ public final class Sidecar: Sendable {
     public let directory: ActorDirectory
     let server: HostServer
     let store: any StateStore
+    let admin: AdminServer?
     let logger: Logger
     let eventLoops: MultiThreadedEventLoopGroup
+    private let draining = DrainFlag()
 
     /// Opens the store and prepares the services. Nothing listens until ``run(signals:)``.
-    public static func start(configuration: SidecarConfiguration, logger: Logger) async throws -> Sidecar {
+    /// `/metrics` serves `metrics`: the registry the process bootstrapped swift-metrics with.
+    public static func start(
+        configuration: SidecarConfiguration, logger: Logger,
+        metrics: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry
+    ) async throws -> Sidecar {
         // Validated before anything is opened, so a bad key never leaves a store open behind it.
         let keyring = try configuration.stateKeyring()
         let base: any StateStore
@@ -44,10 +52,13 @@ public final class Sidecar: Sendable {
         // Wrapped also without keys: an encrypted record then fails clearly instead of reaching
         // the host as garbage.
         let store = EncryptingStateStore(wrapping: base, keyring: keyring)
-        return Sidecar(configuration: configuration, store: store, logger: logger)
+        return try Sidecar(configuration: configuration, store: store, metrics: metrics, logger: logger)
     }
 
-    init(configuration: SidecarConfiguration, store: any StateStore, logger: Logger) {
+    init(
+        configuration: SidecarConfiguration, store: any StateStore, metrics: PrometheusCollectorRegistry,
+        logger: Logger
+    ) throws {
         self.configuration = configuration
         self.store = store
         self.logger = logger
@@ -59,7 +70,40 @@ public final class Sidecar: Sendable {
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
+        if let listen = configuration.adminListen {
+            admin = try AdminServer(
+                listen: listen, checks: Self.readinessChecks(directory: directory, store: store, draining: draining),
+                registry: metrics, group: eventLoops, logger: logger)
+        } else {
+            admin = nil
+        }
     }
+
+    /// What `/readyz` requires: not shutting down, a host registered, and the store answering a read.
+    private static func readinessChecks(directory: ActorDirectory, store: any StateStore, draining: DrainFlag)
+        -> [ReadinessCheck]
+    {
+        let probeKey = ActorKey(system: directory.configuration.system, name: "troupe.readyz")
+        return [
+            ReadinessCheck(name: "draining") {
+                draining.isSet ? "shutting down: calls in flight are finishing" : nil
+            },
+            ReadinessCheck(name: "host") {
+                directory.registeredTypes.isEmpty ? "no host has registered an actor type" : nil
+            },
+            ReadinessCheck(name: "store") {
+                do {
+                    _ = try await store.read(probeKey)
+                    return nil
+                } catch {
+                    return "\(store.description) does not answer: \(error)"
+                }
+            },
+        ]
+    }
+
+    /// The port of the admin HTTP endpoint once ``run(signals:)`` has bound it (useful with port 0).
+    public var adminPort: Int? { admin?.boundPort }
 
     /// The TCP port hosts can connect to, once ``run(signals:)`` has bound it (useful with port 0).
     public var tcpPort: Int? { server.tcpPort }
@@ -69,7 +113,13 @@ public final class Sidecar: Sendable {
     public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: directory)],
+                // Stopped in reverse order: the drain marker first (so /readyz fails at once), then
+                // the directory drains calls, then hosts are let go, and the admin endpoint last,
+                // so probes are answered throughout the drain.
+                services: (admin.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
+                    .init(service: server), .init(service: directory),
+                    .init(service: DrainMarker(flag: draining)),
+                ],
                 gracefulShutdownSignals: signals,
                 cancellationSignals: [],
                 logger: logger))
@@ -83,5 +133,22 @@ public final class Sidecar: Sendable {
         try await store.close()
         try await eventLoops.shutdownGracefully()
         logger.info("sidecar stopped")
+    }
+}
+
+/// Set once graceful shutdown has begun.
+final class DrainFlag: Sendable {
+    private let value = Mutex(false)
+    var isSet: Bool { value.withLock { $0 } }
+    func set() { value.withLock { $0 = true } }
+}
+
+/// Waits for graceful shutdown and sets the flag, so readiness fails while the rest drains.
+private struct DrainMarker: Service {
+    let flag: DrainFlag
+
+    func run() async throws {
+        try? await gracefulShutdown()
+        flag.set()
     }
 }

@@ -45,6 +45,8 @@ public struct SidecarConfiguration: Sendable, Equatable {
     /// Threads serving connections and running actors. One keeps every call on one thread.
     public var eventLoopThreads = 1
     public var logLevel = "info"
+    /// The admin HTTP endpoint (`/healthz`, `/readyz`, `/metrics`), `HOST:PORT`; nil: none.
+    public var adminListen: String? = "127.0.0.1:9090"
 
     public init() {}
 
@@ -168,6 +170,16 @@ public struct SidecarConfiguration: Sendable, Equatable {
                     "log-level '\(v)' is not one of trace, debug, info, notice, warning, error, critical")
             }
             c.logLevel = v
+        },
+        Setting(key: "admin-listen", summary: "admin HTTP endpoint HOST:PORT, or off") { c, v throws(TroupeError) in
+            if v == "off" || v.isEmpty {
+                c.adminListen = nil
+            } else {
+                do { _ = try Endpoint(parsing: "tcp://" + v) } catch {
+                    throw .invalidArgument("admin-listen must be HOST:PORT or off, not '\(v)'")
+                }
+                c.adminListen = v
+            }
         },
     ]
 

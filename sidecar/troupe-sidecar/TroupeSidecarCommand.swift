@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import TroupeSidecar
 import TroupeWire
 
@@ -65,6 +67,8 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
             handler.logLevel = level
             return handler
         }
+        // Every metric goes to Prometheus' default registry, which the admin endpoint's /metrics serves.
+        MetricsSystem.bootstrap(PrometheusMetricsFactory())
         var logger = Logger(label: "troupe.sidecar")
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"

@@ -1,0 +1,188 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Prometheus
+import Testing
+import Troupe
+import TroupeSidecar
+import TroupeTestActors
+import TroupeWire
+
+/// An HTTP answer as it came over the socket.
+struct HTTPAnswer {
+    var status: Int
+    var headers: [String: String]
+    var body: String
+}
+
+/// GETs `path` from 127.0.0.1:`port` over a new TCP connection (HTTP/1.1, `Connection: close`).
+func httpGet(port: Int, _ path: String) async throws -> HTTPAnswer {
+    let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .connectTimeout(.seconds(5))
+        .connect(host: "127.0.0.1", port: port) { channel in
+            channel.eventLoop.makeCompletedFuture {
+                try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+            }
+        }
+    let text = try await channel.executeThenClose { inbound, outbound in
+        try await outbound.write(
+            ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+        var response = ByteBuffer()
+        for try await var chunk in inbound { response.writeBuffer(&chunk) }
+        return String(buffer: response)
+    }
+    guard let split = text.range(of: "\r\n\r\n") else {
+        throw TroupeError.internalError("no HTTP header end in '\(text)'")
+    }
+    var lines = text[..<split.lowerBound].components(separatedBy: "\r\n")
+    let statusLine = lines.removeFirst().split(separator: " ")
+    guard statusLine.count >= 2, let status = Int(statusLine[1]) else {
+        throw TroupeError.internalError("bad HTTP status line in '\(text)'")
+    }
+    var headers: [String: String] = [:]
+    for line in lines {
+        guard let colon = line.firstIndex(of: ":") else { continue }
+        headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+    }
+    return HTTPAnswer(status: status, headers: headers, body: String(text[split.upperBound...]))
+}
+
+@Suite("Admin HTTP endpoint")
+struct AdminEndpointTests {
+    @Test func healthzAnswersAndReadyzWaitsForAHostToRegister() async throws {
+        try await withSidecar(host: false) { harness in
+            let port = try #require(harness.sidecar.adminPort)
+            let health = try await httpGet(port: port, "/healthz")
+            #expect(health.status == 200)
+            #expect(health.body == "ok\n")
+
+            let unready = try await httpGet(port: port, "/readyz")
+            #expect(unready.status == 503)
+            #expect(unready.body.contains("host: no host has registered an actor type"), "\(unready.body)")
+            #expect(unready.body.contains("store: ok"))
+            #expect(unready.body.contains("draining: ok"))
+
+            let host = try TroupeHost(
+                system: harness.configuration.system, endpoint: harness.endpoint, actors: testActorTypes)
+            let running = Task { try await host.run() }
+            defer { running.cancel() }
+            try await harness.waitForRegistration(of: "counter")
+            let ready = try await httpGet(port: port, "/readyz")
+            #expect(ready.status == 200)
+            #expect(ready.body == "ready\ndraining: ok\nhost: ok\nstore: ok\n")
+        }
+    }
+
+    @Test func readyzFailsWhileTheStoreDoesNotAnswer() async throws {
+        try await withSidecar(store: "sqlite") { harness in
+            let port = try #require(harness.sidecar.adminPort)
+            try await harness.waitForRegistration(of: "counter")
+            #expect(try await httpGet(port: port, "/readyz").status == 200)
+            // The SQLite store closed under the sidecar: reads fail, the sidecar must say so.
+            try await harness.sidecar.directory.store.close()
+            let answer = try await httpGet(port: port, "/readyz")
+            #expect(answer.status == 503)
+            #expect(answer.body.contains("store: sqlite"), "\(answer.body)")
+            #expect(answer.body.contains("does not answer"), "\(answer.body)")
+            #expect(try await httpGet(port: port, "/healthz").status == 200)
+        }
+    }
+
+    @Test func metricsServeTheRegistryInPrometheusTextFormat() async throws {
+        let registry = PrometheusCollectorRegistry()
+        registry.makeCounter(name: "troupe_test_requests_total", labels: [("status", "ok")]).increment(by: Int64(3))
+        try await withSidecar(host: false, metrics: registry) { harness in
+            let port = try #require(harness.sidecar.adminPort)
+            let answer = try await httpGet(port: port, "/metrics")
+            #expect(answer.status == 200)
+            #expect(answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8")
+            #expect(answer.body.contains("# TYPE troupe_test_requests_total counter\n"), "\(answer.body)")
+            #expect(answer.body.contains("troupe_test_requests_total{status=\"ok\"} 3\n"), "\(answer.body)")
+            #expect(try await httpGet(port: port, "/nothing-here").status == 404)
+        }
+    }
+
+    @Test func adminListenOffStartsNoEndpointAndBadValuesAreRefused() async throws {
+        func adminOff(_ configuration: inout SidecarConfiguration) { configuration.adminListen = nil }
+        try await withSidecar(host: false, configure: adminOff) { harness in
+            #expect(harness.sidecar.adminPort == nil)
+        }
+        var configuration = SidecarConfiguration()
+        #expect(configuration.adminListen == "127.0.0.1:9090")
+        try configuration.set("admin-listen", to: "off")
+        #expect(configuration.adminListen == nil)
+        try configuration.set("admin-listen", to: "0.0.0.0:9100")
+        #expect(configuration.adminListen == "0.0.0.0:9100")
+        for bad in ["9090", "host:", "host:70000", ":9090"] {
+            let error = #expect(throws: TroupeError.self) { try configuration.set("admin-listen", to: bad) }
+            #expect(error?.code == .invalidArgument)
+            #expect(error?.message.contains("admin-listen") == true, "\(error?.message ?? "")")
+        }
+    }
+}
+
+/// Port of the admin endpoint a sidecar process logged (it listens on port 0 in tests).
+func adminPort(of sidecar: ChildProcess) async throws -> Int {
+    var port: Int?
+    try await waitFor("the admin endpoint of the sidecar", timeout: .seconds(20)) {
+        let log = sidecar.log
+        guard log.contains("admin endpoint listening"),
+            let range = log.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression)
+        else { return false }
+        port = Int(log[range].split(separator: ":").last ?? "")
+        return port != nil
+    }
+    return try #require(port)
+}
+
+@Suite("Admin HTTP endpoint of a sidecar process", .serialized)
+struct AdminEndpointProcessTests {
+    @Test func metricsCountActivationsAndReadyzFailsDuringTheDrain() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let socket = directory.path("troupe.sock")
+        let sidecar = try ChildProcess(
+            "troupe-sidecar",
+            [
+                "--system", "admin", "--socket", socket, "--store", "memory", "--drain-timeout-ms", "30000",
+                "--admin-listen", "127.0.0.1:0",
+            ],
+            logPath: directory.path("sidecar.log"))
+        let host = try ChildProcess("troupe-test-host", [socket, "admin"], logPath: directory.path("host.log"))
+        defer {
+            sidecar.kill9()
+            host.kill9()
+        }
+        let port = try await adminPort(of: sidecar)
+        try await waitFor("/readyz to answer 200", timeout: .seconds(20)) {
+            (try? await httpGet(port: port, "/readyz"))?.status == 200
+        }
+        let client = try await TroupeClient.connect(system: "admin", to: .unix(path: socket))
+        for amount in [1, 2] { let _: Int = try await client.invoke("counter", action: "add", amount) }
+        let metrics = try await httpGet(port: port, "/metrics")
+        #expect(metrics.body.contains("troupe_activations_total 1\n"), "\(metrics.body)")
+        #expect(metrics.body.contains("troupe_active_actors 1"), "\(metrics.body)")
+
+        // A call in flight keeps the sidecar draining after SIGTERM; meanwhile it is not ready.
+        let slow = inBackground {
+            try await client.invoke("sleeper", action: "sleep", 4_000, as: Int.self, timeout: .seconds(20))
+        }
+        try await waitFor("the sleeper to be active", timeout: .seconds(10)) {
+            (try? await httpGet(port: port, "/metrics"))?.body.contains("troupe_activations_total 2\n") == true
+        }
+        sidecar.signal(SIGTERM)
+        var draining: HTTPAnswer?
+        try await waitFor("/readyz to report the drain", timeout: .seconds(10)) {
+            guard let answer = try? await httpGet(port: port, "/readyz"), answer.status == 503 else { return false }
+            draining = answer
+            return true
+        }
+        #expect(draining?.body.contains("draining: shutting down") == true, "\(draining?.body ?? "")")
+        #expect(try await httpGet(port: port, "/healthz").status == 200)
+        _ = try (await slow.value).get()
+        await client.close()
+        #expect(try await sidecar.waitForExit(timeout: .seconds(30)) == 0, "sidecar log:\n\(sidecar.log)")
+        host.signal(SIGTERM)
+        try await host.waitForExit()
+    }
+}
