@@ -61,6 +61,26 @@ let package = Package(
             path: "Sources/TroupeSQLite",
             swiftSettings: strict
         ),
+        // The official NATS C client (Debian: libnats-dev).
+        .systemLibrary(
+            name: "CNats",
+            path: "Sources/CNats",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        // A Swift owner of libnats handles: connect, subscribe, publish, request, drain, events.
+        .target(
+            name: "TroupeNATS",
+            dependencies: [
+                "CNats", "TroupeWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            path: "Sources/TroupeNATS",
+            swiftSettings: strict
+        ),
         // Which node owns an actor: rendezvous hashing with a stable hash.
         .target(
             name: "TroupePlacement",
@@ -171,6 +191,12 @@ let package = Package(
             ],
             path: "Tests/Fixtures/TestActors"
         ),
+        // Expectations the test targets share.
+        .target(
+            name: "TroupeTestSupport",
+            dependencies: ["TroupeWire"],
+            path: "Tests/Fixtures/TestSupport"
+        ),
         .executableTarget(
             name: "troupe-test-host",
             dependencies: [
@@ -192,8 +218,16 @@ let package = Package(
         ),
         .testTarget(
             name: "TroupeActorsTests",
-            dependencies: ["TroupeActors", "TroupeWire"],
+            dependencies: ["TroupeActors", "TroupeWire", "TroupeTestSupport"],
             path: "Tests/TroupeActorsTests"
+        ),
+        .testTarget(
+            name: "TroupeNATSTests",
+            dependencies: [
+                "TroupeNATS", "TroupeWire", "TroupeTestActors", "TroupeTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TroupeNATSTests"
         ),
         .testTarget(
             name: "TroupePlacementTests",
@@ -213,6 +247,7 @@ let package = Package(
             dependencies: [
                 "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore",
                 "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
+                "TroupeTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
             ],

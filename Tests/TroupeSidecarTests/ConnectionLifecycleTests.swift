@@ -4,6 +4,7 @@ import Troupe
 import TroupeProto
 import TroupeTestActors
 import TroupeWire
+import TroupeTestSupport
 
 @Suite("Connections: TCP, heartbeats and graceful drain", .serialized)
 struct ConnectionLifecycleTests {

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import Troupe
 import TroupeTestActors
+import TroupeTestSupport
 
 /// A troupe-sidecar process on a private socket and SQLite file.
 private struct SidecarProcess {
