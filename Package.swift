@@ -81,6 +81,19 @@ let package = Package(
             path: "Sources/TroupeNATS",
             swiftSettings: strict
         ),
+        // Calls between ActorSystems over NATS: the directory's SystemBridge and the call subscriber.
+        .target(
+            name: "TroupeBridge",
+            dependencies: [
+                "TroupeNATS", "TroupeActors", "TroupeProto", "TroupeStore", "TroupeWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/TroupeBridge",
+            swiftSettings: strict
+        ),
         // Which node owns an actor: rendezvous hashing with a stable hash.
         .target(
             name: "TroupePlacement",
@@ -121,7 +134,8 @@ let package = Package(
         .target(
             name: "TroupeSidecar",
             dependencies: [
-                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors",
+                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors", "TroupeNATS",
+                "TroupeBridge",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -245,10 +259,11 @@ let package = Package(
         .testTarget(
             name: "TroupeSidecarTests",
             dependencies: [
-                "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore",
+                "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore", "TroupeNATS",
                 "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
                 "TroupeTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TroupeSidecarTests"

@@ -97,6 +97,7 @@ public final class ActorDirectory: Service, Sendable {
     private let deactivations = Counter(label: "troupe_deactivations_total")
     private let activeGauge = Gauge(label: "troupe_active_actors")
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
+    private let bridge = Mutex<(any SystemBridge)?>(nil)
 
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
         self.configuration = configuration
@@ -181,8 +182,27 @@ public final class ActorDirectory: Service, Sendable {
 
     // MARK: Invocation
 
+    /// Hands calls to actors of other systems to `bridge` from now on. Without a bridge they are
+    /// refused with `unavailable`.
+    public func attach(bridge: any SystemBridge) {
+        self.bridge.withLock { $0 = bridge }
+    }
+
     /// Queues a call. The outcome reaches `reply`, exactly once, by the caller's deadline at the latest.
+    /// A call to an actor of another system goes to the attached ``SystemBridge``.
     public func invoke(_ invocation: Invocation, reply: Reply) {
+        if invocation.actor.system != configuration.system {
+            guard let bridge = bridge.withLock({ $0 }) else {
+                reply.complete(
+                    .failure(
+                        .unavailable(
+                            "system '\(invocation.actor.system)' is not reachable from this sidecar of '\(configuration.system)' (no bridge is configured)",
+                            details: ["system": invocation.actor.system])))
+                return
+            }
+            bridge.forward(invocation, reply: reply)
+            return
+        }
         var activate: Work?
         var pump: (ActorProcess, any EventLoop)?
         let refusal = state.withLock { state -> TroupeError? in
@@ -244,7 +264,8 @@ public final class ActorDirectory: Service, Sendable {
     /// (the activation then counts as idle) or the activation was removed.
     func next(_ key: ActorKey, _ activationID: UInt64) -> Call? {
         state.withLock { state -> Call? in
-            guard let index = state.slots.index(forKey: key), state.slots.values[index].activationID == activationID else {
+            guard let index = state.slots.index(forKey: key), state.slots.values[index].activationID == activationID
+            else {
                 return nil
             }
             return state.slots.values[index].dequeue()
@@ -399,7 +420,9 @@ public final class ActorDirectory: Service, Sendable {
 
     func log(snapshotFailed key: ActorKey, _ error: TroupeError) {
         snapshotFailures.increment()
-        logger.warning("write-behind snapshot failed; retrying", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+        logger.warning(
+            "write-behind snapshot failed; retrying",
+            metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
     }
 
     func noteRevision(_ key: ActorKey, _ activationID: UInt64, _ revision: UInt64) {

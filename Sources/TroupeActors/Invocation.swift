@@ -17,6 +17,13 @@ public protocol ActorHost: AnyObject, Sendable {
     func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) -> EventLoopFuture<WireActorInvocationResult>
 }
 
+/// Carries calls to actors of other ActorSystems (the sidecar's NATS bridge).
+public protocol SystemBridge: AnyObject, Sendable {
+    /// Sends `invocation`, whose actor belongs to another system, and completes `reply` with
+    /// the outcome. Must not block: the directory calls it on the caller's thread.
+    func forward(_ invocation: Invocation, reply: Reply)
+}
+
 /// One call to an actor, as the directory queues it.
 public struct Invocation: Sendable {
     public var actor: ActorKey

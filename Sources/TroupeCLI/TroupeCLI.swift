@@ -66,7 +66,10 @@ func printJSON(_ object: Any) {
 struct Invoke: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Invokes an action on an actor.",
-        discussion: "Example: troupe invoke tickets concert-1 reserve --json '{\"buyer\":\"ann\",\"seats\":2}'")
+        discussion: """
+            Example: troupe invoke tickets concert-1 reserve --json '{"buyer":"ann","seats":2}'
+            An actor of another ActorSystem is reached through the sidecar's NATS bridge (nats-url).
+            """)
 
     @Argument(help: "ActorSystem of the actor.") var system: String
     @Argument(help: "Actor name.") var actor: String
@@ -92,7 +95,8 @@ struct Invoke: AsyncParsableCommand {
         }
         if let spawnFrom { request.spawnFrom = spawnFrom }
         let answer: WireFrame.OneOf_Body
-        do { answer = try await sidecar.request(.invoke(request), system: system) } catch { throw fail(error) }
+        // The connection names no system: the sidecar serves its own and bridges to the others.
+        do { answer = try await sidecar.request(.invoke(request)) } catch { throw fail(error) }
         guard case .invoked(let response) = answer else { throw fail(TroupeError.internalError("unexpected answer")) }
         let payload = response.payload
         let isJSON = payload.typeURL.hasPrefix("application/json")

@@ -209,7 +209,11 @@ let onReply: natsMsgHandler = { _, _, message, closure in
         return
     }
     if natsMsg_IsNoResponders(message) {
-        core.complete(token, .failure(.unavailable("no subscriber answers on this subject (no responders)")))
+        core.complete(
+            token,
+            .failure(
+                .unavailable(
+                    "no subscriber answers on this subject (no responders)", details: ["reason": "no_responders"])))
     } else {
         core.complete(token, .success(NATSMessage(copying: message)))
     }

@@ -3,6 +3,8 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 public import TroupeActors
+import TroupeBridge
+import TroupeNATS
 import TroupeSQLite
 import TroupeStore
 import TroupeWire
@@ -24,6 +26,8 @@ public final class Sidecar: Sendable {
     let store: any StateStore
     let logger: Logger
     let eventLoops: MultiThreadedEventLoopGroup
+    /// Calls to and from other ActorSystems, when `nats-url` is set.
+    let bridge: NATSBridge?
 
     /// Opens the store and prepares the services. Nothing listens until ``run(signals:)``.
     public static func start(configuration: SidecarConfiguration, logger: Logger) async throws -> Sidecar {
@@ -34,10 +38,28 @@ public final class Sidecar: Sendable {
         default:
             store = try await SQLiteStateStore.open(path: configuration.dataPath, logger: logger)
         }
-        return Sidecar(configuration: configuration, store: store, logger: logger)
+        var nats: NATSConnection?
+        if let options = configuration.natsOptions {
+            do {
+                try BridgeSubjects.validate(system: configuration.system)
+                nats = try await NATSConnection.connect(options, logger: logger)
+            } catch {
+                try? await store.close()
+                throw TroupeError(error.code, "nats-url: \(error.message)", details: error.details)
+            }
+        }
+        do {
+            return try Sidecar(configuration: configuration, store: store, nats: nats, logger: logger)
+        } catch {
+            nats?.close()
+            try? await store.close()
+            throw error
+        }
     }
 
-    init(configuration: SidecarConfiguration, store: any StateStore, logger: Logger) {
+    init(configuration: SidecarConfiguration, store: any StateStore, nats: NATSConnection?, logger: Logger)
+        throws(TroupeError)
+    {
         self.configuration = configuration
         self.store = store
         self.logger = logger
@@ -49,6 +71,18 @@ public final class Sidecar: Sendable {
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
+        if let nats {
+            let bridge = try NATSBridge(
+                configuration: .init(
+                    system: configuration.system, node: configuration.node,
+                    maxCallBytes: Int(configuration.maxFrameBytes),
+                    drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs))),
+                connection: nats, directory: directory, timerLoop: eventLoops.any(), logger: logger)
+            directory.attach(bridge: bridge)
+            self.bridge = bridge
+        } else {
+            bridge = nil
+        }
     }
 
     /// The TCP port hosts can connect to, once ``run(signals:)`` has bound it (useful with port 0).
@@ -59,7 +93,9 @@ public final class Sidecar: Sendable {
     public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: directory)],
+                // Shut down in reverse: the bridge stops taking calls first, then the directory drains.
+                services: [.init(service: server), .init(service: directory)]
+                    + (bridge.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: signals,
                 cancellationSignals: [],
                 logger: logger))

@@ -37,6 +37,20 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
     var eventLoopThreads: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel:
         String?
+    @Option(name: .customLong("nats-url"), help: "NATS servers of the bridge to other systems, comma-separated.")
+    var natsURL: String?
+    @Option(name: .customLong("nats-user"), help: "NATS user name (with --nats-password).") var natsUser: String?
+    @Option(name: .customLong("nats-password"), help: "NATS password (prefer TROUPE_NATS_PASSWORD).")
+    var natsPassword: String?
+    @Option(name: .customLong("nats-token"), help: "NATS token (prefer TROUPE_NATS_TOKEN).") var natsToken: String?
+    @Option(name: .customLong("nats-credentials"), help: "NATS .creds file.") var natsCredentials: String?
+    @Option(name: .customLong("nats-tls-ca"), help: "PEM CA file for the NATS server certificate.") var natsTLSCA:
+        String?
+    @Option(name: .customLong("nats-tls-cert"), help: "PEM client certificate for NATS mutual TLS.")
+    var natsTLSCert: String?
+    @Option(name: .customLong("nats-tls-key"), help: "PEM key of --nats-tls-cert.") var natsTLSKey: String?
+    @Option(name: .customLong("nats-reconnect-wait-ms"), help: "Pause between NATS reconnect attempts.")
+    var natsReconnectWaitMs: String?
 
     /// Every flag paired with the setting key it sets; a test checks this covers the whole table.
     var flags: [(String, String?)] {
@@ -46,7 +60,10 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
             ("mailbox-capacity", mailboxCapacity), ("idle-timeout-ms", idleTimeoutMs),
             ("heartbeat-interval-ms", heartbeatIntervalMs), ("handshake-timeout-ms", handshakeTimeoutMs),
             ("drain-timeout-ms", drainTimeoutMs), ("max-concurrent-requests", maxConcurrentRequests),
-            ("event-loop-threads", eventLoopThreads), ("log-level", logLevel),
+            ("event-loop-threads", eventLoopThreads), ("log-level", logLevel), ("nats-url", natsURL),
+            ("nats-user", natsUser), ("nats-password", natsPassword), ("nats-token", natsToken),
+            ("nats-credentials", natsCredentials), ("nats-tls-ca", natsTLSCA), ("nats-tls-cert", natsTLSCert),
+            ("nats-tls-key", natsTLSKey), ("nats-reconnect-wait-ms", natsReconnectWaitMs),
         ]
     }
 
