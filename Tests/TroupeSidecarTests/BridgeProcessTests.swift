@@ -1,0 +1,122 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTestActors
+import TroupeTestSupport
+
+/// One ActorSystem as real processes: a troupe-sidecar bridged to NATS and a troupe-test-host.
+private struct SystemProcesses {
+    let setup: SidecarProcess
+    let sidecar: ChildProcess
+    let host: ChildProcess
+    let client: TroupeClient
+
+    static func start(_ system: String, in directory: TemporaryDirectory, nats: String) async throws -> Self {
+        let setup = SidecarProcess(directory: directory, system: system)
+        let sidecar = try await setup.start(run: 1, extra: ["--nats-url", nats, "--nats-reconnect-wait-ms", "50"])
+        let host: ChildProcess
+        do { host = try setup.startHost(run: 1) } catch {
+            sidecar.kill9()
+            throw error
+        }
+        do {
+            let client = try await setup.client()
+            try await setup.waitForHost(client)
+            return SystemProcesses(setup: setup, sidecar: sidecar, host: host, client: client)
+        } catch {
+            sidecar.kill9()
+            host.kill9()
+            throw error
+        }
+    }
+
+    func kill9() {
+        sidecar.kill9()
+        host.kill9()
+    }
+}
+
+/// Outcomes of cross-system calls made while NATS is down or coming back.
+private enum Outcome: Equatable {
+    case succeeded
+    case failed(TroupeError.Code)
+}
+
+private func outcome(_ call: () async throws -> Void) async -> Outcome {
+    do {
+        try await call()
+        return .succeeded
+    } catch let error as TroupeError {
+        return .failed(error.code)
+    } catch {
+        return .failed(.unknown)
+    }
+}
+
+@Suite("Two ActorSystems as real processes, bridged through a real nats-server", .serialized)
+struct BridgeProcessTests {
+    @Test func systemsCallEachOtherBothWaysAndSurviveANATSRestartWithoutHanging() async throws {
+        let server = try NATSServer()
+        defer { server.stop() }
+        let alphaDirectory = try TemporaryDirectory()
+        let betaDirectory = try TemporaryDirectory()
+        defer {
+            alphaDirectory.remove()
+            betaDirectory.remove()
+        }
+        let alpha = try await SystemProcesses.start("alpha", in: alphaDirectory, nats: server.url)
+        defer { alpha.kill9() }
+        let beta = try await SystemProcesses.start("beta", in: betaDirectory, nats: server.url)
+        defer { beta.kill9() }
+
+        // Both ways, from clients and from inside actions.
+        #expect(try await alpha.client.invoke("counter", action: "add", 4, as: Int.self, system: "beta") == 4)
+        #expect(try await beta.client.invoke("echo", action: "caller", as: String.self, system: "alpha") == "beta/-")
+        let relayed = try await beta.client.invoke(
+            "relay", action: "call", RelayRequest(system: "alpha", actor: "echo", action: "caller", text: ""),
+            as: String.self)
+        #expect(relayed == "beta/relay")
+
+        // NATS dies: calls across fail with unavailable, well inside their 10 s deadline's reach
+        // (deadlineExceeded would mean they waited it out).
+        server.kill()
+        for _ in 0..<3 {
+            let result = await outcome {
+                let _: Int = try await alpha.client.invoke(
+                    "counter", action: "add", 1, system: "beta", timeout: .seconds(10))
+            }
+            #expect(result == .failed(.unavailable))
+        }
+        // Calls inside each system do not need NATS.
+        #expect(try await beta.client.invoke("counter", action: "get", as: Int.self) == 4)
+
+        // NATS comes back on the same port: both sidecars reconnect by themselves.
+        try server.start()
+        var results: [Outcome] = []
+        try await waitFor("calls across to work again both ways", timeout: .seconds(30)) {
+            let there = await outcome {
+                let _: String = try await alpha.client.invoke(
+                    "echo", action: "echo", "x", system: "beta", timeout: .seconds(5))
+            }
+            let back = await outcome {
+                let _: String = try await beta.client.invoke(
+                    "echo", action: "echo", "y", system: "alpha", timeout: .seconds(5))
+            }
+            results += [there, back]
+            return there == .succeeded && back == .succeeded
+        }
+        let failures = results.filter { $0 != .succeeded }
+        #expect(failures.allSatisfy { $0 == .failed(.unavailable) }, "\(failures)")
+        #expect(try await alpha.client.invoke("counter", action: "add", 1, as: Int.self, system: "beta") == 5)
+
+        // A graceful stop with the bridge: both sidecars exit 0.
+        await alpha.client.close()
+        await beta.client.close()
+        for system in [alpha, beta] {
+            system.sidecar.signal(SIGTERM)
+            #expect(try await system.sidecar.waitForExit() == 0, "sidecar log:\n\(system.sidecar.log)")
+            system.host.signal(SIGTERM)
+            try await system.host.waitForExit()
+        }
+    }
+}
