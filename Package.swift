@@ -187,7 +187,7 @@ let package = Package(
         .executableTarget(
             name: "troupe-bench",
             dependencies: [
-                "Troupe", "TroupeWire",
+                "Troupe", "TroupeWire", "TroupeNATS", "CNats",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
