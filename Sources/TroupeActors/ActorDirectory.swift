@@ -23,6 +23,8 @@ public final class ActorDirectory: Service, Sendable {
         public var defaultMailboxCapacity: Int = 1024
         /// How long graceful shutdown waits for running and queued calls.
         public var drainTimeout: TimeAmount = .seconds(10)
+        /// The deadline of each listener's invocation of a broadcast.
+        public var broadcastTimeout: TimeAmount = .seconds(30)
 
         public init(system: String, node: String) {
             self.system = system
@@ -97,6 +99,7 @@ public final class ActorDirectory: Service, Sendable {
     private let deactivations = Counter(label: "troupe_deactivations_total")
     private let activeGauge = Gauge(label: "troupe_active_actors")
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
+    private let broadcastFailures = Counter(label: "troupe_broadcast_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
 
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
@@ -122,6 +125,13 @@ public final class ActorDirectory: Service, Sendable {
             guard !definition.name.isEmpty else { throw .invalidArgument("an actor definition has an empty name") }
             guard definition.kind == .named || definition.kind == .unnamed else {
                 throw .invalidArgument("actor '\(definition.name)' has no kind (named or unnamed)")
+            }
+            guard definition.channels.isEmpty || definition.kind == .named else {
+                throw .invalidArgument(
+                    "actor type '\(definition.name)' is unnamed: only named actors can listen to channels")
+            }
+            if let channel = definition.channels.first(where: { $0.isEmpty }) {
+                throw .invalidArgument("actor type '\(definition.name)' listens to an empty channel name '\(channel)'")
             }
         }
         return try state.withLock { (state) throws(TroupeError) -> [String] in
@@ -243,6 +253,56 @@ public final class ActorDirectory: Service, Sendable {
             reply.arm(deadline: invocation.deadline, on: DeadlineTimers.loop)
             invoke(invocation, reply: reply)
         }
+    }
+
+    // MARK: Broadcast
+
+    /// Invokes `broadcast.action` once on every named actor whose type listens to the channel and
+    /// has a connected host; the replies are dropped. A broadcast of this system is also handed to
+    /// the bridge for the other systems.
+    ///
+    /// - Returns: how many local listeners it was queued for, and whether the bridge took it.
+    public func broadcast(_ broadcast: Broadcast) -> (listeners: Int, bridged: Bool) {
+        let listeners = state.withLock { state in
+            state.types.values.compactMap { entry -> String? in
+                guard !entry.hosts.isEmpty, entry.info.definition.kind == .named,
+                    entry.info.definition.channels.contains(broadcast.channel)
+                else { return nil }
+                return entry.info.name
+            }
+        }
+        var caller = WireActorId()
+        caller.system = broadcast.originSystem
+        let deadline = NIODeadline.now() + configuration.broadcastTimeout
+        for name in listeners {
+            let invocation = Invocation(
+                actor: ActorKey(system: configuration.system, name: name), action: broadcast.action,
+                payload: broadcast.payload, metadata: broadcast.metadata, caller: caller, deadline: deadline)
+            let reply = Reply { [self] result in
+                guard case .failure(let error) = result else { return }
+                broadcastFailures.increment()
+                logger.debug(
+                    "broadcast not delivered",
+                    metadata: [
+                        "troupe.actor_id": "\(invocation.actor)", "troupe.channel": "\(broadcast.channel)",
+                        "troupe.error": "\(error)",
+                    ])
+            }
+            reply.arm(deadline: deadline, on: DeadlineTimers.loop)
+            invoke(invocation, reply: reply)
+        }
+        var bridged = false
+        if broadcast.originSystem == configuration.system, let bridge = bridge.withLock({ $0 }) {
+            do {
+                try bridge.publish(broadcast)
+                bridged = true
+            } catch {
+                logger.warning(
+                    "broadcast not published to other systems",
+                    metadata: ["troupe.channel": "\(broadcast.channel)", "troupe.error": "\(error)"])
+            }
+        }
+        return (listeners.count, bridged)
     }
 
     /// Creates unnamed actors of `actorType` that do not exist yet; returns the ones created.

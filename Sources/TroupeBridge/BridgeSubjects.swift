@@ -12,16 +12,35 @@ public enum BridgeSubjects {
         "troupe.\(system)"
     }
 
+    /// Where broadcasts on `channel` are published: `troupe.v1.broadcast.<channel>`.
+    public static func broadcast(_ channel: String) -> String {
+        "troupe.v1.broadcast.\(channel)"
+    }
+
+    /// What every sidecar subscribes to for the broadcasts of other systems.
+    public static let allBroadcasts = "troupe.v1.broadcast.>"
+
     /// Checks that `system` can be one token of a NATS subject.
     ///
     /// - Throws: `invalidArgument` for an empty name or one with `.`, `*`, `>` or white space.
     public static func validate(system: String) throws(TroupeError) {
-        guard !system.isEmpty,
-            !system.contains(where: { $0 == "." || $0 == "*" || $0 == ">" || $0.isWhitespace || $0.isNewline })
+        try validateToken(system, "system")
+    }
+
+    /// Checks that `channel` can be one token of a NATS subject.
+    ///
+    /// - Throws: `invalidArgument` for an empty name or one with `.`, `*`, `>` or white space.
+    public static func validate(channel: String) throws(TroupeError) {
+        try validateToken(channel, "channel")
+    }
+
+    private static func validateToken(_ value: String, _ what: String) throws(TroupeError) {
+        guard !value.isEmpty,
+            !value.contains(where: { $0 == "." || $0 == "*" || $0 == ">" || $0.isWhitespace || $0.isNewline })
         else {
             throw .invalidArgument(
-                "system name '\(system)' cannot travel over NATS: it must be non-empty, without '.', '*', '>' or spaces",
-                details: ["system": system])
+                "\(what) name '\(value)' cannot travel over NATS: it must be non-empty, without '.', '*', '>' or spaces",
+                details: [what: value])
         }
     }
 }

@@ -42,11 +42,13 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     private let directory: ActorDirectory
     private let timerLoop: any EventLoop
     private let logger: Logger
-    private let subscription = Mutex<NATSSubscription?>(nil)
+    private let subscriptions = Mutex<[NATSSubscription]>([])
     private let inFlight = Atomic<Int>(0)
     private let sent = Counter(label: "troupe_bridge_calls_sent_total")
     private let received = Counter(label: "troupe_bridge_calls_received_total")
     private let refused = Counter(label: "troupe_bridge_calls_refused_total")
+    private let broadcastsSent = Counter(label: "troupe_bridge_broadcasts_sent_total")
+    private let broadcastsReceived = Counter(label: "troupe_bridge_broadcasts_received_total")
 
     /// - Parameter timerLoop: arms the deadlines of calls taken from NATS.
     public init(
@@ -82,13 +84,19 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         ) { [self] message in
             take(message)
         }
-        subscription.withLock { $0 = subscribed }
+        let broadcasts = try await nats.subscribe(
+            to: BridgeSubjects.allBroadcasts, queue: BridgeSubjects.queueGroup(configuration.system)
+        ) { [self] message in
+            takeBroadcast(message)
+        }
+        subscriptions.withLock { $0 = [subscribed, broadcasts] }
         logger.info("bridge serving", metadata: ["troupe.nats_subject": "\(subject)"])
     }
 
     private func stop() async {
-        let current = subscription.withLock { $0 }
-        await current?.drain(timeout: configuration.drainTimeout)
+        for subscription in subscriptions.withLock({ $0 }) {
+            await subscription.drain(timeout: configuration.drainTimeout)
+        }
         let deadline = ContinuousClock.now + configuration.drainTimeout
         while inFlight.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
             try? await Task.sleep(for: .milliseconds(10))
@@ -159,7 +167,47 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }
     }
 
+    public func publish(_ broadcast: Broadcast) throws(TroupeError) {
+        try BridgeSubjects.validate(channel: broadcast.channel)
+        var message = BridgeBroadcast()
+        message.version = Self.version
+        message.originSystem = broadcast.originSystem
+        message.channel = broadcast.channel
+        message.action = broadcast.action
+        message.payload = broadcast.payload
+        message.metadata = broadcast.metadata
+        let bytes: [UInt8]
+        do { bytes = try message.serializedBytes() } catch {
+            throw .internalError("cannot encode a bridge broadcast: \(error)")
+        }
+        try nats.publish(to: BridgeSubjects.broadcast(broadcast.channel), payload: bytes)
+        broadcastsSent.increment()
+    }
+
     // MARK: Inbound (on the subscription's libnats thread; nothing here blocks)
+
+    /// Hands a broadcast of another system to this system's listeners. Broadcasts have no reply
+    /// subject, so a bad one is only counted and logged.
+    private func takeBroadcast(_ message: NATSMessage) {
+        guard message.payload.count <= configuration.maxCallBytes,
+            let broadcast = try? BridgeBroadcast(serializedBytes: message.payload),
+            broadcast.version == Self.version, !broadcast.originSystem.isEmpty, !broadcast.action.isEmpty,
+            message.subject == BridgeSubjects.broadcast(broadcast.channel)
+        else {
+            refused.increment()
+            logger.warning(
+                "bridge broadcast refused",
+                metadata: ["troupe.nats_subject": "\(message.subject)", "troupe.bytes": "\(message.payload.count)"])
+            return
+        }
+        // This system's own listeners were served by the sidecar that published it.
+        guard broadcast.originSystem != configuration.system else { return }
+        broadcastsReceived.increment()
+        _ = directory.broadcast(
+            Broadcast(
+                channel: broadcast.channel, action: broadcast.action, payload: broadcast.payload,
+                metadata: broadcast.metadata, originSystem: broadcast.originSystem))
+    }
 
     private func take(_ message: NATSMessage) {
         guard let replyTo = message.replyTo else {

@@ -16,6 +16,10 @@
 /// the call, runs it as a normal invocation and publishes a `Result` on the request's reply
 /// subject. Both messages are protobuf-encoded NATS payloads; no NATS headers are required.
 ///
+/// Broadcasts travel as `Broadcast` messages, published (no reply) on
+/// `troupe.v1.broadcast.<channel>`; every system's sidecars subscribe to `troupe.v1.broadcast.>`
+/// in their system's queue group, so each system takes each broadcast once.
+///
 /// See docs/protocol.md ("Bridge") and docs/bridge.md for subjects, deadlines, errors and the
 /// trust model.
 
@@ -115,6 +119,40 @@ public nonisolated struct BridgeResult: Sendable {
   }
 
   public init() {}
+}
+
+/// A broadcast to the listeners of a channel in the other systems.
+public nonisolated struct BridgeBroadcast: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var version: UInt32 = 0
+
+  /// The system whose sidecar published it (its own listeners were served by that sidecar, so
+  /// sidecars of the same system ignore it).
+  public var originSystem: String = String()
+
+  public var channel: String = String()
+
+  public var action: String = String()
+
+  public var payload: WirePayload {
+    get {_payload ?? WirePayload()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  public var metadata: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _payload: WirePayload? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -262,6 +300,65 @@ nonisolated extension BridgeResult: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
   public static func ==(lhs: BridgeResult, rhs: BridgeResult) -> Bool {
     if lhs.outcome != rhs.outcome {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension BridgeBroadcast: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".Broadcast"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}origin_system\0\u{1}channel\0\u{1}action\0\u{1}payload\0\u{1}metadata\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.version) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.originSystem) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.channel) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 5: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if self.version != 0 {
+      try visitor.visitSingularUInt32Field(value: self.version, fieldNumber: 1)
+    }
+    if !self.originSystem.isEmpty {
+      try visitor.visitSingularStringField(value: self.originSystem, fieldNumber: 2)
+    }
+    if !self.channel.isEmpty {
+      try visitor.visitSingularStringField(value: self.channel, fieldNumber: 3)
+    }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 4)
+    }
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+    } }()
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: BridgeBroadcast, rhs: BridgeBroadcast) -> Bool {
+    if lhs.version != rhs.version {return false}
+    if lhs.originSystem != rhs.originSystem {return false}
+    if lhs.channel != rhs.channel {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs._payload != rhs._payload {return false}
+    if lhs.metadata != rhs.metadata {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -76,6 +76,11 @@ struct BridgeProcessTests {
             "relay", action: "call", RelayRequest(system: "alpha", actor: "echo", action: "caller", text: ""),
             as: String.self)
         #expect(relayed == "beta/relay")
+        #expect(try await alpha.client.broadcast("news", action: "hear", "across").bridged)
+        try await waitFor("beta's listener to hear alpha's broadcast") {
+            let heard: [String] = try await beta.client.invoke("listener", action: "heard")
+            return heard == ["alpha:across"]
+        }
 
         // NATS dies: calls across fail with unavailable, well inside their 10 s deadline's reach
         // (deadlineExceeded would mean they waited it out).

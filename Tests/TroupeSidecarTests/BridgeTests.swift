@@ -152,6 +152,59 @@ struct BridgeTests {
         }
     }
 
+    @Test func aBroadcastReachesEveryListenerInBothSystemsExactlyOnce() async throws {
+        try await withTwoSystems { _, alpha, beta in
+            let fromAlpha = try await alpha.client()
+            let fromBeta = try await beta.client()
+            for text in ["one", "two"] {
+                let outcome = try await fromAlpha.broadcast("news", action: "hear", text)
+                #expect(outcome.localListeners == 1)
+                #expect(outcome.bridged)
+            }
+            try await fromBeta.broadcast("news", action: "hear", "three")
+            // A last broadcast from each side: NATS keeps each publisher's order, so once both
+            // fences arrived everywhere, anything duplicated before them would have arrived too.
+            try await fromAlpha.broadcast("news", action: "hear", "fence")
+            try await fromBeta.broadcast("news", action: "hear", "fence")
+            var heard: [[String]] = []
+            try await waitFor("both listeners to hear both fences") {
+                heard = [
+                    try await fromAlpha.invoke("listener", action: "heard"),
+                    try await fromBeta.invoke("listener", action: "heard"),
+                ]
+                return heard.allSatisfy { $0.contains("alpha:fence") && $0.contains("beta:fence") }
+            }
+            let expected = ["alpha:fence", "alpha:one", "alpha:two", "beta:fence", "beta:three"]
+            for log in heard {
+                #expect(log.sorted() == expected, "\(log)")
+                #expect(log.filter { $0.hasPrefix("alpha:") } == ["alpha:one", "alpha:two", "alpha:fence"])
+            }
+            await fromAlpha.close()
+            await fromBeta.close()
+        }
+    }
+
+    @Test func broadcastsWithABadChannelOrNoActionAreRefused() async throws {
+        try await withTwoSystems { _, alpha, _ in
+            let client = try await alpha.client()
+            await expectCode(.invalidArgument) { try await client.broadcast("news.sport", action: "hear", "x") }
+            await expectCode(.invalidArgument) { try await client.broadcast("", action: "hear", "x") }
+            await expectCode(.invalidArgument) { try await client.broadcast("news", action: "", "x") }
+            #expect(try await client.broadcast("nobody-listens", action: "hear", "x").localListeners == 0)
+            await client.close()
+            // Only named actors can listen: an unnamed type with channels is refused at registration.
+            let host = try await alpha.connection(role: .host)
+            var definition = WireActorDefinition()
+            definition.name = "unnamed-listener"
+            definition.kind = .unnamed
+            definition.channels = ["news"]
+            var register = WireRegisterRequest()
+            register.actors = [definition]
+            await expectCode(.invalidArgument) { _ = try await host.call(.register(register), timeout: .seconds(5)) }
+            host.close()
+        }
+    }
+
     @Test func badCallMessagesGetTypedAnswersAndTheSubscriberKeepsServing() async throws {
         try await withTwoSystems(beta: { $0.maxFrameBytes = 1024 }) { server, _, _ in
             var logger = Logger(label: "test.raw-nats")

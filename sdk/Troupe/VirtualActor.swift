@@ -55,6 +55,9 @@ public protocol VirtualActor: Sendable {
     static var durability: Durability { get }
     /// For ``Durability/writeBehind``: how often changed state is stored; nil means 1 s.
     static var snapshotInterval: Duration? { get }
+    /// Named channels this actor listens to (named actors only): a broadcast on one of them
+    /// invokes the broadcast's action on the actor, in this ActorSystem and from the others.
+    static var channels: [String] { get }
 }
 
 extension VirtualActor {
@@ -62,6 +65,7 @@ extension VirtualActor {
     public static var idleTimeout: Duration? { nil }
     public static var durability: Durability { .writeThrough }
     public static var snapshotInterval: Duration? { nil }
+    public static var channels: [String] { [] }
 }
 
 extension VirtualActor where State == Stateless {
@@ -156,6 +160,7 @@ struct RegisteredActor: Sendable {
         definition.kind = A.kind == .named ? .named : .unnamed
         definition.stateful = stateful
         definition.actions = handlers.keys.sorted()
+        definition.channels = A.channels
         if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
         definition.durability = A.durability == .writeBehind ? .writeBehind : .writeThrough
         if let interval = A.snapshotInterval { definition.snapshotIntervalMs = interval.milliseconds }

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TroupeActors
+import TroupeBridge
 import TroupeProto
 import TroupeStore
 import TroupeWire
@@ -123,6 +124,23 @@ final class HostSession: PeerRequestHandler, ActorHost {
                     answer(id, .failure(TroupeError(wrapping: error).wire))
                 }
             }
+        case .broadcast(let request):
+            do { try BridgeSubjects.validate(channel: request.channel) } catch {
+                answer(id, .failure(error.wire))
+                return
+            }
+            guard !request.action.isEmpty else {
+                answer(id, .failure(TroupeError.invalidArgument("broadcast needs an action").wire))
+                return
+            }
+            let (listeners, bridged) = directory.broadcast(
+                Broadcast(
+                    channel: request.channel, action: request.action, payload: request.payload,
+                    metadata: request.metadata, originSystem: configuration.system))
+            var response = WireBroadcastResponse()
+            response.localListeners = UInt32(clamping: listeners)
+            response.bridged = bridged
+            answer(id, .broadcasted(response))
         case .listActors(let list):
             let (actors, truncated) = directory.list(
                 actorType: list.actorType, limit: list.limit == 0 ? 1000 : Int(list.limit))
@@ -309,6 +327,8 @@ extension WireFrame.OneOf_Body {
         case .actors: "actors"
         case .describeSidecar: "describe_sidecar"
         case .sidecar: "sidecar"
+        case .broadcast: "broadcast"
+        case .broadcasted: "broadcasted"
         case .actorInvocation: "actor_invocation"
         case .actorResult: "actor_result"
         }

@@ -68,6 +68,7 @@ public final class Sidecar: Sendable {
         directoryConfiguration.defaultIdleTimeout = .milliseconds(Int64(configuration.idleTimeoutMs))
         directoryConfiguration.defaultMailboxCapacity = configuration.mailboxCapacity
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
+        directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)

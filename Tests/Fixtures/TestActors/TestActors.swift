@@ -148,7 +148,23 @@ public struct QuickTally: VirtualActor {
     }
 }
 
+/// Listens to the channel `news` and keeps what it heard, in order.
+public struct Listener: VirtualActor {
+    public struct State: Codable, Sendable { public var heard: [String] = [] }
+    public static let name = "listener"
+    public static let channels = ["news"]
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("hear") { (context, text: String) -> Int in
+            context.state.heard.append("\(context.callerSystem ?? "-"):\(text)")
+            return context.state.heard.count
+        }
+        actions.on("heard") { context -> [String] in context.state.heard }
+    }
+}
+
 /// Every test actor type.
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
+    Listener.self,
 ]
