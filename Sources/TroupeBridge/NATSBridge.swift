@@ -71,12 +71,13 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     /// Serves calls from other systems until graceful shutdown, then stops taking new ones, lets
     /// those taken finish (at most ``Configuration/drainTimeout``) and drains the connection.
     public func run() async throws {
-        try await startServing()
+        if subscriptions.withLock({ $0.isEmpty }) { try await startServing() }
         try? await gracefulShutdown()
         await stop()
     }
 
-    /// Subscribes to this system's call subject.
+    /// Subscribes to this system's call subject and to broadcasts; returns once NATS has
+    /// registered both. ``run()`` does it if it was not done before.
     public func startServing() async throws(TroupeError) {
         let subject = BridgeSubjects.invoke(configuration.system)
         let subscribed = try await nats.subscribe(

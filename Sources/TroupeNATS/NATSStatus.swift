@@ -15,8 +15,10 @@ func natsError(_ status: natsStatus, _ what: String) -> TroupeError {
     let message = "\(what): \(text)"
     let details = ["nats_status": String(cString: natsStatus_GetText(status))]
     switch status {
+    // A server that closes the connection in the handshake (a refused TLS client certificate)
+    // shows as a protocol error: the server is unusable to us, as when unreachable.
     case NATS_NO_RESPONDERS, NATS_NO_SERVER, NATS_CONNECTION_CLOSED, NATS_CONNECTION_DISCONNECTED, NATS_IO_ERROR,
-        NATS_STALE_CONNECTION, NATS_SSL_ERROR, NATS_DRAINING, NATS_NOT_YET_CONNECTED:
+        NATS_STALE_CONNECTION, NATS_SSL_ERROR, NATS_DRAINING, NATS_NOT_YET_CONNECTED, NATS_PROTOCOL_ERROR:
         return .unavailable(message, details: details)
     case NATS_TIMEOUT:
         return .deadlineExceeded(message, details: details)

@@ -206,6 +206,39 @@ struct NATSConnectionTests {
         await expectCode(.unauthenticated) { _ = try await connect(options) }
     }
 
+    @Test func mutualTLSConnectsWithTheRightCAAndClientCertificateOnly() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let server = try NATSServer(arguments: [
+            "--tls", "--tlscert", certificates.serverCertificate, "--tlskey", certificates.serverKey,
+            "--tlscacert", certificates.caFile, "--tlsverify",
+        ])
+        var options = testOptions(server)
+        options.tlsCAFile = certificates.caFile
+        options.tlsCertificateFile = certificates.clientCertificate
+        options.tlsKeyFile = certificates.clientKey
+        let connection = try await connect(options)
+        let sub = try await reverser(connection, on: "reverse")
+        defer { sub.unsubscribe() }
+        #expect(try await connection.request("reverse", payload: [1, 2], timeout: .seconds(5)).payload == [2, 1])
+
+        var noClientCertificate = options
+        noClientCertificate.tlsCertificateFile = nil
+        noClientCertificate.tlsKeyFile = nil
+        await expectCode(.unavailable) { _ = try await connect(noClientCertificate) }
+        var otherCA = options
+        otherCA.tlsCAFile = certificates.otherCAFile
+        await expectCode(.unavailable) { _ = try await connect(otherCA) }
+        var missingFile = options
+        missingFile.tlsCAFile = certificates.directory + "/missing.pem"
+        do {
+            _ = try await connect(missingFile)
+            Issue.record("a missing CA file was accepted")
+        } catch let error as TroupeError {
+            #expect(error.message.contains("missing.pem"), "\(error)")
+        }
+    }
+
     @Test func contradictoryOrUnusableOptionsAreRefusedWithTheReason() async throws {
         let server = try NATSServer()
         var options = testOptions(server)

@@ -29,7 +29,8 @@ public final class Sidecar: Sendable {
     /// Calls to and from other ActorSystems, when `nats-url` is set.
     let bridge: NATSBridge?
 
-    /// Opens the store and prepares the services. Nothing listens until ``run(signals:)``.
+    /// Opens the store, connects to NATS when `nats-url` is set (and subscribes the bridge), and
+    /// prepares the services. No host can connect until ``run(signals:)``.
     public static func start(configuration: SidecarConfiguration, logger: Logger) async throws -> Sidecar {
         let store: any StateStore
         switch configuration.store {
@@ -49,7 +50,10 @@ public final class Sidecar: Sendable {
             }
         }
         do {
-            return try Sidecar(configuration: configuration, store: store, nats: nats, logger: logger)
+            let sidecar = try Sidecar(configuration: configuration, store: store, nats: nats, logger: logger)
+            // Before hosts can connect: a sidecar that answers on its socket is reachable over NATS too.
+            try await sidecar.bridge?.startServing()
+            return sidecar
         } catch {
             nats?.close()
             try? await store.close()

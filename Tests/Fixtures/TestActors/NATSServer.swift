@@ -80,3 +80,46 @@ public struct NATSServerError: Error, CustomStringConvertible {
     public var message: String
     public var description: String { message }
 }
+
+/// A throwaway CA with a server certificate for 127.0.0.1 and a client certificate, made with
+/// the openssl command in a temporary directory, for TLS tests.
+public struct TestCertificates: Sendable {
+    public let directory: String
+    public var caFile: String { directory + "/ca.pem" }
+    public var serverCertificate: String { directory + "/server.pem" }
+    public var serverKey: String { directory + "/server.key" }
+    public var clientCertificate: String { directory + "/client.pem" }
+    public var clientKey: String { directory + "/client.key" }
+    /// Another CA, which signed nothing here.
+    public var otherCAFile: String { directory + "/other-ca.pem" }
+
+    public init() throws {
+        directory = "/tmp/troupe-tls-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let script = """
+            set -e
+            cd '\(directory)'
+            key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+            openssl req -x509 $key -keyout ca.key -out ca.pem -days 2 -subj /CN=troupe-test-ca
+            openssl req -x509 $key -keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=troupe-other-ca
+            printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
+            printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+            openssl req $key -keyout server.key -out server.csr -subj /CN=127.0.0.1
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+            openssl req $key -keyout client.key -out client.csr -subj /CN=troupe-test-client
+            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw NATSServerError(message: "openssl could not make the test certificates")
+        }
+    }
+
+    public func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
