@@ -15,11 +15,12 @@ public import TroupeWire
 ///
 /// ```swift
 /// let nats = try await NATSConnection.connect(NATSOptions(servers: ["nats://127.0.0.1:4222"]), logger: logger)
-/// let sub = try nats.subscribe(to: "greet", queue: "greeters") { message in
+/// let sub = try await nats.subscribe(to: "greet", queue: "greeters") { message in
 ///     if let reply = message.replyTo { try? nats.publish(to: reply, payload: Array("hi".utf8)) }
 /// }
 /// let answer = try await nats.request("greet", payload: [], timeout: .seconds(1))
-/// try await nats.drain(timeout: .seconds(5))
+/// sub.unsubscribe()
+/// await nats.drain(timeout: .seconds(5))
 /// ```
 public final class NATSConnection: Sendable {
     // libnats connections and subscriptions are thread-safe; the handles never change after connect.
@@ -29,7 +30,6 @@ public final class NATSConnection: Sendable {
     private let coreID: UInt
     /// `_INBOX.<unique>.`: request n is answered on this prefix followed by n.
     private let inboxPrefix: String
-    private let destroyed = Atomic<Bool>(false)
 
     private init(
         handle: OpaquePointer, replySubscription: OpaquePointer, core: ConnectionCore, coreID: UInt, inboxPrefix: String
