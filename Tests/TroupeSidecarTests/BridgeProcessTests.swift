@@ -55,6 +55,37 @@ private func outcome(_ call: () async throws -> Void) async -> Outcome {
 
 @Suite("Two ActorSystems as real processes, bridged through a real nats-server", .serialized)
 struct BridgeProcessTests {
+    @Test func aCallTakenFromNATSFinishesWhileItsSidecarShutsDownGracefully() async throws {
+        let server = try NATSServer()
+        defer { server.stop() }
+        let alphaDirectory = try TemporaryDirectory()
+        let betaDirectory = try TemporaryDirectory()
+        defer {
+            alphaDirectory.remove()
+            betaDirectory.remove()
+        }
+        let alpha = try await SystemProcesses.start("alpha", in: alphaDirectory, nats: server.url)
+        defer { alpha.kill9() }
+        let beta = try await SystemProcesses.start("beta", in: betaDirectory, nats: server.url)
+        defer { beta.kill9() }
+        let call = inBackground {
+            try await alpha.client.invoke("sleeper", action: "sleep", 1_000, as: Int.self, system: "beta")
+        }
+        try await waitFor("beta to take the call") {
+            let actors = try await beta.client.activeActors(ofType: "sleeper")
+            return actors.first?.mailboxDepth == 1
+        }
+        beta.sidecar.signal(SIGTERM)
+        #expect(try await call.value.get() == 1_000)
+        #expect(try await beta.sidecar.waitForExit() == 0, "sidecar log:\n\(beta.sidecar.log)")
+        // Gone from NATS: the next call is unavailable at once.
+        await expectCode(.unavailable) {
+            let _: Int = try await alpha.client.invoke("counter", action: "get", system: "beta", timeout: .seconds(30))
+        }
+        await alpha.client.close()
+        await beta.client.close()
+    }
+
     @Test func systemsCallEachOtherBothWaysAndSurviveANATSRestartWithoutHanging() async throws {
         let server = try NATSServer()
         defer { server.stop() }

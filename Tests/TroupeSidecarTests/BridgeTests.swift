@@ -105,6 +105,29 @@ struct BridgeTests {
         }
     }
 
+    @Test func eachCallIsTakenByExactlyOneSidecarOfTheTargetSystem() async throws {
+        try await withTwoSystems { server, alpha, firstBeta in
+            let url = server.url
+            // A second sidecar of beta, with its own (memory) store: the two count separately.
+            try await withSidecar(system: "beta", configure: { $0.natsServers = [url] }) { secondBeta in
+                let client = try await alpha.client()
+                let calls = 40
+                for _ in 0..<calls {
+                    let _: Int = try await client.invoke("counter", action: "add", 1, system: "beta")
+                }
+                let first = try await firstBeta.client()
+                let second = try await secondBeta.client()
+                let counted =
+                    try await first.invoke("counter", action: "get", as: Int.self)
+                    + second.invoke("counter", action: "get", as: Int.self)
+                #expect(counted == calls)
+                await client.close()
+                await first.close()
+                await second.close()
+            }
+        }
+    }
+
     @Test func typedErrorsOfTheOtherSystemReachTheCallerWithTheirCode() async throws {
         try await withTwoSystems { _, alpha, _ in
             let client = try await alpha.client()
