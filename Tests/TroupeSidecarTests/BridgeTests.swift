@@ -88,7 +88,7 @@ struct BridgeTests {
         }
     }
 
-    @Test func theCLIInvokesAnActorOfAnotherSystemThroughItsSidecar() async throws {
+    @Test func theCLIInvokesAndBroadcastsIntoAnotherSystemThroughItsSidecar() async throws {
         try await withTwoSystems { _, alpha, beta in
             let socket = alpha.configuration.socket
             let (status, output) = try await runToCompletion(
@@ -102,6 +102,17 @@ struct BridgeTests {
                 "troupe", ["invoke", "gamma", "counter", "get", "--socket", socket])
             #expect(failed != 0)
             #expect(message.contains("unavailable"), "\(message)")
+
+            let (broadcastStatus, broadcastOutput) = try await runToCompletion(
+                "troupe", ["broadcast", "news", "hear", "--json", "\"from the cli\"", "--socket", socket])
+            #expect(broadcastStatus == 0, "\(broadcastOutput)")
+            #expect(broadcastOutput.contains("1 listener(s)") && broadcastOutput.contains("published"))
+            let listener = try await beta.client()
+            try await waitFor("beta's listener to hear the CLI's broadcast") {
+                let heard: [String] = try await listener.invoke("listener", action: "heard")
+                return heard == ["alpha:from the cli"]
+            }
+            await listener.close()
         }
     }
 
