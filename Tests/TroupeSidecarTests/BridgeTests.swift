@@ -13,22 +13,25 @@ import TroupeTestSupport
 /// Two in-process sidecars of systems `alpha` and `beta`, each with an SDK host of the test
 /// actors, bridged through one real nats-server.
 func withTwoSystems(
-    beta configureBeta: @escaping @Sendable (inout SidecarConfiguration) -> Void = { _ in },
+    betaMaxFrameBytes: UInt32? = nil,
     _ body: @Sendable (NATSServer, SidecarHarness, SidecarHarness) async throws -> Void
 ) async throws {
     let server = try NATSServer()
     defer { server.stop() }
-    let url = server.url
-    try await withSidecar(system: "alpha", configure: { $0.natsServers = [url] }) { alpha in
-        try await withSidecar(
-            system: "beta",
-            configure: {
-                $0.natsServers = [url]
-                configureBeta(&$0)
-            }
-        ) { beta in
+    let alphaSettings = bridged(to: server.url)
+    let betaSettings = bridged(to: server.url, maxFrameBytes: betaMaxFrameBytes)
+    try await withSidecar(system: "alpha", configure: alphaSettings) { alpha in
+        try await withSidecar(system: "beta", configure: betaSettings) { beta in
             try await body(server, alpha, beta)
         }
+    }
+}
+
+/// Sidecar settings with a bridge to the NATS server at `url`.
+func bridged(to url: String, maxFrameBytes: UInt32? = nil) -> @Sendable (inout SidecarConfiguration) -> Void {
+    { configuration in
+        configuration.natsServers = [url]
+        if let maxFrameBytes { configuration.maxFrameBytes = maxFrameBytes }
     }
 }
 
@@ -118,9 +121,9 @@ struct BridgeTests {
 
     @Test func eachCallIsTakenByExactlyOneSidecarOfTheTargetSystem() async throws {
         try await withTwoSystems { server, alpha, firstBeta in
-            let url = server.url
             // A second sidecar of beta, with its own (memory) store: the two count separately.
-            try await withSidecar(system: "beta", configure: { $0.natsServers = [url] }) { secondBeta in
+            let settings = bridged(to: server.url)
+            try await withSidecar(system: "beta", configure: settings) { secondBeta in
                 let client = try await alpha.client()
                 let calls = 40
                 for _ in 0..<calls {
@@ -240,7 +243,7 @@ struct BridgeTests {
     }
 
     @Test func badCallMessagesGetTypedAnswersAndTheSubscriberKeepsServing() async throws {
-        try await withTwoSystems(beta: { $0.maxFrameBytes = 1024 }) { server, _, _ in
+        try await withTwoSystems(betaMaxFrameBytes: 1024) { server, _, _ in
             var logger = Logger(label: "test.raw-nats")
             logger.logLevel = .warning
             let nats = try await NATSConnection.connect(NATSOptions(servers: [server.url]), logger: logger)

@@ -3,8 +3,8 @@ import Testing
 import Troupe
 import TroupeProto
 import TroupeTestActors
-import TroupeWire
 import TroupeTestSupport
+import TroupeWire
 
 @Suite("Connections: TCP, heartbeats and graceful drain", .serialized)
 struct ConnectionLifecycleTests {
