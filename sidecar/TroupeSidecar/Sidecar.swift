@@ -39,31 +39,37 @@ public final class Sidecar: Sendable {
         default:
             store = try await SQLiteStateStore.open(path: configuration.dataPath, logger: logger)
         }
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         var nats: NATSConnection?
         if let options = configuration.natsOptions {
             do {
                 try BridgeSubjects.validate(system: configuration.system)
-                nats = try await NATSConnection.connect(options, logger: logger)
+                // Request timers on the sidecar's own loop: arming one from a call never wakes another thread.
+                nats = try await NATSConnection.connect(options, logger: logger, timerLoop: eventLoops.next())
             } catch {
                 try? await store.close()
+                try? await eventLoops.shutdownGracefully()
                 throw TroupeError(error.code, "nats-url: \(error.message)", details: error.details)
             }
         }
         do {
-            let sidecar = try Sidecar(configuration: configuration, store: store, nats: nats, logger: logger)
+            let sidecar = try Sidecar(
+                configuration: configuration, store: store, nats: nats, eventLoops: eventLoops, logger: logger)
             // Before hosts can connect: a sidecar that answers on its socket is reachable over NATS too.
             try await sidecar.bridge?.startServing()
             return sidecar
         } catch {
             nats?.close()
             try? await store.close()
+            try? await eventLoops.shutdownGracefully()
             throw error
         }
     }
 
-    init(configuration: SidecarConfiguration, store: any StateStore, nats: NATSConnection?, logger: Logger)
-        throws(TroupeError)
-    {
+    init(
+        configuration: SidecarConfiguration, store: any StateStore, nats: NATSConnection?,
+        eventLoops: MultiThreadedEventLoopGroup, logger: Logger
+    ) throws(TroupeError) {
         self.configuration = configuration
         self.store = store
         self.logger = logger
@@ -74,7 +80,7 @@ public final class Sidecar: Sendable {
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
-        eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        self.eventLoops = eventLoops
         server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
         if let nats {
             let bridge = try NATSBridge(
@@ -82,7 +88,7 @@ public final class Sidecar: Sendable {
                     system: configuration.system, node: configuration.node,
                     maxCallBytes: Int(configuration.maxFrameBytes),
                     drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs))),
-                connection: nats, directory: directory, timerLoop: eventLoops.any(), logger: logger)
+                connection: nats, directory: directory, timerLoop: eventLoops.next(), logger: logger)
             directory.attach(bridge: bridge)
             self.bridge = bridge
         } else {
