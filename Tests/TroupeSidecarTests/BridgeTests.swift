@@ -159,7 +159,7 @@ struct BridgeTests {
         }
     }
 
-    @Test func anUnknownSystemIsUnavailableAtOnceAndABadSystemNameIsInvalid() async throws {
+    @Test func anUnknownSystemIsUnavailableAtOnceABadSystemNameIsInvalidAndSpawnIsNotBridged() async throws {
         try await withTwoSystems { _, alpha, _ in
             let client = try await alpha.client()
             // A 60 s deadline: only the no-responders answer can make this unavailable.
@@ -170,6 +170,14 @@ struct BridgeTests {
                 let _: Int = try await client.invoke("counter", action: "get", system: "a.b")
             }
             await client.close()
+            // Spawning in another system is not bridged: said at once, not attempted.
+            let raw = try await alpha.connection()
+            var spawn = WireSpawnRequest()
+            spawn.system = "beta"
+            spawn.actorType = "account"
+            spawn.names = ["acct-2"]
+            await expectCode(.unavailable) { _ = try await raw.call(.spawn(spawn), timeout: .seconds(5)) }
+            raw.close()
         }
     }
 

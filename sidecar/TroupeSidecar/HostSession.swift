@@ -112,7 +112,12 @@ final class HostSession: PeerRequestHandler, ActorHost {
             let system = spawn.system.isEmpty ? configuration.system : spawn.system
             guard system == configuration.system else {
                 answer(
-                    id, .failure(TroupeError.unavailable("system '\(system)' is not reachable from this sidecar").wire))
+                    id,
+                    .failure(
+                        TroupeError.unavailable(
+                            "spawning in system '\(system)' is not bridged; invoke with spawn_from there instead",
+                            details: ["system": system]
+                        ).wire))
                 return
             }
             jobs.yield { [self] in
