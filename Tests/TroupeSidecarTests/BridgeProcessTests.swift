@@ -113,9 +113,17 @@ struct BridgeProcessTests {
                 return heard == ["alpha:across"]
             }
 
-            // NATS dies: calls across fail with unavailable, well inside their 10 s deadline's reach
-            // (deadlineExceeded would mean they waited it out).
+            // NATS dies with a call in flight: it fails with unavailable instead of waiting out its
+            // 60 s deadline (deadlineExceeded would mean it did), and so do calls made meanwhile.
+            let inFlight = inBackground {
+                try await alpha.client.invoke(
+                    "sleeper", action: "sleep", 2_000, as: Int.self, system: "beta", timeout: .seconds(60))
+            }
+            try await waitFor("beta to take the call") {
+                try await beta.client.activeActors(ofType: "sleeper").first?.mailboxDepth == 1
+            }
             server.kill()
+            await expectCode(.unavailable) { _ = try await inFlight.value.get() }
             for _ in 0..<3 {
                 let result = await outcome {
                     let _: Int = try await alpha.client.invoke(
