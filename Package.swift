@@ -187,7 +187,8 @@ let package = Package(
         .executableTarget(
             name: "troupe-bench",
             dependencies: [
-                "Troupe", "TroupeWire", "TroupeNATS", "CNats",
+                "Troupe", "TroupeWire", "TroupeNATS", "CNats", "TroupeProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

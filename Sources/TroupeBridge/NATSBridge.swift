@@ -230,8 +230,12 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             inFlight.subtract(1, ordering: .relaxed)
             answer(replyTo, result)
         }
-        reply.arm(deadline: invocation.deadline, on: timerLoop)
-        directory.invoke(invocation, reply: reply)
+        // Arming and queueing on the loop in one task wakes it once; tasks run in the order the
+        // calls arrived, so a caller's order is kept.
+        timerLoop.execute { [directory] in
+            reply.arm(deadline: invocation.deadline, on: self.timerLoop)
+            directory.invoke(invocation, reply: reply)
+        }
     }
 
     /// The invocation a call message asks for, in this system.

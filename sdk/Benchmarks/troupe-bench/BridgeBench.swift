@@ -2,8 +2,10 @@ import ArgumentParser
 import CNats
 import Foundation
 import Logging
+import SwiftProtobuf
 import Troupe
 import TroupeNATS
+import TroupeProto
 
 /// `troupe-bench bridge`: calls between two ActorSystems over NATS, against a raw libnats
 /// request-reply between two connections on the same nats-server, measured in the same run.
@@ -72,6 +74,18 @@ struct BridgeBench: AsyncParsableCommand {
             }
             print("   p50 \(local.p50) µs  p99 \(local.p99) µs")
 
+            print("== beta's half alone: a bridge Call sent straight to troupe.v1.beta.invoke, 64 B, 1 in flight")
+            let callBytes = try Self.echoCall(payload)
+            let direct = try await NATSConnection.connect(NATSOptions(servers: [nats.url]), logger: logger)
+            let half = try await latency(iterations) {
+                let answer = try await direct.request("troupe.v1.beta.invoke", payload: callBytes, timeout: .seconds(5))
+                guard case .reply = try BridgeResult(serializedBytes: answer.payload).outcome else {
+                    throw TroupeError.internalError("beta did not answer the echo")
+                }
+            }
+            await direct.drain(timeout: .seconds(2))
+            print("   p50 \(half.p50) µs  p99 \(half.p99) µs")
+
             print("== cross-system invoke alpha → beta over NATS, 64 B, 1 in flight")
             let cross = try await latency(iterations) {
                 let _: String = try await client.invoke("echo", action: "echo", payload, system: "beta")
@@ -129,6 +143,19 @@ struct BridgeBench: AsyncParsableCommand {
             samples.append((ContinuousClock.now - start).microseconds)
         }
         return Percentiles(samples)
+    }
+
+    /// The bridge Call alpha's sidecar would send for `echo(text)`.
+    static func echoCall(_ text: String) throws -> [UInt8] {
+        var call = BridgeCall()
+        call.version = 1
+        call.callerSystem = "bench"
+        call.actor = "echo"
+        call.action = "echo"
+        call.payload.typeURL = "application/json"
+        call.payload.value = try JSONEncoder().encode(text)
+        call.timeoutMs = 5000
+        return try call.serializedBytes()
     }
 
     func measureTroupeNATS(url: String, logger: Logger) async throws -> Percentiles {
