@@ -86,6 +86,39 @@ let package = Package(
             path: "Sources/TroupeStateEncryption",
             swiftSettings: strict
         ),
+        // The official NATS C client (Debian: libnats-dev).
+        .systemLibrary(
+            name: "CNats",
+            path: "Sources/CNats",
+            pkgConfig: "libnats",
+            providers: [.apt(["libnats-dev"])]
+        ),
+        // A Swift owner of libnats handles: connect, subscribe, publish, request, drain, events.
+        .target(
+            name: "TroupeNATS",
+            dependencies: [
+                "CNats", "TroupeWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            path: "Sources/TroupeNATS",
+            swiftSettings: strict
+        ),
+        // Calls between ActorSystems over NATS: the directory's SystemBridge and the call subscriber.
+        .target(
+            name: "TroupeBridge",
+            dependencies: [
+                "TroupeNATS", "TroupeActors", "TroupeProto", "TroupeStore", "TroupeWire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/TroupeBridge",
+            swiftSettings: strict
+        ),
         // Which node owns an actor: rendezvous hashing with a stable hash.
         .target(
             name: "TroupePlacement",
@@ -127,7 +160,7 @@ let package = Package(
             name: "TroupeSidecar",
             dependencies: [
                 "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeStateEncryption",
-                "TroupeActors",
+                "TroupeActors", "TroupeNATS", "TroupeBridge",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -183,7 +216,8 @@ let package = Package(
         .executableTarget(
             name: "troupe-bench",
             dependencies: [
-                "Troupe", "TroupeWire",
+                "Troupe", "TroupeWire", "TroupeNATS", "CNats", "TroupeProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -213,6 +247,12 @@ let package = Package(
             ],
             path: "Tests/Fixtures/TestActors"
         ),
+        // Expectations the test targets share.
+        .target(
+            name: "TroupeTestSupport",
+            dependencies: ["TroupeWire"],
+            path: "Tests/Fixtures/TestSupport"
+        ),
         .executableTarget(
             name: "troupe-test-host",
             dependencies: [
@@ -234,8 +274,16 @@ let package = Package(
         ),
         .testTarget(
             name: "TroupeActorsTests",
-            dependencies: ["TroupeActors", "TroupeWire"],
+            dependencies: ["TroupeActors", "TroupeWire", "TroupeTestSupport"],
             path: "Tests/TroupeActorsTests"
+        ),
+        .testTarget(
+            name: "TroupeNATSTests",
+            dependencies: [
+                "TroupeNATS", "TroupeWire", "TroupeTestActors", "TroupeTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TroupeNATSTests"
         ),
         .testTarget(
             name: "TroupePlacementTests",
@@ -253,9 +301,11 @@ let package = Package(
         .testTarget(
             name: "TroupeSidecarTests",
             dependencies: [
-                "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore",
+                "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore", "TroupeNATS",
                 "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
+                "TroupeTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -23,6 +23,8 @@ public final class ActorDirectory: Service, Sendable {
         public var defaultMailboxCapacity: Int = 1024
         /// How long graceful shutdown waits for running and queued calls.
         public var drainTimeout: TimeAmount = .seconds(10)
+        /// The deadline of each listener's invocation of a broadcast.
+        public var broadcastTimeout: TimeAmount = .seconds(30)
 
         public init(system: String, node: String) {
             self.system = system
@@ -97,6 +99,8 @@ public final class ActorDirectory: Service, Sendable {
     private let deactivations = Counter(label: "troupe_deactivations_total")
     private let activeGauge = Gauge(label: "troupe_active_actors")
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
+    private let broadcastFailures = Counter(label: "troupe_broadcast_failures_total")
+    private let bridge = Mutex<(any SystemBridge)?>(nil)
 
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
         self.configuration = configuration
@@ -121,6 +125,13 @@ public final class ActorDirectory: Service, Sendable {
             guard !definition.name.isEmpty else { throw .invalidArgument("an actor definition has an empty name") }
             guard definition.kind == .named || definition.kind == .unnamed else {
                 throw .invalidArgument("actor '\(definition.name)' has no kind (named or unnamed)")
+            }
+            guard definition.channels.isEmpty || definition.kind == .named else {
+                throw .invalidArgument(
+                    "actor type '\(definition.name)' is unnamed: only named actors can listen to channels")
+            }
+            if let channel = definition.channels.first(where: { $0.isEmpty }) {
+                throw .invalidArgument("actor type '\(definition.name)' listens to an empty channel name '\(channel)'")
             }
         }
         return try state.withLock { (state) throws(TroupeError) -> [String] in
@@ -181,8 +192,27 @@ public final class ActorDirectory: Service, Sendable {
 
     // MARK: Invocation
 
+    /// Hands calls to actors of other systems to `bridge` from now on. Without a bridge they are
+    /// refused with `unavailable`.
+    public func attach(bridge: any SystemBridge) {
+        self.bridge.withLock { $0 = bridge }
+    }
+
     /// Queues a call. The outcome reaches `reply`, exactly once, by the caller's deadline at the latest.
+    /// A call to an actor of another system goes to the attached ``SystemBridge``.
     public func invoke(_ invocation: Invocation, reply: Reply) {
+        if invocation.actor.system != configuration.system {
+            guard let bridge = bridge.withLock({ $0 }) else {
+                reply.complete(
+                    .failure(
+                        .unavailable(
+                            "system '\(invocation.actor.system)' is not reachable from this sidecar of '\(configuration.system)' (no bridge is configured)",
+                            details: ["system": invocation.actor.system])))
+                return
+            }
+            bridge.forward(invocation, reply: reply)
+            return
+        }
         var activate: Work?
         var pump: (ActorProcess, any EventLoop)?
         let refusal = state.withLock { state -> TroupeError? in
@@ -225,6 +255,56 @@ public final class ActorDirectory: Service, Sendable {
         }
     }
 
+    // MARK: Broadcast
+
+    /// Invokes `broadcast.action` once on every named actor whose type listens to the channel and
+    /// has a connected host; the replies are dropped. A broadcast of this system is also handed to
+    /// the bridge for the other systems.
+    ///
+    /// - Returns: how many local listeners it was queued for, and whether the bridge took it.
+    public func broadcast(_ broadcast: Broadcast) -> (listeners: Int, bridged: Bool) {
+        let listeners = state.withLock { state in
+            state.types.values.compactMap { entry -> String? in
+                guard !entry.hosts.isEmpty, entry.info.definition.kind == .named,
+                    entry.info.definition.channels.contains(broadcast.channel)
+                else { return nil }
+                return entry.info.name
+            }
+        }
+        var caller = WireActorId()
+        caller.system = broadcast.originSystem
+        let deadline = NIODeadline.now() + configuration.broadcastTimeout
+        for name in listeners {
+            let invocation = Invocation(
+                actor: ActorKey(system: configuration.system, name: name), action: broadcast.action,
+                payload: broadcast.payload, metadata: broadcast.metadata, caller: caller, deadline: deadline)
+            let reply = Reply { [self] result in
+                guard case .failure(let error) = result else { return }
+                broadcastFailures.increment()
+                logger.debug(
+                    "broadcast not delivered",
+                    metadata: [
+                        "troupe.actor_id": "\(invocation.actor)", "troupe.channel": "\(broadcast.channel)",
+                        "troupe.error": "\(error)",
+                    ])
+            }
+            reply.arm(deadline: deadline, on: DeadlineTimers.loop)
+            invoke(invocation, reply: reply)
+        }
+        var bridged = false
+        if broadcast.originSystem == configuration.system, let bridge = bridge.withLock({ $0 }) {
+            do {
+                try bridge.publish(broadcast)
+                bridged = true
+            } catch {
+                logger.warning(
+                    "broadcast not published to other systems",
+                    metadata: ["troupe.channel": "\(broadcast.channel)", "troupe.error": "\(error)"])
+            }
+        }
+        return (listeners.count, bridged)
+    }
+
     /// Creates unnamed actors of `actorType` that do not exist yet; returns the ones created.
     public func spawn(names: [String], actorType: String) async throws -> [String] {
         let info = state.withLock { $0.types[actorType]?.info }
@@ -244,7 +324,8 @@ public final class ActorDirectory: Service, Sendable {
     /// (the activation then counts as idle) or the activation was removed.
     func next(_ key: ActorKey, _ activationID: UInt64) -> Call? {
         state.withLock { state -> Call? in
-            guard let index = state.slots.index(forKey: key), state.slots.values[index].activationID == activationID else {
+            guard let index = state.slots.index(forKey: key), state.slots.values[index].activationID == activationID
+            else {
                 return nil
             }
             return state.slots.values[index].dequeue()
@@ -399,7 +480,9 @@ public final class ActorDirectory: Service, Sendable {
 
     func log(snapshotFailed key: ActorKey, _ error: TroupeError) {
         snapshotFailures.increment()
-        logger.warning("write-behind snapshot failed; retrying", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+        logger.warning(
+            "write-behind snapshot failed; retrying",
+            metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
     }
 
     func noteRevision(_ key: ActorKey, _ activationID: UInt64, _ revision: UInt64) {

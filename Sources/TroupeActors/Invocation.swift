@@ -17,6 +17,39 @@ public protocol ActorHost: AnyObject, Sendable {
     func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) -> EventLoopFuture<WireActorInvocationResult>
 }
 
+/// Carries calls to actors of other ActorSystems (the sidecar's NATS bridge).
+public protocol SystemBridge: AnyObject, Sendable {
+    /// Sends `invocation`, whose actor belongs to another system, and completes `reply` with
+    /// the outcome. Must not block: the directory calls it on the caller's thread.
+    func forward(_ invocation: Invocation, reply: Reply)
+    /// Publishes a broadcast of this system to the listeners of the other systems.
+    ///
+    /// - Throws: the typed error of the publish (for example `unavailable` once the connection is closed).
+    func publish(_ broadcast: Broadcast) throws(TroupeError)
+}
+
+/// A message to every actor that listens to a named channel.
+public struct Broadcast: Sendable {
+    public var channel: String
+    /// The action invoked on each listener.
+    public var action: String
+    public var payload: WirePayload
+    public var metadata: [String: String]
+    /// The system it was broadcast in.
+    public var originSystem: String
+
+    public init(
+        channel: String, action: String, payload: WirePayload = WirePayload(), metadata: [String: String] = [:],
+        originSystem: String
+    ) {
+        self.channel = channel
+        self.action = action
+        self.payload = payload
+        self.metadata = metadata
+        self.originSystem = originSystem
+    }
+}
+
 /// One call to an actor, as the directory queues it.
 public struct Invocation: Sendable {
     public var actor: ActorKey

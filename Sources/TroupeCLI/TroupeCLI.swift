@@ -11,7 +11,7 @@ struct TroupeCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "troupe",
         abstract: "Talks to a running Troupe sidecar.",
-        subcommands: [Invoke.self, Actors.self, Spawn.self, Describe.self])
+        subcommands: [Invoke.self, Broadcast.self, Actors.self, Spawn.self, Describe.self])
 }
 
 /// Where the sidecar is. Shared by every subcommand.
@@ -55,6 +55,17 @@ func fail(_ error: any Error) -> ExitCode {
     return ExitCode(1)
 }
 
+/// The `--json` option as a payload; exits with a typed error if it is not JSON.
+func jsonPayload(_ json: String) throws -> WirePayload {
+    guard (try? JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed])) != nil else {
+        throw fail(TroupeError.invalidArgument("--json is not valid JSON"))
+    }
+    var payload = WirePayload()
+    payload.typeURL = "application/json"
+    payload.value = Data(json.utf8)
+    return payload
+}
+
 func printJSON(_ object: Any) {
     if let data = try? JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]),
         let text = String(data: data, encoding: .utf8)
@@ -66,7 +77,10 @@ func printJSON(_ object: Any) {
 struct Invoke: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Invokes an action on an actor.",
-        discussion: "Example: troupe invoke tickets concert-1 reserve --json '{\"buyer\":\"ann\",\"seats\":2}'")
+        discussion: """
+            Example: troupe invoke tickets concert-1 reserve --json '{"buyer":"ann","seats":2}'
+            An actor of another ActorSystem is reached through the sidecar's NATS bridge (nats-url).
+            """)
 
     @Argument(help: "ActorSystem of the actor.") var system: String
     @Argument(help: "Actor name.") var actor: String
@@ -83,16 +97,11 @@ struct Invoke: AsyncParsableCommand {
         request.actor.name = actor
         request.action = action
         request.timeoutMs = sidecar.timeoutMs
-        if let json {
-            guard (try? JSONSerialization.jsonObject(with: Data(json.utf8), options: [.fragmentsAllowed])) != nil else {
-                throw fail(TroupeError.invalidArgument("--json is not valid JSON"))
-            }
-            request.payload.typeURL = "application/json"
-            request.payload.value = Data(json.utf8)
-        }
+        if let json { request.payload = try jsonPayload(json) }
         if let spawnFrom { request.spawnFrom = spawnFrom }
         let answer: WireFrame.OneOf_Body
-        do { answer = try await sidecar.request(.invoke(request), system: system) } catch { throw fail(error) }
+        // The connection names no system: the sidecar serves its own and bridges to the others.
+        do { answer = try await sidecar.request(.invoke(request)) } catch { throw fail(error) }
         guard case .invoked(let response) = answer else { throw fail(TroupeError.internalError("unexpected answer")) }
         let payload = response.payload
         let isJSON = payload.typeURL.hasPrefix("application/json")
@@ -113,6 +122,32 @@ struct Invoke: AsyncParsableCommand {
         } else {
             print("\(payload.typeURL) (\(payload.value.count) bytes, base64): \(payload.value.base64EncodedString())")
         }
+    }
+}
+
+struct Broadcast: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Sends a payload to every actor listening to a channel, in every bridged ActorSystem.",
+        discussion: "Example: troupe broadcast news hear --json '\"doors open at 7\"'")
+
+    @Argument(help: "Channel name.") var channel: String
+    @Argument(help: "Action invoked on each listener.") var action: String
+    @Option(help: "The payload, as JSON.") var json: String?
+    @OptionGroup var sidecar: SidecarOptions
+
+    func run() async throws {
+        var request = WireBroadcastRequest()
+        request.channel = channel
+        request.action = action
+        if let json { request.payload = try jsonPayload(json) }
+        let answer: WireFrame.OneOf_Body
+        do { answer = try await sidecar.request(.broadcast(request)) } catch { throw fail(error) }
+        guard case .broadcasted(let response) = answer else {
+            throw fail(TroupeError.internalError("unexpected answer"))
+        }
+        print(
+            "queued for \(response.localListeners) listener(s) here\(response.bridged ? "; published to the other systems" : "")"
+        )
     }
 }
 

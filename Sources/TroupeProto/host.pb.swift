@@ -412,6 +412,22 @@ public nonisolated struct WireFrame: Sendable {
     set {body = .sidecar(newValue)}
   }
 
+  public var broadcast: WireBroadcastRequest {
+    get {
+      if case .broadcast(let v)? = body {return v}
+      return WireBroadcastRequest()
+    }
+    set {body = .broadcast(newValue)}
+  }
+
+  public var broadcasted: WireBroadcastResponse {
+    get {
+      if case .broadcasted(let v)? = body {return v}
+      return WireBroadcastResponse()
+    }
+    set {body = .broadcasted(newValue)}
+  }
+
   /// Sidecar -> host requests and their answers.
   public var actorInvocation: WireActorInvocation {
     get {
@@ -453,6 +469,8 @@ public nonisolated struct WireFrame: Sendable {
     case actors(WireListActorsResponse)
     case describeSidecar(WireDescribeSidecarRequest)
     case sidecar(WireDescribeSidecarResponse)
+    case broadcast(WireBroadcastRequest)
+    case broadcasted(WireBroadcastResponse)
     /// Sidecar -> host requests and their answers.
     case actorInvocation(WireActorInvocation)
     case actorResult(WireActorInvocationResult)
@@ -666,6 +684,10 @@ public nonisolated struct WireActorDefinition: Sendable {
   /// For write-behind: how often changed state is stored. 0 = 1000 ms.
   public var snapshotIntervalMs: UInt32 = 0
 
+  /// Named channels this type listens to (named actors only): a broadcast on one of them
+  /// invokes the broadcast's action on the actor.
+  public var channels: [String] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -869,6 +891,52 @@ public nonisolated struct WireListActorsResponse: Sendable {
   public init() {}
 }
 
+/// Sends `payload` to every actor that listens to `channel`, in this ActorSystem and, through the
+/// bridge, in the others: each listener's `action` is invoked once with it, and its reply is dropped.
+public nonisolated struct WireBroadcastRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// A NATS subject token: no '.', '*', '>' or spaces.
+  public var channel: String = String()
+
+  public var action: String = String()
+
+  public var payload: WirePayload {
+    get {_payload ?? WirePayload()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  public var metadata: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _payload: WirePayload? = nil
+}
+
+public nonisolated struct WireBroadcastResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Listeners in this sidecar's system the broadcast was queued for.
+  public var localListeners: UInt32 = 0
+
+  /// True if it was also published to the other systems over NATS.
+  public var bridged: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct WireDescribeSidecarRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -1024,7 +1092,7 @@ nonisolated extension WireDurability: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}failure\0\u{1}cancel\0\u{2}\u{3}register\0\u{1}registered\0\u{1}invoke\0\u{1}invoked\0\u{1}spawn\0\u{1}spawned\0\u{3}list_actors\0\u{1}actors\0\u{3}describe_sidecar\0\u{1}sidecar\0\u{4}\u{b}actor_invocation\0\u{3}actor_result\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}failure\0\u{1}cancel\0\u{2}\u{3}register\0\u{1}registered\0\u{1}invoke\0\u{1}invoked\0\u{1}spawn\0\u{1}spawned\0\u{3}list_actors\0\u{1}actors\0\u{3}describe_sidecar\0\u{1}sidecar\0\u{1}broadcast\0\u{1}broadcasted\0\u{4}\u{9}actor_invocation\0\u{3}actor_result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1253,6 +1321,32 @@ nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
           self.body = .sidecar(v)
         }
       }()
+      case 20: try {
+        var v: WireBroadcastRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .broadcast(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .broadcast(v)
+        }
+      }()
+      case 21: try {
+        var v: WireBroadcastResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .broadcasted(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .broadcasted(v)
+        }
+      }()
       case 30: try {
         var v: WireActorInvocation?
         var hadOneofValue = false
@@ -1357,6 +1451,14 @@ nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     case .sidecar?: try {
       guard case .sidecar(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 19)
+    }()
+    case .broadcast?: try {
+      guard case .broadcast(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 20)
+    }()
+    case .broadcasted?: try {
+      guard case .broadcasted(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
     }()
     case .actorInvocation?: try {
       guard case .actorInvocation(let v)? = self.body else { preconditionFailure() }
@@ -1724,7 +1826,7 @@ nonisolated extension WireCancel: SwiftProtobuf.Message, SwiftProtobuf._MessageI
 
 nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorDefinition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1741,6 +1843,7 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.mailboxCapacity) }()
       case 8: try { try decoder.decodeSingularEnumField(value: &self.durability) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotIntervalMs) }()
+      case 10: try { try decoder.decodeRepeatedStringField(value: &self.channels) }()
       default: break
       }
     }
@@ -1778,6 +1881,9 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if self.snapshotIntervalMs != 0 {
       try visitor.visitSingularUInt32Field(value: self.snapshotIntervalMs, fieldNumber: 9)
     }
+    if !self.channels.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.channels, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1791,6 +1897,7 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.mailboxCapacity != rhs.mailboxCapacity {return false}
     if lhs.durability != rhs.durability {return false}
     if lhs.snapshotIntervalMs != rhs.snapshotIntervalMs {return false}
+    if lhs.channels != rhs.channels {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2148,6 +2255,90 @@ nonisolated extension WireListActorsResponse: SwiftProtobuf.Message, SwiftProtob
   public static func ==(lhs: WireListActorsResponse, rhs: WireListActorsResponse) -> Bool {
     if lhs.actors != rhs.actors {return false}
     if lhs.truncated != rhs.truncated {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireBroadcastRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BroadcastRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}channel\0\u{1}action\0\u{1}payload\0\u{1}metadata\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.channel) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.channel.isEmpty {
+      try visitor.visitSingularStringField(value: self.channel, fieldNumber: 1)
+    }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 2)
+    }
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireBroadcastRequest, rhs: WireBroadcastRequest) -> Bool {
+    if lhs.channel != rhs.channel {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs._payload != rhs._payload {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireBroadcastResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".BroadcastResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}local_listeners\0\u{1}bridged\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularUInt32Field(value: &self.localListeners) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.bridged) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if self.localListeners != 0 {
+      try visitor.visitSingularUInt32Field(value: self.localListeners, fieldNumber: 1)
+    }
+    if self.bridged != false {
+      try visitor.visitSingularBoolField(value: self.bridged, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireBroadcastResponse, rhs: WireBroadcastResponse) -> Bool {
+    if lhs.localListeners != rhs.localListeners {return false}
+    if lhs.bridged != rhs.bridged {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

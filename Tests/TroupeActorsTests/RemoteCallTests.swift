@@ -3,6 +3,7 @@ import Foundation
 import Synchronization
 import Testing
 import TroupeActors
+import TroupeTestSupport
 import TroupeWire
 
 /// A distributed actor for exercising remote calls.
@@ -86,17 +87,4 @@ struct RemoteCallTests {
 
 private func isLocal(_ actor: Greeter) -> Bool {
     __isLocalActor(actor)
-}
-
-func expectCode(
-    _ code: TroupeError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
-) async {
-    do {
-        try await body()
-        Issue.record("expected \(code), but the call succeeded", sourceLocation: sourceLocation)
-    } catch let error as TroupeError {
-        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
-    } catch {
-        Issue.record("expected TroupeError \(code), got \(error)", sourceLocation: sourceLocation)
-    }
 }

@@ -3,6 +3,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import Testing
+import TroupeTestSupport
 import Troupe
 import TroupeSidecar
 import TroupeTestActors

@@ -3,6 +3,7 @@ import Testing
 import Troupe
 import TroupeProto
 import TroupeTestActors
+import TroupeTestSupport
 import TroupeWire
 
 @Suite("Connections: TCP, heartbeats and graceful drain", .serialized)

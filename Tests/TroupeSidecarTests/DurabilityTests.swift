@@ -3,6 +3,7 @@ import Testing
 import Troupe
 import TroupeStore
 import TroupeTestActors
+import TroupeTestSupport
 
 @Suite("Write-behind durability", .serialized)
 struct DurabilityTests {

@@ -8,6 +8,7 @@ import Troupe
 import TroupeProto
 import TroupeSidecar
 import TroupeTestActors
+import TroupeTestSupport
 
 /// A private temporary directory, removed by ``remove()``.
 struct TemporaryDirectory {
@@ -110,16 +111,6 @@ struct SidecarHarness: Sendable {
 }
 
 extension TemporaryDirectory: Sendable {}
-
-/// Polls `condition` every 20 ms for at most `timeout`.
-func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool) async throws {
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        if try await condition() { return }
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    throw TroupeError.deadlineExceeded("timed out waiting for \(what)")
-}
 
 /// The directory holding the package's built executables.
 let binaryDirectory: URL = {

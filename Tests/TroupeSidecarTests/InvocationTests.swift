@@ -5,6 +5,7 @@ import Testing
 import Troupe
 import TroupeProto
 import TroupeTestActors
+import TroupeTestSupport
 
 @Suite("Invocations through a sidecar over a real socket", .serialized)
 struct InvocationTests {
@@ -204,19 +205,5 @@ struct InvocationTests {
             }
             await client.close()
         }
-    }
-}
-
-/// Expects `body` to throw a ``TroupeError`` with `code`.
-func expectCode(
-    _ code: TroupeError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
-) async {
-    do {
-        try await body()
-        Issue.record("expected \(code), but the call succeeded", sourceLocation: sourceLocation)
-    } catch let error as TroupeError {
-        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
-    } catch {
-        Issue.record("expected TroupeError \(code), got \(error)", sourceLocation: sourceLocation)
     }
 }

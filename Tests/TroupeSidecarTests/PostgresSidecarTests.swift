@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import Testing
+import TroupeTestSupport
 import Troupe
 import TroupePostgres
 import TroupeSidecar

@@ -2,16 +2,18 @@ import Foundation
 import Testing
 import Troupe
 import TroupeTestActors
+import TroupeTestSupport
 
 /// A troupe-sidecar process on a private socket and SQLite file.
-private struct SidecarProcess {
+struct SidecarProcess {
     let directory: TemporaryDirectory
     let socket: String
-    let system = "proc"
+    let system: String
 
-    init(directory: TemporaryDirectory) {
+    init(directory: TemporaryDirectory, system: String = "proc") {
         self.directory = directory
         self.socket = directory.path("troupe.sock")
+        self.system = system
     }
 
     func start(run: Int, extra: [String] = []) async throws -> ChildProcess {
@@ -19,7 +21,7 @@ private struct SidecarProcess {
         let child = try ChildProcess(
             "troupe-sidecar",
             [
-                "--system", system, "--node", "proc-node", "--socket", socket, "--data-path",
+                "--system", system, "--node", "\(system)-node", "--socket", socket, "--data-path",
                 directory.path("state.sqlite"),
                 "--log-level", "info",
             ] + extra,

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import Troupe
+import TroupeTestSupport
 
 @Suite("The troupe CLI and the seat-reservation example against a sidecar", .serialized)
 struct ToolTests {

@@ -92,6 +92,30 @@ public final class TroupeClient: Sendable {
             timeout: timeout)
     }
 
+    /// Sends `input` to every actor that listens to `channel`: in this ActorSystem and, when the
+    /// sidecar has a NATS bridge, in the others. Each listener's `action` is invoked once with it;
+    /// the replies are dropped. Returns once the sidecar has queued it, not when listeners ran.
+    ///
+    /// - Returns: how many listeners of this system it was queued for, and whether it was also
+    ///   published to the other systems.
+    /// - Throws: `invalidArgument` for a channel name with `.`, `*`, `>` or spaces, or no action.
+    @discardableResult
+    public func broadcast<Input: Sendable>(
+        _ channel: String, action: String, _ input: Input, metadata: [String: String] = [:],
+        timeout: Duration = .seconds(10)
+    ) async throws -> (localListeners: Int, bridged: Bool) {
+        var request = WireBroadcastRequest()
+        request.channel = channel
+        request.action = action
+        request.payload = try PayloadCoding.encode(input)
+        request.metadata = metadata
+        let answer = try await connection.call(.broadcast(request), timeout: .milliseconds(Int64(timeout.milliseconds)))
+        guard case .broadcasted(let response) = answer else {
+            throw TroupeError.internalError("the sidecar answered broadcast with an unexpected frame")
+        }
+        return (Int(response.localListeners), response.bridged)
+    }
+
     /// Creates unnamed actors of `actorType` that do not exist yet; returns the names created.
     public func spawn(_ names: [String], of actorType: String, timeout: Duration = .seconds(30)) async throws
         -> [String]

@@ -55,6 +55,9 @@ public protocol VirtualActor: Sendable {
     static var durability: Durability { get }
     /// For ``Durability/writeBehind``: how often changed state is stored; nil means 1 s.
     static var snapshotInterval: Duration? { get }
+    /// Named channels this actor listens to (named actors only): a broadcast on one of them
+    /// invokes the broadcast's action on the actor, in this ActorSystem and from the others.
+    static var channels: [String] { get }
 }
 
 extension VirtualActor {
@@ -62,6 +65,7 @@ extension VirtualActor {
     public static var idleTimeout: Duration? { nil }
     public static var durability: Durability { .writeThrough }
     public static var snapshotInterval: Duration? { nil }
+    public static var channels: [String] { [] }
 }
 
 extension VirtualActor where State == Stateless {
@@ -81,6 +85,9 @@ public struct ActorContext<State: Sendable>: Sendable {
     public let system: String
     /// The caller, when the caller is an actor.
     public let caller: String?
+    /// The caller's ActorSystem, when known. For a call from another system it is the system of
+    /// the sidecar that sent it over the bridge, not what the caller claimed.
+    public let callerSystem: String?
     /// Headers sent with the call.
     public let metadata: [String: String]
     /// The state's revision when the call started (0 if it was never stored).
@@ -93,13 +100,14 @@ public struct ActorContext<State: Sendable>: Sendable {
     var stateChanged = false
 
     init(
-        state: State, name: String, system: String, caller: String?, metadata: [String: String], revision: UInt64,
-        client: TroupeClient
+        state: State, name: String, system: String, caller: String?, callerSystem: String?,
+        metadata: [String: String], revision: UInt64, client: TroupeClient
     ) {
         self.state = state
         self.name = name
         self.system = system
         self.caller = caller
+        self.callerSystem = callerSystem
         self.metadata = metadata
         self.revision = revision
         self.client = client
@@ -152,6 +160,7 @@ struct RegisteredActor: Sendable {
         definition.kind = A.kind == .named ? .named : .unnamed
         definition.stateful = stateful
         definition.actions = handlers.keys.sorted()
+        definition.channels = A.channels
         if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
         definition.durability = A.durability == .writeBehind ? .writeBehind : .writeThrough
         if let interval = A.snapshotInterval { definition.snapshotIntervalMs = interval.milliseconds }
@@ -169,7 +178,9 @@ struct RegisteredActor: Sendable {
                 ? try PayloadCoding.decode(A.State.self, from: invocation.state) : A.initialState()
             var context = ActorContext(
                 state: state, name: invocation.actor.name, system: invocation.actor.system,
-                caller: invocation.hasCaller ? invocation.caller.name : nil, metadata: invocation.metadata,
+                caller: invocation.caller.name.isEmpty ? nil : invocation.caller.name,
+                callerSystem: invocation.caller.system.isEmpty ? nil : invocation.caller.system,
+                metadata: invocation.metadata,
                 revision: invocation.revision, client: client)
             var result = WireActorInvocationResult()
             result.reply = try await handler(&context, invocation.payload)

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import Synchronization
 import TroupeActors
+import TroupeBridge
 import TroupeProto
 import TroupeStore
 import TroupeWire
@@ -111,7 +112,12 @@ final class HostSession: PeerRequestHandler, ActorHost {
             let system = spawn.system.isEmpty ? configuration.system : spawn.system
             guard system == configuration.system else {
                 answer(
-                    id, .failure(TroupeError.unavailable("system '\(system)' is not reachable from this sidecar").wire))
+                    id,
+                    .failure(
+                        TroupeError.unavailable(
+                            "spawning in system '\(system)' is not bridged; invoke with spawn_from there instead",
+                            details: ["system": system]
+                        ).wire))
                 return
             }
             jobs.yield { [self] in
@@ -123,6 +129,23 @@ final class HostSession: PeerRequestHandler, ActorHost {
                     answer(id, .failure(TroupeError(wrapping: error).wire))
                 }
             }
+        case .broadcast(let request):
+            do { try BridgeSubjects.validate(channel: request.channel) } catch {
+                answer(id, .failure(error.wire))
+                return
+            }
+            guard !request.action.isEmpty else {
+                answer(id, .failure(TroupeError.invalidArgument("broadcast needs an action").wire))
+                return
+            }
+            let (listeners, bridged) = directory.broadcast(
+                Broadcast(
+                    channel: request.channel, action: request.action, payload: request.payload,
+                    metadata: request.metadata, originSystem: configuration.system))
+            var response = WireBroadcastResponse()
+            response.localListeners = UInt32(clamping: listeners)
+            response.bridged = bridged
+            answer(id, .broadcasted(response))
         case .listActors(let list):
             let (actors, truncated) = directory.list(
                 actorType: list.actorType, limit: list.limit == 0 ? 1000 : Int(list.limit))
@@ -309,6 +332,8 @@ extension WireFrame.OneOf_Body {
         case .actors: "actors"
         case .describeSidecar: "describe_sidecar"
         case .sidecar: "sidecar"
+        case .broadcast: "broadcast"
+        case .broadcasted: "broadcasted"
         case .actorInvocation: "actor_invocation"
         case .actorResult: "actor_result"
         }

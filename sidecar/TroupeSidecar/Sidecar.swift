@@ -6,6 +6,8 @@ import ServiceLifecycle
 import Synchronization
 public import TroupeActors
 import TroupePostgres
+import TroupeBridge
+import TroupeNATS
 import TroupeSQLite
 import TroupeStateEncryption
 import TroupeStore
@@ -30,9 +32,12 @@ public final class Sidecar: Sendable {
     let logger: Logger
     let eventLoops: MultiThreadedEventLoopGroup
     private let draining = DrainFlag()
+    /// Calls to and from other ActorSystems, when `nats-url` is set.
+    let bridge: NATSBridge?
 
-    /// Opens the store and prepares the services. Nothing listens until ``run(signals:)``.
-    /// `/metrics` serves `metrics`: the registry the process bootstrapped swift-metrics with.
+    /// Opens the store, connects to NATS when `nats-url` is set (and subscribes the bridge), and
+    /// prepares the services. No host can connect until ``run(signals:)``. `/metrics` serves
+    /// `metrics`: the registry the process bootstrapped swift-metrics with.
     public static func start(
         configuration: SidecarConfiguration, logger: Logger,
         metrics: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry
@@ -52,12 +57,37 @@ public final class Sidecar: Sendable {
         // Wrapped also without keys: an encrypted record then fails clearly instead of reaching
         // the host as garbage.
         let store = EncryptingStateStore(wrapping: base, keyring: keyring)
-        return try Sidecar(configuration: configuration, store: store, metrics: metrics, logger: logger)
+        let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        var nats: NATSConnection?
+        if let options = configuration.natsOptions {
+            do {
+                try BridgeSubjects.validate(system: configuration.system)
+                // Request timers on the sidecar's own loop: arming one from a call never wakes another thread.
+                nats = try await NATSConnection.connect(options, logger: logger, timerLoop: eventLoops.next())
+            } catch {
+                try? await store.close()
+                try? await eventLoops.shutdownGracefully()
+                throw TroupeError(error.code, "nats-url: \(error.message)", details: error.details)
+            }
+        }
+        do {
+            let sidecar = try Sidecar(
+                configuration: configuration, store: store, nats: nats, eventLoops: eventLoops, metrics: metrics,
+                logger: logger)
+            // Before hosts can connect: a sidecar that answers on its socket is reachable over NATS too.
+            try await sidecar.bridge?.startServing()
+            return sidecar
+        } catch {
+            nats?.close()
+            try? await store.close()
+            try? await eventLoops.shutdownGracefully()
+            throw error
+        }
     }
 
     init(
-        configuration: SidecarConfiguration, store: any StateStore, metrics: PrometheusCollectorRegistry,
-        logger: Logger
+        configuration: SidecarConfiguration, store: any StateStore, nats: NATSConnection?,
+        eventLoops: MultiThreadedEventLoopGroup, metrics: PrometheusCollectorRegistry, logger: Logger
     ) throws {
         self.configuration = configuration
         self.store = store
@@ -67,8 +97,9 @@ public final class Sidecar: Sendable {
         directoryConfiguration.defaultIdleTimeout = .milliseconds(Int64(configuration.idleTimeoutMs))
         directoryConfiguration.defaultMailboxCapacity = configuration.mailboxCapacity
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
+        directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
-        eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
+        self.eventLoops = eventLoops
         server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
         if let listen = configuration.adminListen {
             admin = try AdminServer(
@@ -76,6 +107,18 @@ public final class Sidecar: Sendable {
                 registry: metrics, group: eventLoops, logger: logger)
         } else {
             admin = nil
+        }
+        if let nats {
+            let bridge = try NATSBridge(
+                configuration: .init(
+                    system: configuration.system, node: configuration.node,
+                    maxCallBytes: Int(configuration.maxFrameBytes),
+                    drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs))),
+                connection: nats, directory: directory, timerLoop: eventLoops.next(), logger: logger)
+            directory.attach(bridge: bridge)
+            self.bridge = bridge
+        } else {
+            bridge = nil
         }
     }
 
@@ -114,12 +157,12 @@ public final class Sidecar: Sendable {
         let group = ServiceGroup(
             configuration: .init(
                 // Stopped in reverse order: the drain marker first (so /readyz fails at once), then
-                // the directory drains calls, then hosts are let go, and the admin endpoint last,
-                // so probes are answered throughout the drain.
-                services: (admin.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? []) + [
-                    .init(service: server), .init(service: directory),
-                    .init(service: DrainMarker(flag: draining)),
-                ],
+                // the bridge stops taking calls from other systems, the directory drains calls,
+                // hosts are let go, and the admin endpoint last, so probes are answered throughout.
+                services: (admin.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? [])
+                    + [.init(service: server), .init(service: directory)]
+                    + (bridge.map { [.init(service: $0)] } ?? [])
+                    + [.init(service: DrainMarker(flag: draining))],
                 gracefulShutdownSignals: signals,
                 cancellationSignals: [],
                 logger: logger))

@@ -1,6 +1,7 @@
 import Foundation
 public import TroupePostgres
 public import TroupeStateEncryption
+public import TroupeNATS
 public import TroupeWire
 import Yams
 
@@ -47,8 +48,34 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     /// The admin HTTP endpoint (`/healthz`, `/readyz`, `/metrics`), `HOST:PORT`; nil: none.
     public var adminListen: String? = "127.0.0.1:9090"
+    /// NATS servers of the bridge to other ActorSystems; empty means no bridge.
+    public var natsServers: [String] = []
+    public var natsUser: String?
+    public var natsPassword: String?
+    public var natsToken: String?
+    public var natsCredentialsFile: String?
+    public var natsTLSCAFile: String?
+    public var natsTLSCertificateFile: String?
+    public var natsTLSKeyFile: String?
+    public var natsReconnectWaitMs: UInt32 = 500
 
     public init() {}
+
+    /// How to reach NATS, or nil when no bridge is configured.
+    public var natsOptions: NATSOptions? {
+        guard !natsServers.isEmpty else { return nil }
+        var options = NATSOptions(servers: natsServers)
+        options.name = "troupe-sidecar \(system)/\(node)"
+        options.user = natsUser
+        options.password = natsPassword
+        options.token = natsToken
+        options.credentialsFile = natsCredentialsFile
+        options.tlsCAFile = natsTLSCAFile
+        options.tlsCertificateFile = natsTLSCertificateFile
+        options.tlsKeyFile = natsTLSKeyFile
+        options.reconnectWait = .milliseconds(Int64(natsReconnectWaitMs))
+        return options
+    }
 
     /// One configurable setting: its YAML key, environment variable and flag are derived from `key`.
     public struct Setting: Sendable {
@@ -180,6 +207,42 @@ public struct SidecarConfiguration: Sendable, Equatable {
                 }
                 c.adminListen = v
             }
+        },
+        Setting(key: "nats-url", summary: "NATS servers of the bridge to other systems, comma-separated") {
+            c, v throws(TroupeError) in
+            let servers = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            for server in servers where !(server.hasPrefix("nats://") || server.hasPrefix("tls://")) {
+                throw .invalidArgument("nats-url '\(server)' must start with nats:// or tls://")
+            }
+            c.natsServers = servers
+        },
+        Setting(key: "nats-user", summary: "NATS user name (with nats-password)") { c, v throws(TroupeError) in
+            c.natsUser = v.isEmpty ? nil : v
+        },
+        Setting(key: "nats-password", summary: "NATS password (with nats-user)") { c, v throws(TroupeError) in
+            c.natsPassword = v.isEmpty ? nil : v
+        },
+        Setting(key: "nats-token", summary: "NATS authentication token") { c, v throws(TroupeError) in
+            c.natsToken = v.isEmpty ? nil : v
+        },
+        Setting(key: "nats-credentials", summary: "NATS .creds file (user JWT and NKey seed)") {
+            c, v throws(TroupeError) in
+            c.natsCredentialsFile = v.isEmpty ? nil : v
+        },
+        Setting(key: "nats-tls-ca", summary: "PEM CA file the NATS server certificate must chain to") {
+            c, v throws(TroupeError) in
+            c.natsTLSCAFile = v.isEmpty ? nil : v
+        },
+        Setting(key: "nats-tls-cert", summary: "PEM client certificate for NATS mutual TLS") {
+            c, v throws(TroupeError) in
+            c.natsTLSCertificateFile = v.isEmpty ? nil : v
+        },
+        Setting(key: "nats-tls-key", summary: "PEM private key of nats-tls-cert") { c, v throws(TroupeError) in
+            c.natsTLSKeyFile = v.isEmpty ? nil : v
+        },
+        Setting(key: "nats-reconnect-wait-ms", summary: "pause between NATS reconnect attempts") {
+            c, v throws(TroupeError) in
+            c.natsReconnectWaitMs = try number(v, "nats-reconnect-wait-ms", in: 10...600_000)
         },
     ]
 

@@ -32,7 +32,6 @@ PENDING_SETTINGS = {
     "cluster-listen",
     "cluster-seeds",
     "cluster-discovery-dns",
-    "nats-url",
 }
 # Settings that carry secrets: only ever as TROUPE_* from a Secret, never in the ConfigMap.
 SECRET_SETTINGS = {"pg-url", "pg-password", "nats-user", "nats-password", "nats-token", "encryption-keys"}

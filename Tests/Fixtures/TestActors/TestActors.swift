@@ -70,6 +70,34 @@ public struct Echo: VirtualActor {
         actions.on("fail") { (_, code: Int) -> String in
             throw TroupeError(TroupeError.Code(rawValue: code) ?? .unknown, "asked to fail")
         }
+        actions.on("caller") { context -> String in "\(context.callerSystem ?? "-")/\(context.caller ?? "-")" }
+    }
+}
+
+/// What ``Relay`` is asked to call.
+public struct RelayRequest: Codable, Sendable {
+    public var system: String
+    public var actor: String
+    public var action: String
+    public var text: String
+    public init(system: String, actor: String, action: String, text: String) {
+        self.system = system
+        self.actor = actor
+        self.action = action
+        self.text = text
+    }
+}
+
+/// Calls another actor, possibly of another ActorSystem, from inside its action.
+public struct Relay: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "relay"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("call") { (context, request: RelayRequest) -> String in
+            try await context.client.invoke(
+                request.actor, action: request.action, request.text, as: String.self, system: request.system,
+                timeout: .seconds(10))
+        }
     }
 }
 
@@ -120,7 +148,23 @@ public struct QuickTally: VirtualActor {
     }
 }
 
+/// Listens to the channel `news` and keeps what it heard, in order.
+public struct Listener: VirtualActor {
+    public struct State: Codable, Sendable { public var heard: [String] = [] }
+    public static let name = "listener"
+    public static let channels = ["news"]
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("hear") { (context, text: String) -> Int in
+            context.state.heard.append("\(context.callerSystem ?? "-"):\(text)")
+            return context.state.heard.count
+        }
+        actions.on("heard") { context -> [String] in context.state.heard }
+    }
+}
+
 /// Every test actor type.
 public let testActorTypes: [any VirtualActor.Type] = [
-    Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self,
+    Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
+    Listener.self,
 ]

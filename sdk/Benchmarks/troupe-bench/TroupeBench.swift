@@ -9,7 +9,8 @@ import Troupe
 struct TroupeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "troupe-bench",
-        abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.")
+        abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.",
+        subcommands: [BridgeBench.self])
 
     @Option(help: "Round trips for each latency measurement.") var iterations = 20_000
     @Option(help: "Concurrent callers for the throughput run.") var callers = 64
@@ -235,13 +236,16 @@ final class SidecarProcess {
     let process = Process()
     let socket: String
 
-    init(binaries: URL, socket: String, dataPath: String) throws {
+    init(binaries: URL, socket: String, dataPath: String, system: String = "bench", extraArguments: [String] = [])
+        throws
+    {
         self.socket = socket
         process.executableURL = binaries.appendingPathComponent("troupe-sidecar")
-        process.arguments = [
-            "--system", "bench", "--socket", socket, "--data-path", dataPath, "--log-level", "warning",
-            "--mailbox-capacity", "100000", "--max-concurrent-requests", "100000",
-        ]
+        process.arguments =
+            [
+                "--system", system, "--socket", socket, "--data-path", dataPath, "--log-level", "warning",
+                "--mailbox-capacity", "100000", "--max-concurrent-requests", "100000",
+            ] + extraArguments
         try process.run()
     }
 

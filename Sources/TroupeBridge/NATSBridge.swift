@@ -1,0 +1,289 @@
+public import Logging
+import Metrics
+public import NIOCore
+public import ServiceLifecycle
+import Synchronization
+public import TroupeActors
+public import TroupeNATS
+import TroupeProto
+import TroupeStore
+public import TroupeWire
+
+/// Calls between ActorSystems over NATS.
+///
+/// Outbound, it is the directory's ``SystemBridge``: a call to an actor of system `S` becomes a
+/// NATS request on `troupe.v1.S.invoke`. Inbound, it takes the calls published for its own
+/// system (in the queue group of the system, so one sidecar of the system takes each), runs them
+/// through the directory as normal invocations, and answers on the request's reply subject.
+/// Every call gets an answer: a malformed or oversized one a typed failure, never silence.
+public final class NATSBridge: SystemBridge, Service, Sendable {
+    public struct Configuration: Sendable {
+        /// This sidecar's system: the subject it serves and the caller identity it sends.
+        public var system: String
+        public var node: String
+        /// A call message larger than this is refused with `resourceExhausted`.
+        public var maxCallBytes: Int
+        /// How long shutdown waits for calls taken from NATS to finish.
+        public var drainTimeout: Duration
+
+        public init(system: String, node: String, maxCallBytes: Int, drainTimeout: Duration) {
+            self.system = system
+            self.node = node
+            self.maxCallBytes = maxCallBytes
+            self.drainTimeout = drainTimeout
+        }
+    }
+
+    /// The bridge protocol version this sidecar speaks.
+    public static let version: UInt32 = 1
+
+    public let configuration: Configuration
+    private let nats: NATSConnection
+    private let directory: ActorDirectory
+    private let timerLoop: any EventLoop
+    private let logger: Logger
+    private let subscriptions = Mutex<[NATSSubscription]>([])
+    private let inFlight = Atomic<Int>(0)
+    private let sent = Counter(label: "troupe_bridge_calls_sent_total")
+    private let received = Counter(label: "troupe_bridge_calls_received_total")
+    private let refused = Counter(label: "troupe_bridge_calls_refused_total")
+    private let broadcastsSent = Counter(label: "troupe_bridge_broadcasts_sent_total")
+    private let broadcastsReceived = Counter(label: "troupe_bridge_broadcasts_received_total")
+
+    /// - Parameter timerLoop: arms the deadlines of calls taken from NATS.
+    public init(
+        configuration: Configuration, connection: NATSConnection, directory: ActorDirectory,
+        timerLoop: any EventLoop, logger: Logger
+    ) throws(TroupeError) {
+        try BridgeSubjects.validate(system: configuration.system)
+        self.configuration = configuration
+        self.nats = connection
+        self.directory = directory
+        self.timerLoop = timerLoop
+        var logger = logger
+        logger[metadataKey: "troupe.system"] = "\(configuration.system)"
+        logger[metadataKey: "troupe.node"] = "\(configuration.node)"
+        self.logger = logger
+    }
+
+    // MARK: Service
+
+    /// Serves calls from other systems until graceful shutdown, then stops taking new ones, lets
+    /// those taken finish (at most ``Configuration/drainTimeout``) and drains the connection.
+    public func run() async throws {
+        if subscriptions.withLock({ $0.isEmpty }) { try await startServing() }
+        try? await gracefulShutdown()
+        await stop()
+    }
+
+    /// Subscribes to this system's call subject and to broadcasts; returns once NATS has
+    /// registered both. ``run()`` does it if it was not done before.
+    public func startServing() async throws(TroupeError) {
+        let subject = BridgeSubjects.invoke(configuration.system)
+        let subscribed = try await nats.subscribe(
+            to: subject, queue: BridgeSubjects.queueGroup(configuration.system)
+        ) { [self] message in
+            take(message)
+        }
+        let broadcasts = try await nats.subscribe(
+            to: BridgeSubjects.allBroadcasts, queue: BridgeSubjects.queueGroup(configuration.system)
+        ) { [self] message in
+            takeBroadcast(message)
+        }
+        subscriptions.withLock { $0 = [subscribed, broadcasts] }
+        logger.info("bridge serving", metadata: ["troupe.nats_subject": "\(subject)"])
+    }
+
+    private func stop() async {
+        for subscription in subscriptions.withLock({ $0 }) {
+            await subscription.drain(timeout: configuration.drainTimeout)
+        }
+        let deadline = ContinuousClock.now + configuration.drainTimeout
+        while inFlight.load(ordering: .relaxed) > 0, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        await nats.drain(timeout: configuration.drainTimeout)
+        logger.info("bridge stopped")
+    }
+
+    // MARK: Outbound
+
+    public func forward(_ invocation: Invocation, reply: Reply) {
+        let target = invocation.actor.system
+        do { try BridgeSubjects.validate(system: target) } catch {
+            reply.complete(.failure(error))
+            return
+        }
+        let remaining = invocation.deadline - .now()
+        guard remaining.nanoseconds > 0 else {
+            reply.complete(.failure(.deadlineExceeded("the call's deadline passed before it was sent to '\(target)'")))
+            return
+        }
+        var call = BridgeCall()
+        call.version = Self.version
+        // The identity the callee sees: this sidecar's system, whatever the host claimed.
+        call.callerSystem = configuration.system
+        call.callerNode = configuration.node
+        call.callerActor = invocation.caller?.name ?? ""
+        call.actor = invocation.actor.name
+        call.action = invocation.action
+        call.payload = invocation.payload
+        call.metadata = invocation.metadata
+        call.timeoutMs = UInt32(clamping: max(1, remaining.nanoseconds / 1_000_000))
+        call.spawnFrom = invocation.spawnFrom
+        let bytes: [UInt8]
+        do { bytes = try call.serializedBytes() } catch {
+            reply.complete(.failure(.internalError("cannot encode a bridge call: \(error)")))
+            return
+        }
+        sent.increment()
+        nats.request(
+            BridgeSubjects.invoke(target), payload: bytes, timeout: .nanoseconds(remaining.nanoseconds)
+        ) { result in
+            reply.complete(Self.outcome(of: result, from: target))
+        }
+    }
+
+    /// Reads the answer of system `target` to a call.
+    static func outcome(of result: Result<NATSMessage, TroupeError>, from target: String) -> Result<
+        WirePayload, TroupeError
+    > {
+        switch result {
+        case .success(let message):
+            guard let answer = try? BridgeResult(serializedBytes: message.payload) else {
+                return .failure(.internalError("system '\(target)' answered with an undecodable result"))
+            }
+            switch answer.outcome {
+            case .reply(let payload): return .success(payload)
+            case .failure(let failure): return .failure(TroupeError(failure))
+            case nil: return .failure(.internalError("system '\(target)' answered with an empty result"))
+            }
+        case .failure(let error) where error.details["reason"] == "no_responders":
+            return .failure(
+                .unavailable(
+                    "no sidecar of system '\(target)' is connected to NATS (no responders)",
+                    details: ["system": target]))
+        case .failure(let error):
+            return .failure(error)
+        }
+    }
+
+    public func publish(_ broadcast: Broadcast) throws(TroupeError) {
+        try BridgeSubjects.validate(channel: broadcast.channel)
+        var message = BridgeBroadcast()
+        message.version = Self.version
+        message.originSystem = broadcast.originSystem
+        message.channel = broadcast.channel
+        message.action = broadcast.action
+        message.payload = broadcast.payload
+        message.metadata = broadcast.metadata
+        let bytes: [UInt8]
+        do { bytes = try message.serializedBytes() } catch {
+            throw .internalError("cannot encode a bridge broadcast: \(error)")
+        }
+        try nats.publish(to: BridgeSubjects.broadcast(broadcast.channel), payload: bytes)
+        broadcastsSent.increment()
+    }
+
+    // MARK: Inbound (on the subscription's libnats thread; nothing here blocks)
+
+    /// Hands a broadcast of another system to this system's listeners. Broadcasts have no reply
+    /// subject, so a bad one is only counted and logged.
+    private func takeBroadcast(_ message: NATSMessage) {
+        guard message.payload.count <= configuration.maxCallBytes,
+            let broadcast = try? BridgeBroadcast(serializedBytes: message.payload),
+            broadcast.version == Self.version, !broadcast.originSystem.isEmpty, !broadcast.action.isEmpty,
+            message.subject == BridgeSubjects.broadcast(broadcast.channel)
+        else {
+            refused.increment()
+            logger.warning(
+                "bridge broadcast refused",
+                metadata: ["troupe.nats_subject": "\(message.subject)", "troupe.bytes": "\(message.payload.count)"])
+            return
+        }
+        // This system's own listeners were served by the sidecar that published it.
+        guard broadcast.originSystem != configuration.system else { return }
+        broadcastsReceived.increment()
+        _ = directory.broadcast(
+            Broadcast(
+                channel: broadcast.channel, action: broadcast.action, payload: broadcast.payload,
+                metadata: broadcast.metadata, originSystem: broadcast.originSystem))
+    }
+
+    private func take(_ message: NATSMessage) {
+        guard let replyTo = message.replyTo else {
+            refused.increment()
+            logger.warning(
+                "bridge call without a reply subject dropped", metadata: ["troupe.bytes": "\(message.payload.count)"])
+            return
+        }
+        received.increment()
+        let invocation: Invocation
+        do { invocation = try decode(message) } catch {
+            refused.increment()
+            logger.warning("bridge call refused", metadata: ["troupe.error": "\(error)"])
+            answer(replyTo, .failure(error))
+            return
+        }
+        inFlight.add(1, ordering: .relaxed)
+        let reply = Reply { [self] result in
+            inFlight.subtract(1, ordering: .relaxed)
+            answer(replyTo, result)
+        }
+        // Arming and queueing on the loop in one task wakes it once; tasks run in the order the
+        // calls arrived, so a caller's order is kept.
+        timerLoop.execute { [directory] in
+            reply.arm(deadline: invocation.deadline, on: self.timerLoop)
+            directory.invoke(invocation, reply: reply)
+        }
+    }
+
+    /// The invocation a call message asks for, in this system.
+    private func decode(_ message: NATSMessage) throws(TroupeError) -> Invocation {
+        guard message.payload.count <= configuration.maxCallBytes else {
+            throw .resourceExhausted(
+                "a \(message.payload.count)-byte bridge call is larger than this sidecar takes (\(configuration.maxCallBytes) bytes)",
+                details: ["max_bytes": "\(configuration.maxCallBytes)"])
+        }
+        let call: BridgeCall
+        do { call = try BridgeCall(serializedBytes: message.payload) } catch {
+            throw .invalidArgument("the bridge call is not a troupe.bridge.v1.Call message")
+        }
+        guard call.version == Self.version else {
+            throw .failedPrecondition(
+                "bridge protocol version \(call.version) is not supported; this sidecar speaks \(Self.version)",
+                details: ["supported": "\(Self.version)"])
+        }
+        guard !call.callerSystem.isEmpty else { throw .invalidArgument("the bridge call names no caller system") }
+        guard !call.actor.isEmpty, !call.action.isEmpty else {
+            throw .invalidArgument("the bridge call needs an actor and an action")
+        }
+        guard call.timeoutMs > 0 else { throw .invalidArgument("the bridge call carries no deadline (timeout_ms 0)") }
+        var caller = WireActorId()
+        caller.system = call.callerSystem
+        caller.name = call.callerActor
+        return Invocation(
+            actor: ActorKey(system: configuration.system, name: call.actor), action: call.action, payload: call.payload,
+            metadata: call.metadata, caller: caller, deadline: .now() + .milliseconds(Int64(call.timeoutMs)),
+            spawnFrom: call.spawnFrom)
+    }
+
+    private func answer(_ replyTo: String, _ result: Result<WirePayload, TroupeError>) {
+        var answer = BridgeResult()
+        switch result {
+        case .success(let payload): answer.reply = payload
+        case .failure(let error): answer.failure = error.wire
+        }
+        do {
+            try nats.publish(to: replyTo, payload: try answer.serializedBytes())
+        } catch let error as TroupeError where error.code == .resourceExhausted {
+            // The reply is too large for NATS: the caller still gets an answer.
+            var failure = BridgeResult()
+            failure.failure =
+                TroupeError.resourceExhausted("the reply is larger than NATS carries: \(error.message)").wire
+            try? nats.publish(to: replyTo, payload: try failure.serializedBytes())
+        } catch {
+            logger.warning("bridge answer not sent", metadata: ["troupe.error": "\(error)"])
+        }
+    }
+}

@@ -1,0 +1,228 @@
+import CNats
+import Logging
+import Metrics
+import NIOCore
+import Synchronization
+import TroupeWire
+
+/// The state libnats' callbacks reach: requests waiting for their reply, listeners of
+/// connection events, and whether the connection has closed.
+///
+/// Callbacks arrive on libnats' threads; every method here is safe from any thread and none blocks.
+final class ConnectionCore: Sendable {
+    typealias Completion = @Sendable (Result<NATSMessage, TroupeError>) -> Void
+
+    private struct Pending {
+        var completion: Completion
+        var timer: Scheduled<Void>?
+    }
+
+    private struct State {
+        var nextToken: UInt64 = 1
+        var pending: [UInt64: Pending] = [:]
+        var listeners: [UInt64: AsyncStream<NATSConnectionEvent>.Continuation] = [:]
+        var nextListener: UInt64 = 1
+        var closed = false
+        var closeWaiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    let logger: Logger
+    let timerLoop: any EventLoop
+    private let state = Mutex(State())
+    private let disconnects = Counter(label: "troupe_nats_disconnects_total")
+    private let reconnects = Counter(label: "troupe_nats_reconnects_total")
+    private let asyncErrors = Counter(label: "troupe_nats_async_errors_total")
+    private let connectedGauge = Gauge(label: "troupe_nats_connected")
+
+    init(logger: Logger, timerLoop: any EventLoop) {
+        self.logger = logger
+        self.timerLoop = timerLoop
+    }
+
+    // MARK: Requests
+
+    /// Registers a request; its reply or failure reaches `completion` once, by `timeout` at the latest.
+    func register(timeout: Duration, _ completion: @escaping Completion) -> UInt64 {
+        let token = state.withLock { state -> UInt64 in
+            let token = state.nextToken
+            state.nextToken += 1
+            state.pending[token] = Pending(completion: completion)
+            return token
+        }
+        let timer = timerLoop.scheduleTask(in: .nanoseconds(Int64(timeout.natsMilliseconds) * 1_000_000)) {
+            [self] in
+            complete(token, .failure(.deadlineExceeded("no reply over NATS within \(timeout)")))
+        }
+        let answered = state.withLock { state -> Bool in
+            guard state.pending[token] != nil else { return true }
+            state.pending[token]?.timer = timer
+            return false
+        }
+        if answered { timer.cancel() }
+        return token
+    }
+
+    /// Completes request `token` if it is still waiting.
+    func complete(_ token: UInt64, _ result: Result<NATSMessage, TroupeError>) {
+        guard let pending = state.withLock({ $0.pending.removeValue(forKey: token) }) else { return }
+        pending.timer?.cancel()
+        pending.completion(result)
+    }
+
+    /// Fails every request still waiting: their replies cannot arrive any more.
+    private func failAllPending(_ error: TroupeError) {
+        let pending = state.withLock { state -> [Pending] in
+            defer { state.pending.removeAll() }
+            return Array(state.pending.values)
+        }
+        for request in pending {
+            request.timer?.cancel()
+            request.completion(.failure(error))
+        }
+    }
+
+    var pendingCount: Int { state.withLock { $0.pending.count } }
+
+    // MARK: Events
+
+    func events() -> AsyncStream<NATSConnectionEvent> {
+        let (stream, continuation) = AsyncStream.makeStream(
+            of: NATSConnectionEvent.self, bufferingPolicy: .bufferingNewest(64))
+        let id = state.withLock { state -> UInt64? in
+            guard !state.closed else { return nil }
+            let id = state.nextListener
+            state.nextListener += 1
+            state.listeners[id] = continuation
+            return id
+        }
+        guard let id else {
+            continuation.yield(.closed)
+            continuation.finish()
+            return stream
+        }
+        continuation.onTermination = { [weak self] _ in
+            _ = self?.state.withLock { $0.listeners.removeValue(forKey: id) }
+        }
+        return stream
+    }
+
+    private func emit(_ event: NATSConnectionEvent) {
+        let listeners = state.withLock { Array($0.listeners.values) }
+        for listener in listeners {
+            listener.yield(event)
+            if event == .closed { listener.finish() }
+        }
+    }
+
+    func connected() {
+        connectedGauge.record(1)
+    }
+
+    func disconnected() {
+        disconnects.increment()
+        connectedGauge.record(0)
+        logger.warning("NATS connection lost; reconnecting")
+        failAllPending(.unavailable("the NATS connection was lost before the reply arrived"))
+        emit(.disconnected)
+    }
+
+    func reconnected(url: String) {
+        reconnects.increment()
+        connectedGauge.record(1)
+        logger.notice("NATS connection restored", metadata: ["troupe.nats_server": "\(url)"])
+        emit(.reconnected(url: url))
+    }
+
+    func closed() {
+        connectedGauge.record(0)
+        let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
+            state.closed = true
+            defer { state.closeWaiters.removeAll() }
+            return state.closeWaiters
+        }
+        logger.info("NATS connection closed")
+        failAllPending(.unavailable("the NATS connection is closed"))
+        emit(.closed)
+        state.withLock { $0.listeners.removeAll() }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func asyncError(_ status: natsStatus, subject: String?) {
+        asyncErrors.increment()
+        logger.warning(
+            "NATS reported an error",
+            metadata: [
+                "troupe.nats_status": "\(String(cString: natsStatus_GetText(status)))",
+                "troupe.nats_subject": "\(subject ?? "-")",
+            ])
+    }
+
+    var isClosed: Bool { state.withLock { $0.closed } }
+
+    /// Returns once the connection has closed.
+    func waitUntilClosed() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state -> Bool in
+                if state.closed { return true }
+                state.closeWaiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+}
+
+// MARK: libnats callbacks (on libnats' threads)
+
+let onDisconnected: natsConnectionHandler = { _, closure in
+    connectionTargets.lookup(closure)?.disconnected()
+}
+
+let onReconnected: natsConnectionHandler = { connection, closure in
+    guard let core = connectionTargets.lookup(closure) else { return }
+    var buffer = [CChar](repeating: 0, count: 256)
+    var url = "?"
+    if let connection, natsConnection_GetConnectedUrl(connection, &buffer, buffer.count) == NATS_OK {
+        url = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
+    core.reconnected(url: url)
+}
+
+let onClosed: natsConnectionHandler = { _, closure in
+    connectionTargets.lookup(closure)?.closed()
+}
+
+let onAsyncError: natsErrHandler = { _, subscription, status, closure in
+    guard let core = connectionTargets.lookup(closure) else { return }
+    var subject: String?
+    if let subscription, let text = natsSubscription_GetSubject(subscription) { subject = String(cString: text) }
+    core.asyncError(status, subject: subject)
+}
+
+/// Replies to requests: the last token of the subject names the request.
+let onReply: natsMsgHandler = { _, _, message, closure in
+    guard let message else { return }
+    defer { natsMsg_Destroy(message) }
+    guard let core = connectionTargets.lookup(closure) else { return }
+    let subject = String(cString: natsMsg_GetSubject(message))
+    guard let dot = subject.lastIndex(of: "."), let token = UInt64(subject[subject.index(after: dot)...]) else {
+        return
+    }
+    if natsMsg_IsNoResponders(message) {
+        core.complete(
+            token,
+            .failure(
+                .unavailable(
+                    "no subscriber answers on this subject (no responders)", details: ["reason": "no_responders"])))
+    } else {
+        core.complete(token, .success(NATSMessage(copying: message)))
+    }
+}
+
+/// Messages of a subscription, handed to its Swift handler.
+let onMessage: natsMsgHandler = { _, _, message, closure in
+    guard let message else { return }
+    defer { natsMsg_Destroy(message) }
+    guard let target = subscriptionTargets.lookup(closure) else { return }
+    target.handler(NATSMessage(copying: message))
+}

@@ -1,0 +1,125 @@
+import Foundation
+
+/// A private nats-server process on 127.0.0.1, for tests: a port picked by the server itself
+/// on the first start and kept across restarts, its log in a temporary directory.
+public final class NATSServer: @unchecked Sendable {
+    // @unchecked: the mutable process and port are touched only by the one test that owns the server.
+    public private(set) var port = 0
+    private var process: Process?
+    private let directory: URL
+    private let extraArguments: [String]
+    private var starts = 0
+
+    /// Starts a server; `arguments` are extra nats-server flags (for example `--user u --pass p`).
+    public init(arguments: [String] = []) throws {
+        directory = URL(fileURLWithPath: "/tmp/troupe-nats-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        extraArguments = arguments
+        try start()
+    }
+
+    deinit { stop() }
+
+    /// `nats://127.0.0.1:PORT`.
+    public var url: String { "nats://127.0.0.1:\(port)" }
+
+    public var isRunning: Bool { process?.isRunning ?? false }
+
+    /// Starts the server (again), on the port of the first start.
+    public func start() throws {
+        starts += 1
+        let log = directory.appendingPathComponent("nats-\(starts).log")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: Self.executable)
+        // -1: the server picks a free port and logs it; a restart reuses it.
+        process.arguments = ["-a", "127.0.0.1", "-p", port == 0 ? "-1" : "\(port)", "-l", log.path] + extraArguments
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        self.process = process
+        let deadline = Date().addingTimeInterval(10)
+        while Date() < deadline {
+            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
+            if let range = text.range(of: "Listening for client connections on 127.0.0.1:") {
+                let digits = text[range.upperBound...].prefix { $0.isNumber }
+                if let found = Int(digits), text.contains("Server is ready") {
+                    port = found
+                    return
+                }
+            }
+            guard process.isRunning else { break }
+            Thread.sleep(forTimeInterval: 0.02)
+        }
+        stop()
+        throw NATSServerError(
+            message: "nats-server did not start: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+    }
+
+    /// Kills the server with SIGKILL (a crash, as far as clients can tell) and waits for it to exit.
+    public func kill() {
+        guard let process, process.isRunning else { return }
+        Foundation.kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// Stops the server and removes its directory.
+    public func stop() {
+        kill()
+        process = nil
+        try? FileManager.default.removeItem(at: directory)
+    }
+
+    static var executable: String {
+        ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"].first {
+            FileManager.default.isExecutableFile(atPath: $0)
+        } ?? "nats-server"
+    }
+}
+
+public struct NATSServerError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// A throwaway CA with a server certificate for 127.0.0.1 and a client certificate, made with
+/// the openssl command in a temporary directory, for TLS tests.
+public struct TestCertificates: Sendable {
+    public let directory: String
+    public var caFile: String { directory + "/ca.pem" }
+    public var serverCertificate: String { directory + "/server.pem" }
+    public var serverKey: String { directory + "/server.key" }
+    public var clientCertificate: String { directory + "/client.pem" }
+    public var clientKey: String { directory + "/client.key" }
+    /// Another CA, which signed nothing here.
+    public var otherCAFile: String { directory + "/other-ca.pem" }
+
+    public init() throws {
+        directory = "/tmp/troupe-tls-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let script = """
+            set -e
+            cd '\(directory)'
+            key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+            openssl req -x509 $key -keyout ca.key -out ca.pem -days 2 -subj /CN=troupe-test-ca
+            openssl req -x509 $key -keyout other-ca.key -out other-ca.pem -days 2 -subj /CN=troupe-other-ca
+            printf 'subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth\\n' > server.ext
+            printf 'extendedKeyUsage=clientAuth\\n' > client.ext
+            openssl req $key -keyout server.key -out server.csr -subj /CN=127.0.0.1
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem -days 2 -extfile server.ext
+            openssl req $key -keyout client.key -out client.csr -subj /CN=troupe-test-client
+            openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else {
+            throw NATSServerError(message: "openssl could not make the test certificates")
+        }
+    }
+
+    public func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}

@@ -1,0 +1,30 @@
+public import Testing
+public import TroupeWire
+
+/// Expects `body` to throw a ``TroupeError`` with `code`.
+public func expectCode(
+    _ code: TroupeError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
+) async {
+    do {
+        try await body()
+        Issue.record("expected \(code), but the call succeeded", sourceLocation: sourceLocation)
+    } catch let error as TroupeError {
+        #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+    } catch {
+        Issue.record("expected TroupeError \(code), got \(error)", sourceLocation: sourceLocation)
+    }
+}
+
+/// Polls `condition` every 20 ms for at most `timeout`.
+///
+/// - Throws: `deadlineExceeded` naming `what` if the condition never held.
+public func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool)
+    async throws
+{
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        if try await condition() { return }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    throw TroupeError.deadlineExceeded("timed out waiting for \(what)")
+}

@@ -1,0 +1,296 @@
+import Foundation
+import Logging
+import Synchronization
+import Testing
+import TroupeNATS
+import TroupeTestActors
+import TroupeTestSupport
+import TroupeWire
+
+/// Options for a test server: quick reconnects so restart tests stay short.
+func testOptions(_ server: NATSServer) -> NATSOptions {
+    var options = NATSOptions(servers: [server.url])
+    options.name = "troupe-nats-test"
+    options.connectTimeout = .seconds(2)
+    options.reconnectWait = .milliseconds(50)
+    return options
+}
+
+func connect(_ options: NATSOptions) async throws -> NATSConnection {
+    var logger = Logger(label: "test.nats")
+    logger.logLevel = .warning
+    return try await NATSConnection.connect(options, logger: logger)
+}
+
+/// Collects messages a handler receives, from any thread.
+final class Inbox: Sendable {
+    private let messages = Mutex<[NATSMessage]>([])
+    func add(_ message: NATSMessage) { messages.withLock { $0.append(message) } }
+    var all: [NATSMessage] { messages.withLock { $0 } }
+    var count: Int { messages.withLock { $0.count } }
+}
+
+/// Waits (at most 10 s) for the next event of `events` that `matches`.
+func nextEvent(
+    _ events: AsyncStream<NATSConnectionEvent>, _ matches: @escaping @Sendable (NATSConnectionEvent) -> Bool
+) async throws -> NATSConnectionEvent {
+    try await withThrowingTaskGroup(of: NATSConnectionEvent?.self) { group in
+        group.addTask {
+            for await event in events where matches(event) { return event }
+            return nil
+        }
+        group.addTask {
+            try await Task.sleep(for: .seconds(10))
+            return nil
+        }
+        defer { group.cancelAll() }
+        guard let event = try await group.next() ?? nil else {
+            throw TroupeError.deadlineExceeded("the expected NATS event did not come")
+        }
+        return event
+    }
+}
+
+/// Answers every request on `subject` with the request's payload reversed.
+func reverser(_ connection: NATSConnection, on subject: String, queue: String? = nil) async throws
+    -> NATSSubscription
+{
+    try await connection.subscribe(to: subject, queue: queue) { message in
+        guard let reply = message.replyTo else { return }
+        try? connection.publish(to: reply, payload: message.payload.reversed(), headers: message.headers)
+    }
+}
+
+@Suite("NATS connection over libnats, against a real nats-server", .serialized)
+struct NATSConnectionTests {
+    @Test func publishedMessageReachesEverySubscriberWithHeadersAndPayload() async throws {
+        let server = try NATSServer()
+        let publisher = try await connect(testOptions(server))
+        let receiver = try await connect(testOptions(server))
+        let first = Inbox()
+        let second = Inbox()
+        let a = try await receiver.subscribe(to: "news.>") { first.add($0) }
+        defer { a.unsubscribe() }
+        let b = try await receiver.subscribe(to: "news.sport") { second.add($0) }
+        defer { b.unsubscribe() }
+        // A request-reply round trip proves both interests reached the server before the publish.
+        let echo = try await reverser(receiver, on: "ready")
+        defer { echo.unsubscribe() }
+        _ = try await publisher.request("ready", payload: [1], timeout: .seconds(5))
+
+        try publisher.publish(to: "news.sport", payload: [1, 2, 3], headers: ["Troupe-Test": "yes"])
+        try await waitFor("both subscribers") { first.count == 1 && second.count == 1 }
+        #expect(
+            first.all[0] == NATSMessage(subject: "news.sport", headers: ["Troupe-Test": "yes"], payload: [1, 2, 3]))
+        #expect(second.all[0].payload == [1, 2, 3])
+    }
+
+    @Test func queueGroupDeliversEachMessageToOneMemberOnly() async throws {
+        let server = try NATSServer()
+        let connection = try await connect(testOptions(server))
+        let memberA = Inbox()
+        let memberB = Inbox()
+        let a = try await connection.subscribe(to: "work", queue: "workers") { memberA.add($0) }
+        defer { a.unsubscribe() }
+        let b = try await connection.subscribe(to: "work", queue: "workers") { memberB.add($0) }
+        defer { b.unsubscribe() }
+        let publisher = try await connect(testOptions(server))
+        let echo = try await reverser(connection, on: "ready")
+        defer { echo.unsubscribe() }
+        _ = try await publisher.request("ready", payload: [1], timeout: .seconds(5))
+
+        for index in 0..<200 { try publisher.publish(to: "work", payload: [UInt8(index % 256)]) }
+        try await waitFor("200 deliveries") { memberA.count + memberB.count >= 200 }
+        // Let anything duplicated arrive before counting.
+        _ = try await publisher.request("ready", payload: [1], timeout: .seconds(5))
+        #expect(memberA.count + memberB.count == 200)
+    }
+
+    @Test func requestGetsTheResponderReply() async throws {
+        let server = try NATSServer()
+        let responder = try await connect(testOptions(server))
+        let requester = try await connect(testOptions(server))
+        let sub = try await reverser(responder, on: "reverse")
+        defer { sub.unsubscribe() }
+        let reply = try await requester.request(
+            "reverse", payload: [1, 2, 3], headers: ["Troupe-Caller": "alpha"], timeout: .seconds(5))
+        #expect(reply.payload == [3, 2, 1])
+        #expect(reply.headers["Troupe-Caller"] == "alpha")
+        #expect(requester.pendingRequests == 0)
+    }
+
+    @Test func requestWithoutRespondersFailsUnavailableInsteadOfWaitingForItsTimeout() async throws {
+        let server = try NATSServer()
+        let requester = try await connect(testOptions(server))
+        // A 60 s timeout: only the server's no-responders answer can end this as unavailable.
+        await expectCode(.unavailable) {
+            _ = try await requester.request("nobody.listens", payload: [1], timeout: .seconds(60))
+        }
+        #expect(requester.pendingRequests == 0)
+    }
+
+    @Test func requestNobodyAnswersFailsWithDeadlineExceeded() async throws {
+        let server = try NATSServer()
+        let connection = try await connect(testOptions(server))
+        let silent = try await connection.subscribe(to: "silent") { _ in }
+        defer { silent.unsubscribe() }
+        await expectCode(.deadlineExceeded) {
+            _ = try await connection.request("silent", payload: [1], timeout: .milliseconds(200))
+        }
+        #expect(connection.pendingRequests == 0)
+    }
+
+    @Test func requestInFlightFailsUnavailableWhenTheServerDies() async throws {
+        let server = try NATSServer()
+        let connection = try await connect(testOptions(server))
+        let silent = try await connection.subscribe(to: "silent") { _ in }
+        defer { silent.unsubscribe() }
+        let pending = Task { try await connection.request("silent", payload: [1], timeout: .seconds(60)) }
+        try await waitFor("the request to be sent") { connection.pendingRequests == 1 }
+        server.kill()
+        await expectCode(.unavailable) { _ = try await pending.value }
+        // While reconnecting, a new request fails at once rather than waiting for the server.
+        await expectCode(.unavailable) {
+            _ = try await connection.request("silent", payload: [1], timeout: .seconds(60))
+        }
+    }
+
+    @Test func serverRestartReconnectsAndSubscriptionsServeAgain() async throws {
+        let server = try NATSServer()
+        let responder = try await connect(testOptions(server))
+        let requester = try await connect(testOptions(server))
+        let sub = try await reverser(responder, on: "reverse")
+        defer { sub.unsubscribe() }
+        #expect(try await requester.request("reverse", payload: [1, 2], timeout: .seconds(5)).payload == [2, 1])
+
+        let events = requester.events()
+        server.kill()
+        #expect(try await nextEvent(events) { $0 == .disconnected } == .disconnected)
+        try server.start()
+        let reconnected = try await nextEvent(events) {
+            if case .reconnected = $0 { return true }
+            return false
+        }
+        #expect(reconnected == .reconnected(url: server.url))
+        // The responder reconnects on its own schedule; its subscription is restored with it.
+        try await waitFor("the responder to be back") {
+            (try? await requester.request("reverse", payload: [5, 6], timeout: .seconds(1)).payload) == [6, 5]
+        }
+        #expect(requester.isConnected)
+    }
+
+    @Test func rightUserAndPasswordConnectAndWrongOnesAreRefusedAsUnauthenticated() async throws {
+        let server = try NATSServer(arguments: ["--user", "troupe", "--pass", "s3cret"])
+        var options = testOptions(server)
+        options.user = "troupe"
+        options.password = "s3cret"
+        let connection = try await connect(options)
+        let sub = try await reverser(connection, on: "reverse")
+        defer { sub.unsubscribe() }
+        #expect(try await connection.request("reverse", payload: [1, 2], timeout: .seconds(5)).payload == [2, 1])
+
+        options.password = "wrong"
+        await expectCode(.unauthenticated) { _ = try await connect(options) }
+        options.user = nil
+        options.password = nil
+        await expectCode(.unauthenticated) { _ = try await connect(options) }
+    }
+
+    @Test func rightTokenConnectsAndAWrongOneIsRefused() async throws {
+        let server = try NATSServer(arguments: ["--auth", "t0ken"])
+        var options = testOptions(server)
+        options.token = "t0ken"
+        let connection = try await connect(options)
+        #expect(connection.isConnected)
+        options.token = "other"
+        await expectCode(.unauthenticated) { _ = try await connect(options) }
+    }
+
+    @Test func mutualTLSConnectsWithTheRightCAAndClientCertificateOnly() async throws {
+        let certificates = try TestCertificates()
+        defer { certificates.remove() }
+        let server = try NATSServer(arguments: [
+            "--tls", "--tlscert", certificates.serverCertificate, "--tlskey", certificates.serverKey,
+            "--tlscacert", certificates.caFile, "--tlsverify",
+        ])
+        var options = testOptions(server)
+        options.tlsCAFile = certificates.caFile
+        options.tlsCertificateFile = certificates.clientCertificate
+        options.tlsKeyFile = certificates.clientKey
+        let connection = try await connect(options)
+        let sub = try await reverser(connection, on: "reverse")
+        defer { sub.unsubscribe() }
+        #expect(try await connection.request("reverse", payload: [1, 2], timeout: .seconds(5)).payload == [2, 1])
+
+        var noClientCertificate = options
+        noClientCertificate.tlsCertificateFile = nil
+        noClientCertificate.tlsKeyFile = nil
+        await expectCode(.unavailable) { _ = try await connect(noClientCertificate) }
+        var otherCA = options
+        otherCA.tlsCAFile = certificates.otherCAFile
+        await expectCode(.unavailable) { _ = try await connect(otherCA) }
+        var missingFile = options
+        missingFile.tlsCAFile = certificates.directory + "/missing.pem"
+        do {
+            _ = try await connect(missingFile)
+            Issue.record("a missing CA file was accepted")
+        } catch let error as TroupeError {
+            #expect(error.message.contains("missing.pem"), "\(error)")
+        }
+    }
+
+    @Test func contradictoryOrUnusableOptionsAreRefusedWithTheReason() async throws {
+        let server = try NATSServer()
+        var options = testOptions(server)
+        options.user = "only-user"
+        await expectCode(.invalidArgument) { _ = try await connect(options) }
+        options = testOptions(server)
+        options.tlsCertificateFile = "/tmp/cert.pem"
+        await expectCode(.invalidArgument) { _ = try await connect(options) }
+        options = testOptions(server)
+        options.credentialsFile = "/nonexistent/troupe.creds"
+        do {
+            _ = try await connect(options)
+            Issue.record("a missing credentials file was accepted")
+        } catch let error as TroupeError {
+            #expect(error.message.contains("/nonexistent/troupe.creds"), "\(error)")
+        }
+        await expectCode(.unavailable) { _ = try await connect(NATSOptions(servers: ["nats://127.0.0.1:1"])) }
+    }
+
+    @Test func payloadAboveTheServerLimitIsRefusedAsResourceExhausted() async throws {
+        let server = try NATSServer()
+        let connection = try await connect(testOptions(server))
+        let tooBig = [UInt8](repeating: 7, count: connection.maxPayload + 1)
+        await expectCode(.resourceExhausted) { try connection.publish(to: "big", payload: tooBig) }
+        await expectCode(.resourceExhausted) {
+            _ = try await connection.request("big", payload: tooBig, timeout: .seconds(5))
+        }
+        #expect(connection.isConnected)
+    }
+
+    @Test func drainDeliversWhatWasPublishedThenCloses() async throws {
+        let server = try NATSServer()
+        let connection = try await connect(testOptions(server))
+        let messages = try await connection.messages(on: "drained")
+        let publisher = try await connect(testOptions(server))
+        let echo = try await reverser(connection, on: "ready")
+        defer { echo.unsubscribe() }
+        _ = try await publisher.request("ready", payload: [1], timeout: .seconds(5))
+        for index in 0..<10 { try publisher.publish(to: "drained", payload: [UInt8(index)]) }
+        await publisher.drain(timeout: .seconds(5))
+        #expect(publisher.isClosed)
+
+        var received: [UInt8] = []
+        for await message in messages {
+            received.append(contentsOf: message.payload)
+            if received.count == 10 { break }
+        }
+        #expect(received == Array(0..<10))
+        let events = connection.events()
+        await connection.drain(timeout: .seconds(5))
+        #expect(connection.isClosed)
+        #expect(try await nextEvent(events) { $0 == .closed } == .closed)
+        await expectCode(.unavailable) { _ = try await connection.request("ready", payload: [1], timeout: .seconds(1)) }
+    }
+}
