@@ -293,7 +293,7 @@ let package = Package(
         .testTarget(
             name: "TroupeStoreTests",
             dependencies: [
-                "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeStateEncryption", "TroupeWire",
+                "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeStateEncryption", "TroupeWire", "TroupeTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TroupeStoreTests"

@@ -1,4 +1,5 @@
 import Testing
+import TroupeTestSupport
 import TroupePostgres
 import TroupeStore
 import TroupeWire
@@ -116,7 +117,7 @@ import TroupeWire
             try await withThrowingTaskGroup(of: Void.self) { group in
                 for token in tokens where token != latest {
                     group.addTask {
-                        await expectTroupeError(.failedPrecondition) {
+                        await expectCode(.failedPrecondition) {
                             try await store.write(key("seat-1"), state: blob("stale"), fencingToken: token)
                         }
                     }
@@ -133,7 +134,7 @@ import TroupeWire
         let configuration = PostgresStateStore.Configuration(
             host: "127.0.0.1", port: 1, username: "troupe", password: "s3cret-pw", database: "troupe",
             connectTimeout: .seconds(3))
-        let error = await expectTroupeError(.unavailable) {
+        let error = await expectCode(.unavailable) {
             try await PostgresStateStore.open(configuration: configuration, logger: PostgresTestServer.logger)
         }
         #expect(error?.message.contains("127.0.0.1:1") == true)
@@ -167,7 +168,7 @@ import TroupeWire
         "postgres://troupe:s3cret@db/state?pool=3",
     ])
     func badURLIsInvalidArgumentWithoutThePassword(url: String) async throws {
-        let error = await expectTroupeError(.invalidArgument) { try PostgresStateStore.Configuration(url: url) }
+        let error = await expectCode(.invalidArgument) { try PostgresStateStore.Configuration(url: url) }
         #expect(error?.message.contains("s3cret") == false)
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TroupeTestSupport
 import TroupeSQLite
 import TroupeStore
 import TroupeWire
@@ -36,7 +37,7 @@ import TroupeWire
             let owner = try await openSQLite(path)
             _ = try await owner.activate(key("seat-1"), actorType: "Seat")
 
-            let error = await expectTroupeError(.failedPrecondition) {
+            let error = await expectCode(.failedPrecondition) {
                 try await openSQLite(path, busyTimeout: .milliseconds(50))
             }
             #expect(error?.message == "state file \(path) is in use by another process")
@@ -55,7 +56,7 @@ import TroupeWire
         try await withTemporaryDirectory { directory in
             let path = directory.file("troupe.sqlite")
             let owner = try await openSQLite(path)
-            await expectTroupeError(.failedPrecondition) {
+            await expectCode(.failedPrecondition) {
                 try await openSQLite(path, busyTimeout: .milliseconds(50))
             }
             try await owner.close()
@@ -68,7 +69,7 @@ import TroupeWire
             let path = directory.file("troupe.sqlite")
             try await openSQLite(path).close()
             let owner = try await openSQLite(path)
-            await expectTroupeError(.failedPrecondition) {
+            await expectCode(.failedPrecondition) {
                 try await openSQLite(path, busyTimeout: .milliseconds(50))
             }
             try await owner.close()
@@ -81,7 +82,7 @@ import TroupeWire
             let garbage = String(repeating: "this is not a database, just some text\n", count: 200)
             try Data(garbage.utf8).write(to: URL(fileURLWithPath: path))
 
-            let error = await expectTroupeError(.failedPrecondition) { try await openSQLite(path) }
+            let error = await expectCode(.failedPrecondition) { try await openSQLite(path) }
             #expect(error?.message.contains("state file \(path) is not a Troupe state database") == true)
         }
     }
@@ -101,7 +102,7 @@ import TroupeWire
             // A regular file where a parent directory should be.
             let blocker = directory.file("blocker")
             try Data("x".utf8).write(to: URL(fileURLWithPath: blocker))
-            await expectTroupeError(.unavailable) { try await openSQLite(blocker + "/troupe.sqlite") }
+            await expectCode(.unavailable) { try await openSQLite(blocker + "/troupe.sqlite") }
         }
     }
 

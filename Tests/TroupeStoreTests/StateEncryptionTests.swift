@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import TroupeTestSupport
 import TroupeStateEncryption
 import TroupeStore
 import TroupeWire
@@ -52,7 +53,7 @@ import TroupeWire
             // Once k1 is dropped, seat-2 (written with k2) still reads; seat-1 names the missing key.
             let onlyNew = EncryptingStateStore(wrapping: base, keyring: try Self.keyring(["k2": Self.newKey]))
             #expect(try await onlyNew.read(key("seat-2"))?.state == blob("new"))
-            let missing = await expectTroupeError(.failedPrecondition) { try await onlyNew.read(key("seat-1")) }
+            let missing = await expectCode(.failedPrecondition) { try await onlyNew.read(key("seat-1")) }
             #expect(missing?.message.contains("'k1'") == true)
         }
     }
@@ -63,7 +64,7 @@ import TroupeWire
             let store = EncryptingStateStore(wrapping: base, keyring: try Self.keyring(["k1": Self.oldKey]))
             try await Self.write("secret", to: "seat-1", through: store)
             let impostor = EncryptingStateStore(wrapping: base, keyring: try Self.keyring(["k1": Self.newKey]))
-            let error = await expectTroupeError(.dataLoss) {
+            let error = await expectCode(.dataLoss) {
                 try await impostor.activate(key("seat-1"), actorType: "Seat")
             }
             #expect(error?.message.contains("k1") == true)
@@ -76,7 +77,7 @@ import TroupeWire
             let store = EncryptingStateStore(wrapping: base, keyring: try Self.keyring(["k1": Self.oldKey]))
             try await Self.write("secret", to: "seat-1", through: store)
             let plain = EncryptingStateStore(wrapping: base, keyring: .none)
-            let error = await expectTroupeError(.failedPrecondition) {
+            let error = await expectCode(.failedPrecondition) {
                 try await plain.activate(key("seat-1"), actorType: "Seat")
             }
             #expect(error?.message.contains("configured: none") == true)
@@ -106,19 +107,19 @@ import TroupeWire
             // The same ciphertext under another actor's name: the actor is authenticated data.
             let token = try await base.activate(key("seat-2"), actorType: "Seat").fencingToken
             _ = try await base.write(key("seat-2"), state: sealed, fencingToken: token)
-            await expectTroupeError(.dataLoss) { try await store.read(key("seat-2")) }
+            await expectCode(.dataLoss) { try await store.read(key("seat-2")) }
 
             var flipped = sealed
             flipped.bytes[flipped.bytes.count - 20] ^= 0x01
             let token3 = try await base.activate(key("seat-3"), actorType: "Seat").fencingToken
             _ = try await base.write(key("seat-3"), state: flipped, fencingToken: token3)
-            await expectTroupeError(.dataLoss) { try await store.read(key("seat-3")) }
+            await expectCode(.dataLoss) { try await store.read(key("seat-3")) }
 
             var truncated = sealed
             truncated.bytes = Array(sealed.bytes.prefix(10))
             let token4 = try await base.activate(key("seat-4"), actorType: "Seat").fencingToken
             _ = try await base.write(key("seat-4"), state: truncated, fencingToken: token4)
-            await expectTroupeError(.dataLoss) { try await store.read(key("seat-4")) }
+            await expectCode(.dataLoss) { try await store.read(key("seat-4")) }
         }
     }
 

@@ -1,4 +1,5 @@
 import Testing
+import TroupeTestSupport
 import TroupeStore
 import TroupeWire
 
@@ -63,7 +64,7 @@ import TroupeWire
             _ = try await store.write(key("seat-1"), state: blob("from older"), fencingToken: older)
             let newer = try await store.activate(key("seat-1"), actorType: "Seat").fencingToken
 
-            let error = await expectTroupeError(.failedPrecondition) {
+            let error = await expectCode(.failedPrecondition) {
                 try await store.write(key("seat-1"), state: blob("zombie"), fencingToken: older)
             }
             #expect(error?.message.contains("fencing token \(newer)") == true)
@@ -80,10 +81,10 @@ import TroupeWire
     func writeWithTokenNeverHandedOutIsRefused(kind: StoreKind) async throws {
         try await withStore(kind) { store in
             let token = try await store.activate(key("seat-1"), actorType: "Seat").fencingToken
-            await expectTroupeError(.failedPrecondition) {
+            await expectCode(.failedPrecondition) {
                 try await store.write(key("seat-1"), state: blob("x"), fencingToken: token + 1)
             }
-            await expectTroupeError(.failedPrecondition) {
+            await expectCode(.failedPrecondition) {
                 try await store.write(key("seat-1"), state: blob("x"), fencingToken: .max)
             }
             #expect(try await store.read(key("seat-1"))?.revision == 0)
@@ -93,7 +94,7 @@ import TroupeWire
     @Test(arguments: StoreKind.allCases)
     func writeToMissingActorIsNotFound(kind: StoreKind) async throws {
         try await withStore(kind) { store in
-            await expectTroupeError(.notFound) {
+            await expectCode(.notFound) {
                 try await store.write(key("nobody"), state: blob("x"), fencingToken: 1)
             }
             let record = try await store.read(key("nobody"))
@@ -105,7 +106,7 @@ import TroupeWire
     func activateAsAnotherTypeIsFailedPreconditionAndKeepsTheType(kind: StoreKind) async throws {
         try await withStore(kind) { store in
             _ = try await store.activate(key("seat-1"), actorType: "Seat")
-            await expectTroupeError(.failedPrecondition) {
+            await expectCode(.failedPrecondition) {
                 try await store.activate(key("seat-1"), actorType: "Event")
             }
             #expect(try await store.read(key("seat-1"))?.actorType == "Seat")
@@ -167,7 +168,7 @@ import TroupeWire
     func spawnRefusesTypeClashWithAlreadyExistsAndCreatesNothing(kind: StoreKind) async throws {
         try await withStore(kind) { store in
             _ = try await store.activate(key("taken"), actorType: "Event")
-            let error = await expectTroupeError(.alreadyExists) {
+            let error = await expectCode(.alreadyExists) {
                 try await store.spawn([key("new-1"), key("taken"), key("new-2")], actorType: "Seat")
             }
             #expect(error?.message.contains("tickets/taken") == true)
@@ -253,7 +254,7 @@ import TroupeWire
             #expect(Set(tokens).count == tokens.count)
             let latest = try #require(tokens.max())
             for token in tokens where token != latest {
-                await expectTroupeError(.failedPrecondition) {
+                await expectCode(.failedPrecondition) {
                     try await store.write(key("seat-1"), state: blob("stale"), fencingToken: token)
                 }
             }
@@ -267,12 +268,12 @@ import TroupeWire
             let token = try await store.activate(key("seat-1"), actorType: "Seat").fencingToken
             try await store.close()
 
-            await expectTroupeError(.unavailable) { try await store.activate(key("seat-1"), actorType: "Seat") }
-            await expectTroupeError(.unavailable) {
+            await expectCode(.unavailable) { try await store.activate(key("seat-1"), actorType: "Seat") }
+            await expectCode(.unavailable) {
                 try await store.write(key("seat-1"), state: blob("x"), fencingToken: token)
             }
-            await expectTroupeError(.unavailable) { try await store.spawn([key("seat-2")], actorType: "Seat") }
-            await expectTroupeError(.unavailable) { try await store.read(key("seat-1")) }
+            await expectCode(.unavailable) { try await store.spawn([key("seat-2")], actorType: "Seat") }
+            await expectCode(.unavailable) { try await store.read(key("seat-1")) }
             // Closing again is harmless, so shutdown paths need not track it.
             try await store.close()
         }

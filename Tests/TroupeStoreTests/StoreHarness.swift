@@ -74,20 +74,6 @@ func openSQLite(_ path: String, busyTimeout: Duration = .seconds(5)) async throw
     try await SQLiteStateStore.open(path: path, logger: .init(label: "troupe-store-tests"), busyTimeout: busyTimeout)
 }
 
-/// Expects `body` to throw a ``TroupeError`` with `code`, and returns it for further checks.
-@discardableResult
-func expectTroupeError<T>(
-    _ code: TroupeError.Code,
-    sourceLocation: SourceLocation = #_sourceLocation,
-    _ body: () async throws -> T
-) async -> TroupeError? {
-    let error = await #expect(throws: TroupeError.self, sourceLocation: sourceLocation) {
-        _ = try await body()
-    }
-    #expect(error?.code == code, "expected \(code), got \(String(describing: error))", sourceLocation: sourceLocation)
-    return error
-}
-
 func key(_ name: String, system: String = "tickets") -> ActorKey {
     ActorKey(system: system, name: name)
 }

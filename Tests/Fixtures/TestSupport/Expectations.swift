@@ -1,17 +1,21 @@
 public import Testing
 public import TroupeWire
 
-/// Expects `body` to throw a ``TroupeError`` with `code`.
-public func expectCode(
-    _ code: TroupeError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> Void
-) async {
+/// Expects `body` to throw a ``TroupeError`` with `code`, and returns that error for more checks.
+@discardableResult
+public func expectCode<T>(
+    _ code: TroupeError.Code, sourceLocation: SourceLocation = #_sourceLocation, _ body: () async throws -> T
+) async -> TroupeError? {
     do {
-        try await body()
+        _ = try await body()
         Issue.record("expected \(code), but the call succeeded", sourceLocation: sourceLocation)
+        return nil
     } catch let error as TroupeError {
         #expect(error.code == code, "\(error)", sourceLocation: sourceLocation)
+        return error
     } catch {
         Issue.record("expected TroupeError \(code), got \(error)", sourceLocation: sourceLocation)
+        return nil
     }
 }
 

@@ -27,28 +27,28 @@ struct StoreBench: AsyncParsableCommand {
         var logger = Logger(label: "troupe-store-bench")
         logger.logLevel = .error
 
-        print("== baseline: pgbench, \(actors) clients, single-row upserts of \(stateBytes)-byte states, \(seconds) s")
+        say("== baseline: pgbench, \(actors) clients, single-row upserts of \(stateBytes)-byte states, \(seconds) s")
         let baseline = try await PgbenchBaseline.run(
             url: pgURL, clients: actors, stateBytes: stateBytes, seconds: seconds, program: pgbench, logger: logger)
-        print("   \(Int(baseline)) upserts/s")
+        say("   \(Int(baseline)) upserts/s")
 
-        print("== write-through through the store: \(actors) actors, \(stateBytes)-byte states, \(seconds) s")
+        say("== write-through through the store: \(actors) actors, \(stateBytes)-byte states, \(seconds) s")
         let groupCommit = try await storeWriteThrough(logger: logger)
-        print(
+        say(
             "   \(Int(groupCommit.rate)) acknowledged updates/s in \(groupCommit.flushes) flushes (\(String(format: "%.1f", groupCommit.perFlush)) rows each), ratio \(String(format: "%.2f", groupCommit.rate / baseline))x pgbench (target ≥ 3x)"
         )
-        print("   per-write latency p50 \(groupCommit.latency.p50) µs p99 \(groupCommit.latency.p99) µs")
+        say("   per-write latency p50 \(groupCommit.latency.p50) µs p99 \(groupCommit.latency.p99) µs")
 
-        print("== end to end through an in-process sidecar and SDK host (stateful counter actors)")
+        say("== end to end through an in-process sidecar and SDK host (stateful counter actors)")
         let memory = try await endToEnd(store: "memory", logger: logger)
         let postgres = try await endToEnd(store: "postgres", logger: logger)
-        print(
+        say(
             "   write-through latency, 1 in flight: memory p50 \(memory.latency.p50) µs p99 \(memory.latency.p99) µs; postgres p50 \(postgres.latency.p50) µs p99 \(postgres.latency.p99) µs"
         )
-        print(
+        say(
             "   added by Postgres write-through: p50 +\(String(format: "%.1f", postgres.latency.p50 - memory.latency.p50)) µs, p99 +\(String(format: "%.1f", postgres.latency.p99 - memory.latency.p99)) µs"
         )
-        print(
+        say(
             "   \(callers) callers: write-through \(Int(postgres.writeThroughRate))/s (memory store \(Int(memory.writeThroughRate))/s), write-behind \(Int(postgres.writeBehindRate))/s (memory store \(Int(memory.writeBehindRate))/s)"
         )
     }
@@ -122,6 +122,7 @@ struct StoreBench: AsyncParsableCommand {
         configuration.store = store
         configuration.mailboxCapacity = 100_000
         configuration.maxConcurrentRequests = 100_000
+        configuration.adminListen = nil
         var postgres: PostgresStateStore.Configuration?
         if store == "postgres" {
             var settings = try PostgresStateStore.Configuration(url: pgURL)
@@ -210,4 +211,10 @@ func replacingState<Actor: VirtualActor>(_ actions: inout Actions<Actor>) where 
         context.state.writes += 1
         return context.state.writes
     }
+}
+
+/// Prints a line at once (unbuffered, unlike `print` into a file or pipe), so a long run shows
+/// where it is.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
 }
