@@ -78,12 +78,28 @@ let package = Package(
             name: "TroupeActors",
             dependencies: [
                 "TroupeWire", "TroupeStore", "TroupeProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/TroupeActors",
+            swiftSettings: strict
+        ),
+        // The ActorSystem cluster: sidecar-to-sidecar TCP transport, SWIM driver, placement.
+        .target(
+            name: "TroupeCluster",
+            dependencies: [
+                "TroupeActors", "TroupeMembership", "TroupePlacement", "TroupeWire", "TroupeProto", "TroupeStore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/TroupeCluster",
             swiftSettings: strict
         ),
         // The `troupe` command-line tool.
@@ -101,7 +117,7 @@ let package = Package(
         .target(
             name: "TroupeSidecar",
             dependencies: [
-                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors",
+                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors", "TroupeCluster",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -192,8 +208,18 @@ let package = Package(
         ),
         .testTarget(
             name: "TroupeActorsTests",
-            dependencies: ["TroupeActors", "TroupeWire"],
+            dependencies: ["TroupeActors", "TroupeWire", .product(name: "NIOCore", package: "swift-nio")],
             path: "Tests/TroupeActorsTests"
+        ),
+        .testTarget(
+            name: "TroupeClusterTests",
+            dependencies: [
+                "TroupeCluster", "TroupeActors", "TroupeMembership", "TroupeWire", "TroupeProto", "TroupeStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TroupeClusterTests"
         ),
         .testTarget(
             name: "TroupePlacementTests",

@@ -6,6 +6,16 @@ import Synchronization
 public import TroupeProto
 public import TroupeStore
 public import TroupeWire
+import SwiftProtobuf
+import Foundation
+
+/// Where an actor lives when the sidecar is one node of a cluster.
+public protocol InvocationRouter: Sendable {
+    /// The node that owns `actor` when that is another node; nil to serve the call here.
+    /// `spawnFrom` is the call's unnamed actor type, if it names one. Must not block: it runs on
+    /// the thread that read the call.
+    func remoteOwner(of actor: ActorKey, spawnFrom: String) -> String?
+}
 
 /// The directory of a sidecar's actors: registered types, their hosts, and every activation with
 /// its mailbox.
@@ -88,6 +98,7 @@ public final class ActorDirectory: Service, Sendable {
 
     public let configuration: Configuration
     public let actorSystem: TroupeActorSystem
+    private let router = Mutex<(any InvocationRouter)?>(nil)
     public let store: any StateStore
     private let logger: Logger
     private let state = Mutex(State())
@@ -97,6 +108,7 @@ public final class ActorDirectory: Service, Sendable {
     private let deactivations = Counter(label: "troupe_deactivations_total")
     private let activeGauge = Gauge(label: "troupe_active_actors")
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
+    private let forwarded = Counter(label: "troupe_forwarded_calls_total")
 
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
         self.configuration = configuration
@@ -107,6 +119,15 @@ public final class ActorDirectory: Service, Sendable {
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
         self.logger = logger
         (self.work, self.workInput) = AsyncStream.makeStream(of: Work.self)
+        actorSystem.serve(stableTarget: StableTargets.actorProcessInvoke) { [weak self] call, deadline, reply in
+            guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
+            self.serveRemote(call, deadline: deadline, reply: reply)
+        }
+    }
+
+    /// Decides, per call, whether an actor lives on another node. Nil (a single node) serves every call here.
+    public func route(with router: (any InvocationRouter)?) {
+        self.router.withLock { $0 = router }
     }
 
     // MARK: Registration
@@ -182,7 +203,16 @@ public final class ActorDirectory: Service, Sendable {
     // MARK: Invocation
 
     /// Queues a call. The outcome reaches `reply`, exactly once, by the caller's deadline at the latest.
+    ///
+    /// When a router names another node as the actor's owner, the call goes there instead, as a
+    /// remote call of ``ActorProcess/invoke(request:)``, started before this returns so calls
+    /// keep their order. A call that was forwarded already is not forwarded again: nodes that
+    /// disagree about the owner answer `unavailable` rather than pass a call around.
     public func invoke(_ invocation: Invocation, reply: Reply) {
+        if let router = router.withLock({ $0 }), let owner = router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom) {
+            forward(invocation, to: owner, reply: reply)
+            return
+        }
         var activate: Work?
         var pump: (ActorProcess, any EventLoop)?
         let refusal = state.withLock { state -> TroupeError? in
@@ -214,6 +244,71 @@ public final class ActorDirectory: Service, Sendable {
         } else if let activate {
             workInput.yield(activate)
         }
+    }
+
+    private func forward(_ invocation: Invocation, to owner: String, reply: Reply) {
+        guard invocation.hops == 0 else {
+            reply.complete(
+                .failure(
+                    .unavailable(
+                        "\(invocation.actor) was forwarded here, but node \(configuration.node) places it on \(owner); placement is settling, retry",
+                        details: ["actor": invocation.actor.name, "owner": owner])))
+            return
+        }
+        let request: [UInt8]
+        do { request = try invocation.remoteRequest() } catch {
+            reply.complete(.failure(error))
+            return
+        }
+        let call = RemoteCallEnvelope(
+            recipient: TroupeActorID(node: owner, path: invocation.actor.description),
+            target: StableTargets.actorProcessInvoke, arguments: [Data(request)], hops: invocation.hops + 1)
+        forwarded.increment()
+        actorSystem.start(call, deadline: invocation.deadline).whenComplete { result in
+            switch result {
+            case .success(let bytes):
+                do {
+                    reply.complete(.success(try WirePayload(serializedBytes: Array(bytes ?? Data()))))
+                } catch {
+                    reply.complete(.failure(.internalError("node \(owner) answered with an unreadable payload: \(error)")))
+                }
+            case .failure(let error):
+                reply.complete(.failure(TroupeError(wrapping: error)))
+            }
+        }
+    }
+
+    /// Serves a call another node sent to the stable target ``StableTargets/actorProcessInvoke``:
+    /// synchronously, so calls from one connection keep their order.
+    private func serveRemote(
+        _ call: RemoteCallEnvelope, deadline: NIODeadline,
+        reply: @escaping @Sendable (Result<Data?, TroupeError>) -> Void
+    ) {
+        guard let bytes = call.arguments.first, call.arguments.count == 1 else {
+            return reply(.failure(.invalidArgument("\(StableTargets.actorProcessInvoke) takes one argument")))
+        }
+        let parts = call.recipient.path.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else {
+            return reply(.failure(.invalidArgument("recipient path '\(call.recipient.path)' is not SYSTEM/ACTOR")))
+        }
+        var invocation: Invocation
+        do {
+            invocation = try Invocation(
+                remote: Array(bytes), defaultActor: ActorKey(system: parts[0], name: parts[1]), hops: call.hops)
+        } catch {
+            return reply(.failure(error))
+        }
+        invocation.deadline = min(invocation.deadline, deadline)
+        let answer = Reply { result in
+            reply(
+                result.flatMap { payload in
+                    do { return .success(Data(try payload.serializedBytes() as [UInt8])) } catch {
+                        return .failure(.internalError("cannot encode a reply: \(error)"))
+                    }
+                })
+        }
+        answer.arm(deadline: invocation.deadline, on: DeadlineTimers.loop)
+        invoke(invocation, reply: answer)
     }
 
     /// Queues a call and waits for its outcome.

@@ -1,5 +1,6 @@
 import Distributed
 import Foundation
+import NIOCore
 import Synchronization
 import Testing
 import TroupeActors
@@ -28,12 +29,19 @@ final class LoopbackTransport: RemoteCallTransport {
         self.systems = Dictionary(uniqueKeysWithValues: systems.map { ($0.node, $0) })
     }
 
-    func send(_ call: RemoteCallEnvelope, to node: String) async throws -> Result<Data?, TroupeError> {
+    func start(_ call: RemoteCallEnvelope, to node: String, deadline: NIODeadline) -> EventLoopFuture<Data?> {
         targets.withLock { $0.append(call.target) }
-        // Through the bytes a network would carry.
-        let wire = try JSONDecoder().decode(RemoteCallEnvelope.self, from: JSONEncoder().encode(call))
-        guard let system = systems[node] else { return .failure(.unavailable("no node \(node)")) }
-        return await system.executeRemoteCall(wire)
+        let promise = NIOSingletons.posixEventLoopGroup.any().makePromise(of: Data?.self)
+        guard let system = systems[node] else {
+            promise.fail(TroupeError.unavailable("no node \(node)"))
+            return promise.futureResult
+        }
+        promise.completeWithTask {
+            // Through the bytes a network would carry.
+            let wire = try JSONDecoder().decode(RemoteCallEnvelope.self, from: JSONEncoder().encode(call))
+            return try await system.executeRemoteCall(wire).get()
+        }
+        return promise.futureResult
     }
 }
 
