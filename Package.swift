@@ -118,6 +118,7 @@ let package = Package(
             name: "TroupeSidecar",
             dependencies: [
                 "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors", "TroupeCluster",
+                "TroupeMembership",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

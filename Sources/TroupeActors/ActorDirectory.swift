@@ -556,11 +556,16 @@ public final class ActorDirectory: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
             let now = NIODeadline.now()
+            let router = self.router.withLock { $0 }
             var unsaved: [(ActorProcess, any EventLoop)] = []
             let removed = state.withLock { state -> Int in
-                let idle = state.slots.filter { _, slot in
+                let idle = state.slots.filter { key, slot in
                     guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return false }
-                    return now - slot.lastActivity >= type.idleTimeout
+                    if now - slot.lastActivity >= type.idleTimeout { return true }
+                    // Another node owns it now (membership changed): store and let go, so the
+                    // new owner activates it from the store.
+                    let unnamed = type.definition.kind == .unnamed ? type.name : ""
+                    return router?.remoteOwner(of: key, spawnFrom: unnamed) != nil
                 }
                 var count = 0
                 for (key, slot) in idle {

@@ -223,7 +223,7 @@ public enum StableTargets {
     /// The mangled identifier of each method with a stable name. A test pins every entry against
     /// the identifier the compiler produces, so a rename fails there, not in a rolling upgrade.
     static let byIdentifier: [String: String] = [
-        "$s12TroupeActors12ActorProcessC6invoke7requestSays5UInt8VGAG_tYaKFTE": actorProcessInvoke
+        "$s12TroupeActors12ActorProcessC6invoke7requestSays5UInt8VGAH_tYaKFTE": actorProcessInvoke
     ]
 
     /// The stable name of the method with mangled identifier `identifier`, if it has one.

@@ -44,6 +44,8 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
     private let group: any EventLoopGroup
     private let logger: Logger
     private let links = Mutex<[String: PeerLink]>([:])
+    /// Connections peers opened to this node, closed when it stops.
+    private let accepted = Mutex<[ObjectIdentifier: ClusterConnection]>([:])
     /// Node name → the address of its current incarnation, as membership knows it.
     private let addresses = Mutex<[String: String]>([:])
     private let swimReceiver = Mutex<(@Sendable (ClusterSwim, NodeIdentity) -> Void)?>(nil)
@@ -244,6 +246,9 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
                 channel.eventLoop.makeCompletedFuture {
                     let connection = try install(
                         on: channel, role: .accepting(system: system, myself: myself), logger: logger)
+                    let id = ObjectIdentifier(connection)
+                    accepted.withLock { $0[id] = connection }
+                    channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: id) } }
                     channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
                         if connection.peer == nil { connection.close() }
                     }
@@ -269,6 +274,7 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
             return Array(links.values)
         }
         for link in all { link.close(failingCallsWith: .unavailable("node \(myself.name) is shutting down")) }
+        for connection in accepted.withLock({ Array($0.values) }) { connection.close() }
         logger.info("cluster transport stopped")
     }
 }

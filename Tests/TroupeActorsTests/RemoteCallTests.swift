@@ -92,6 +92,22 @@ struct RemoteCallTests {
     }
 }
 
+@Suite("Stable target names")
+struct StableTargetTests {
+    /// The hand-kept table maps ActorProcess.invoke's mangled identifier to its stable name. If this
+    /// fails, the method was renamed or changed: update the identifier in `StableTargets`, never
+    /// the stable name, which nodes of other builds rely on.
+    @Test func actorProcessInvokeTravelsUnderItsStableName() async throws {
+        let local = TroupeActorSystem(node: "a")
+        let transport = LoopbackTransport([local, TroupeActorSystem(node: "b")])
+        local.attach(transport: transport)
+        let process = try ActorProcess.resolve(id: TroupeActorID(node: "b", path: "test/anyone"), using: local)
+        _ = try? await process.invoke(request: [])
+        let identifier = try #require(transport.targets.withLock { $0.first })
+        #expect(identifier == StableTargets.actorProcessInvoke)
+    }
+}
+
 private func isLocal(_ actor: Greeter) -> Bool {
     __isLocalActor(actor)
 }

@@ -3,6 +3,8 @@ import NIOCore
 import NIOPosix
 import ServiceLifecycle
 public import TroupeActors
+public import TroupeCluster
+import TroupeMembership
 import TroupeSQLite
 import TroupeStore
 import TroupeWire
@@ -21,6 +23,8 @@ public final class Sidecar: Sendable {
     public let configuration: SidecarConfiguration
     public let directory: ActorDirectory
     let server: HostServer
+    /// The cluster transport and membership; nil on a single node (no `cluster-listen`).
+    public let cluster: (transport: ClusterTransport, membership: ClusterMembership)?
     let store: any StateStore
     let logger: Logger
     let eventLoops: MultiThreadedEventLoopGroup
@@ -48,7 +52,32 @@ public final class Sidecar: Sendable {
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
-        server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
+        cluster = Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)
+        server = HostServer(
+            configuration: configuration, directory: directory, membership: cluster?.membership, group: eventLoops,
+            logger: logger)
+    }
+
+    private static func makeCluster(
+        _ configuration: SidecarConfiguration, directory: ActorDirectory, group: any EventLoopGroup, logger: Logger
+    ) -> (ClusterTransport, ClusterMembership)? {
+        guard let listen = configuration.clusterListen, let (host, port) = ClusterTransport.split(listen) else {
+            return nil
+        }
+        let advertise = configuration.clusterAdvertise ?? listen
+        let myself = NodeIdentity(name: configuration.node, address: advertise, uid: UInt64.random(in: 1...UInt64.max))
+        let transport = ClusterTransport(
+            configuration: .init(system: configuration.system, myself: myself, listenHost: host, listenPort: port),
+            actorSystem: directory.actorSystem, group: group, logger: logger)
+        var membershipConfiguration = ClusterMembership.Configuration()
+        membershipConfiguration.seeds = configuration.clusterSeeds
+        membershipConfiguration.dnsName = configuration.clusterDNS
+        membershipConfiguration.dnsPort = ClusterTransport.split(advertise)?.1 ?? port
+        let membership = ClusterMembership(
+            configuration: membershipConfiguration, transport: transport,
+            localTypes: { Set(directory.registeredTypes.map(\.name)) }, logger: logger)
+        directory.route(with: membership)
+        return (transport, membership)
     }
 
     /// The TCP port hosts can connect to, once ``run(signals:)`` has bound it (useful with port 0).
@@ -59,7 +88,10 @@ public final class Sidecar: Sendable {
     public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server), .init(service: directory)],
+                // Shut down in reverse order: hosts, then the directory drains, then the node
+                // leaves the cluster, then the transport closes.
+                services: (cluster.map { [.init(service: $0.transport), .init(service: $0.membership)] } ?? [])
+                    + [.init(service: server), .init(service: directory)],
                 gracefulShutdownSignals: signals,
                 cancellationSignals: [],
                 logger: logger))

@@ -37,6 +37,14 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
     var eventLoopThreads: String?
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error, critical.") var logLevel:
         String?
+    @Option(name: .customLong("cluster-listen"), help: "Cluster listener for other sidecars, HOST:PORT.")
+    var clusterListen: String?
+    @Option(name: .customLong("cluster-advertise"), help: "Address peers reach this sidecar at, HOST:PORT.")
+    var clusterAdvertise: String?
+    @Option(name: .customLong("cluster-seeds"), help: "Comma-separated HOST:PORT of cluster seeds.")
+    var clusterSeeds: String?
+    @Option(name: .customLong("cluster-dns"), help: "DNS name whose A records are cluster peers.")
+    var clusterDNS: String?
 
     /// Every flag paired with the setting key it sets; a test checks this covers the whole table.
     var flags: [(String, String?)] {
@@ -46,7 +54,8 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
             ("mailbox-capacity", mailboxCapacity), ("idle-timeout-ms", idleTimeoutMs),
             ("heartbeat-interval-ms", heartbeatIntervalMs), ("handshake-timeout-ms", handshakeTimeoutMs),
             ("drain-timeout-ms", drainTimeoutMs), ("max-concurrent-requests", maxConcurrentRequests),
-            ("event-loop-threads", eventLoopThreads), ("log-level", logLevel),
+            ("event-loop-threads", eventLoopThreads), ("log-level", logLevel), ("cluster-listen", clusterListen),
+            ("cluster-advertise", clusterAdvertise), ("cluster-seeds", clusterSeeds), ("cluster-dns", clusterDNS),
         ]
     }
 
