@@ -238,7 +238,7 @@ let package = Package(
         .testTarget(
             name: "TroupeSidecarTests",
             dependencies: [
-                "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore",
+                "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore", "TroupePlacement",
                 "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

@@ -556,16 +556,23 @@ public final class ActorDirectory: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
             let now = NIODeadline.now()
-            let router = self.router.withLock { $0 }
+            // Actors another node owns now (membership changed) are stored and let go, so the
+            // new owner activates them from the store. The router is asked outside the lock.
+            var moved: Set<ActorKey> = []
+            if let router = self.router.withLock({ $0 }) {
+                let candidates = state.withLock { state in
+                    state.slots.compactMap { key, slot -> (ActorKey, String)? in
+                        guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return nil }
+                        return (key, type.definition.kind == .unnamed ? type.name : "")
+                    }
+                }
+                moved = Set(candidates.filter { router.remoteOwner(of: $0.0, spawnFrom: $0.1) != nil }.map(\.0))
+            }
             var unsaved: [(ActorProcess, any EventLoop)] = []
             let removed = state.withLock { state -> Int in
                 let idle = state.slots.filter { key, slot in
                     guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return false }
-                    if now - slot.lastActivity >= type.idleTimeout { return true }
-                    // Another node owns it now (membership changed): store and let go, so the
-                    // new owner activates it from the store.
-                    let unnamed = type.definition.kind == .unnamed ? type.name : ""
-                    return router?.remoteOwner(of: key, spawnFrom: unnamed) != nil
+                    return now - slot.lastActivity >= type.idleTimeout || moved.contains(key)
                 }
                 var count = 0
                 for (key, slot) in idle {

@@ -39,6 +39,8 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         var types: [String: Set<String>] = [:]
         /// Up members by name, with their types: what placement uses.
         var placement: [String: Set<String>] = [:]
+        /// This node's types, refreshed every tick, so placement never calls into the directory.
+        var localTypes: Set<String> = []
     }
 
     public let configuration: Configuration
@@ -80,8 +82,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
 
     /// The actor types a member's hosts registered, as far as this node knows.
     public func actorTypes(of node: String) -> [String] {
-        if node == myself.name { return localTypes().sorted() }
-        return state.withLock { $0.types[node] ?? [] }.sorted()
+        state.withLock { node == myself.name ? $0.localTypes : $0.types[node] ?? [] }.sorted()
     }
 
     // MARK: Placement
@@ -91,8 +92,9 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// type) is placed over the up members that serve any type, since its type is only in the
     /// store: every node must compute the same owner from the key alone.
     public func owner(of actor: ActorKey, spawnFrom: String) -> String? {
-        let mine = localTypes()
-        let (placement, myselfUp) = state.withLock { ($0.placement, $0.swim.myself.status == .up) }
+        let (placement, mine, myselfUp) = state.withLock {
+            ($0.placement, $0.localTypes, $0.swim.myself.status == .up)
+        }
         var candidates: [String] = []
         if spawnFrom.isEmpty {
             candidates = placement.filter { $0.value.contains(actor.name) }.map(\.key)
@@ -120,8 +122,13 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
             var nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
             while !Task.isCancelled {
                 try? await Task.sleep(for: .nanoseconds(self.configuration.tickInterval.nanoseconds))
-                let directives = self.state.withLock { $0.swim.tick(now: self.now) }
+                let types = self.localTypes()
+                let (directives, typesChanged) = self.state.withLock { state in
+                    defer { state.localTypes = types }
+                    return (state.swim.tick(now: self.now), state.localTypes != types)
+                }
                 self.execute(directives)
+                if typesChanged { self.moved(self) }
                 if NIODeadline.now() >= nextDiscovery {
                     nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
                     await self.discover()

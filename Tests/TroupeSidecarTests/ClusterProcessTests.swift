@@ -1,0 +1,201 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+import Troupe
+import TroupePlacement
+import TroupeProto
+import TroupeTestActors
+
+/// One cluster node as two real processes: a troupe-sidecar with a cluster listener on a port
+/// chosen at run time, and a troupe-test-host that tells its actors the node's name.
+private struct ClusterNodeProcess: Sendable {
+    static let system = "cluster"
+    let name: String
+    let port: Int
+    let directory: TemporaryDirectory
+    let sidecar: ChildProcess
+    let host: ChildProcess
+
+    var socket: String { directory.path("troupe.sock") }
+    var address: String { "127.0.0.1:\(port)" }
+
+    static func start(name: String, port: Int, seeds: [String], extra: [String] = []) async throws -> ClusterNodeProcess {
+        let directory = try TemporaryDirectory()
+        let socket = directory.path("troupe.sock")
+        let sidecar = try ChildProcess(
+            "troupe-sidecar",
+            [
+                "--system", system, "--node", name, "--socket", socket, "--store", "memory",
+                "--cluster-listen", "127.0.0.1:\(port)", "--cluster-seeds", seeds.joined(separator: ","),
+                "--log-level", "info",
+            ] + extra,
+            logPath: directory.path("sidecar.log"))
+        do {
+            try await waitFor("the sidecar socket of \(name)") { FileManager.default.fileExists(atPath: socket) }
+        } catch {
+            sidecar.kill9()
+            throw error
+        }
+        let host = try ChildProcess(
+            "troupe-test-host", [socket, system], logPath: directory.path("host.log"),
+            environment: ["TROUPE_TEST_NODE": name])
+        return ClusterNodeProcess(
+            name: name, port: port, directory: directory, sidecar: sidecar, host: host)
+    }
+
+    func client() async throws -> TroupeClient {
+        try await TroupeClient.connect(system: Self.system, to: .unix(path: socket))
+    }
+
+    /// The members as this node sees them.
+    func members() async throws -> [WireMemberInfo] {
+        var hello = WireHello()
+        hello.protocolVersion = HostProtocol.version
+        hello.system = Self.system
+        hello.role = .client
+        hello.name = "cluster-test"
+        let (connection, _) = try await PeerConnection.connect(
+            to: .unix(path: socket), hello: hello, delegate: nil, logger: Logger(label: "test.raw"))
+        defer { connection.close() }
+        guard case .members(let response) = try await connection.call(.listMembers(.init()), timeout: .seconds(5))
+        else { throw TroupeError.internalError("unexpected answer to ListMembers") }
+        return response.members
+    }
+
+    /// True once this node sees every one of `names` up, each serving `whereabouts`.
+    func sees(_ names: [String]) async -> Bool {
+        guard let members = try? await members() else { return false }
+        let ready = members.filter { $0.status == "up" && $0.actorTypes.contains("whereabouts") }.map(\.node)
+        return Set(ready) == Set(names)
+    }
+
+    func stop() {
+        sidecar.kill9()
+        host.kill9()
+        if ProcessInfo.processInfo.environment["TROUPE_KEEP_TEST_LOGS"] == nil { directory.remove() }
+    }
+
+    var logs: String { "--- \(name) sidecar:\n\(sidecar.log)\n--- \(name) host:\n\(host.log)" }
+}
+
+/// Starts `count` nodes that join through the first one and waits until each sees all up.
+private func startCluster(_ count: Int) async throws -> [ClusterNodeProcess] {
+    var ports: [Int] = []
+    for _ in 0..<count { ports.append(try await freeTCPPort()) }
+    var nodes: [ClusterNodeProcess] = []
+    do {
+        for index in 0..<count {
+            let seeds = index == 0 ? [] : ["127.0.0.1:\(ports[0])"]
+            nodes.append(try await ClusterNodeProcess.start(name: "n\(index)", port: ports[index], seeds: seeds))
+        }
+        let names = nodes.map(\.name)
+        for node in nodes {
+            try await waitFor("\(node.name) to see the whole cluster up", timeout: .seconds(30)) { await node.sees(names) }
+        }
+    } catch {
+        for node in nodes { node.stop() }
+        throw error
+    }
+    return nodes
+}
+
+private func freeTCPPort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0).get()
+    let port = channel.localAddress?.port ?? 0
+    try await channel.close()
+    return port
+}
+
+/// Calls `where` on `actor` through `node` until it answers (placement may still settle).
+private func whereabouts(of actor: String, via client: TroupeClient, timeout: Duration = .seconds(15)) async throws
+    -> String
+{
+    var answer = ""
+    var lastError: (any Error)?
+    do {
+        try await waitFor("\(actor) to answer", timeout: timeout) {
+            do {
+                answer = try await client.invoke(actor, action: "where", spawnFrom: "whereabouts", timeout: .seconds(2))
+                return true
+            } catch {
+                lastError = error
+                return false
+            }
+        }
+    } catch {
+        throw TroupeError.deadlineExceeded("\(actor) did not answer in time; last error: \(lastError.map { "\($0)" } ?? "none")")
+    }
+    return answer
+}
+
+@Suite("A cluster of sidecars as real processes", .serialized)
+struct ClusterProcessTests {
+    @Test func threeNodesFormAClusterAndCallsFromAnyNodeLandOnTheOwner() async throws {
+        let nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let names = nodes.map(\.name)
+
+        let (status, listing) = try await runToCompletion("troupe", ["members", "--socket", nodes[1].socket])
+        #expect(status == 0)
+        for name in names { #expect(listing.contains(name), "troupe members:\n\(listing)") }
+        #expect(listing.contains("up"))
+
+        var clients: [TroupeClient] = []
+        for node in nodes { clients.append(try await node.client()) }
+        var owners: Set<String> = []
+        for index in 0..<12 {
+            let actor = "w-\(index)"
+            let owner = try #require(RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names))
+            owners.insert(owner)
+            for client in clients {
+                let ranOn = try await whereabouts(of: actor, via: client)
+                #expect(ranOn == owner, "\(actor) ran on \(ranOn), placement says \(owner)")
+            }
+        }
+        #expect(owners.count > 1, "12 actors should spread over more than one node")
+        for client in clients { await client.close() }
+    }
+
+    @Test func afterKill9OfANodeTheSurvivorsTakeOverItsActors() async throws {
+        let nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let names = nodes.map(\.name)
+        let victim = nodes[2]
+        let survivors = Array(nodes[0..<2])
+        let survivorNames = survivors.map(\.name)
+        let moved = (0..<30).map { "m-\($0)" }.filter {
+            RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == victim.name
+        }
+        try #require(!moved.isEmpty)
+        var clients: [TroupeClient] = []
+        for node in survivors { clients.append(try await node.client()) }
+        for actor in moved {
+            #expect(try await whereabouts(of: actor, via: clients[0]) == victim.name)
+        }
+
+        victim.sidecar.signal(SIGKILL)
+        victim.host.signal(SIGKILL)
+        let killed = ContinuousClock.now
+        let first = try await whereabouts(of: moved[0], via: clients[1], timeout: .seconds(30))
+        let failover = ContinuousClock.now - killed
+        print("failover: first successful call on a moved actor \(failover) after kill -9")
+        #expect(survivorNames.contains(first))
+
+        for survivor in survivors {
+            try await waitFor("\(survivor.name) to see \(victim.name) gone", timeout: .seconds(30)) {
+                await survivor.sees(survivorNames)
+            }
+        }
+        for actor in moved {
+            let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: survivorNames)
+            for client in clients {
+                let ranOn = try await whereabouts(of: actor, via: client)
+                #expect(ranOn == owner, "\(actor) ran on \(ranOn) after the failover, placement says \(owner ?? "?")")
+            }
+        }
+        for client in clients { await client.close() }
+    }
+}
