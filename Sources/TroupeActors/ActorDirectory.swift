@@ -1,13 +1,13 @@
+import Foundation
 public import Logging
 import Metrics
 public import NIOCore
 public import ServiceLifecycle
+import SwiftProtobuf
 import Synchronization
 public import TroupeProto
 public import TroupeStore
 public import TroupeWire
-import SwiftProtobuf
-import Foundation
 
 /// Where an actor lives when the sidecar is one node of a cluster.
 public protocol InvocationRouter: Sendable {
@@ -209,7 +209,9 @@ public final class ActorDirectory: Service, Sendable {
     /// keep their order. A call that was forwarded already is not forwarded again: nodes that
     /// disagree about the owner answer `unavailable` rather than pass a call around.
     public func invoke(_ invocation: Invocation, reply: Reply) {
-        if let router = router.withLock({ $0 }), let owner = router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom) {
+        if let router = router.withLock({ $0 }),
+            let owner = router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom)
+        {
             forward(invocation, to: owner, reply: reply)
             return
         }
@@ -270,7 +272,8 @@ public final class ActorDirectory: Service, Sendable {
                 do {
                     reply.complete(.success(try WirePayload(serializedBytes: Array(bytes ?? Data()))))
                 } catch {
-                    reply.complete(.failure(.internalError("node \(owner) answered with an unreadable payload: \(error)")))
+                    reply.complete(
+                        .failure(.internalError("node \(owner) answered with an unreadable payload: \(error)")))
                 }
             case .failure(let error):
                 reply.complete(.failure(TroupeError(wrapping: error)))
@@ -339,7 +342,8 @@ public final class ActorDirectory: Service, Sendable {
     /// (the activation then counts as idle) or the activation was removed.
     func next(_ key: ActorKey, _ activationID: UInt64) -> Call? {
         state.withLock { state -> Call? in
-            guard let index = state.slots.index(forKey: key), state.slots.values[index].activationID == activationID else {
+            guard let index = state.slots.index(forKey: key), state.slots.values[index].activationID == activationID
+            else {
                 return nil
             }
             return state.slots.values[index].dequeue()
@@ -494,7 +498,9 @@ public final class ActorDirectory: Service, Sendable {
 
     func log(snapshotFailed key: ActorKey, _ error: TroupeError) {
         snapshotFailures.increment()
-        logger.warning("write-behind snapshot failed; retrying", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+        logger.warning(
+            "write-behind snapshot failed; retrying",
+            metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
     }
 
     func noteRevision(_ key: ActorKey, _ activationID: UInt64, _ revision: UInt64) {

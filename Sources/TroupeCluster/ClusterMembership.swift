@@ -185,7 +185,8 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
             case .changed(let member, let previous):
                 changed = true
                 guard member.node != myself else {
-                    logger.info("this node is \(member.status)", metadata: ["troupe.incarnation": "\(member.incarnation)"])
+                    logger.info(
+                        "this node is \(member.status)", metadata: ["troupe.incarnation": "\(member.incarnation)"])
                     continue
                 }
                 if member.status == .down {

@@ -248,7 +248,8 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
                         on: channel, role: .accepting(system: system, myself: myself), logger: logger)
                     let id = ObjectIdentifier(connection)
                     accepted.withLock { $0[id] = connection }
-                    channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: id) } }
+                    channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: id) }
+                    }
                     channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
                         if connection.peer == nil { connection.close() }
                     }
@@ -256,7 +257,9 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
             }
             .bind(host: configuration.listenHost, port: configuration.listenPort).get()
         bound.withLock { $0 = server }
-        logger.info("cluster transport listening", metadata: ["troupe.address": "\(server.localAddress.map { "\($0)" } ?? "?")"])
+        logger.info(
+            "cluster transport listening", metadata: ["troupe.address": "\(server.localAddress.map { "\($0)" } ?? "?")"]
+        )
         actorSystem.attach(transport: self)
         await withDiscardingTaskGroup { group in
             group.addTask {
@@ -293,7 +296,8 @@ final class PeerLink: Sendable {
     private let dial: @Sendable () -> EventLoopFuture<ClusterConnection>
     private let state: Mutex<(State, ReconnectBackoff)>
 
-    init(address: String, backoff: ReconnectBackoff, dial: @escaping @Sendable () -> EventLoopFuture<ClusterConnection>) {
+    init(address: String, backoff: ReconnectBackoff, dial: @escaping @Sendable () -> EventLoopFuture<ClusterConnection>)
+    {
         self.address = address
         self.dial = dial
         self.state = Mutex((.idle, backoff))

@@ -137,14 +137,17 @@ struct TransportTests {
             let port = try await freePort()
             let identity = NodeIdentity(name: "b", address: "127.0.0.1:\(port)", uid: 1)
             nodes[0].transport.setAddress(identity.address, of: "b")
-            let call = RemoteCallEnvelope(recipient: TroupeActorID(node: "b", path: "x"), target: "test.echo", arguments: [Data("1".utf8)])
+            let call = RemoteCallEnvelope(
+                recipient: TroupeActorID(node: "b", path: "x"), target: "test.echo", arguments: [Data("1".utf8)])
             try await withNodes([identity]) { first in
                 first[0].system.serve(stableTarget: "test.silent") { _, _, _ in }
-                first[0].system.serve(stableTarget: "test.echo") { call, _, reply in reply(.success(call.arguments[0])) }
+                first[0].system.serve(stableTarget: "test.echo") { call, _, reply in reply(.success(call.arguments[0]))
+                }
                 let echoed = try await nodes[0].system.start(call, deadline: .now() + .seconds(10)).get()
                 #expect(echoed == Data("1".utf8))
                 let waiting = nodes[0].system.start(
-                    RemoteCallEnvelope(recipient: TroupeActorID(node: "b", path: "x"), target: "test.silent", arguments: []),
+                    RemoteCallEnvelope(
+                        recipient: TroupeActorID(node: "b", path: "x"), target: "test.silent", arguments: []),
                     deadline: .now() + .seconds(60))
                 first[0].stop()
                 let error = await #expect(throws: TroupeError.self) { try await waiting.get() }
@@ -152,7 +155,8 @@ struct TransportTests {
             }
             // The same node comes back on the same address; the link reconnects after its backoff.
             try await withNodes([identity]) { second in
-                second[0].system.serve(stableTarget: "test.echo") { call, _, reply in reply(.success(call.arguments[0])) }
+                second[0].system.serve(stableTarget: "test.echo") { call, _, reply in reply(.success(call.arguments[0]))
+                }
                 try await waitFor("the link to reconnect") {
                     (try? await nodes[0].system.start(call, deadline: .now() + .seconds(2)).get()) == Data("1".utf8)
                 }
@@ -175,7 +179,8 @@ struct TestNode: Sendable {
 func withNodes(_ names: [String], system: String = "test", _ body: ([TestNode]) async throws -> Void) async throws {
     var identities: [NodeIdentity] = []
     for (index, name) in names.enumerated() {
-        identities.append(NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
+        identities.append(
+            NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
     }
     try await withNodes(identities, system: system, body)
 }

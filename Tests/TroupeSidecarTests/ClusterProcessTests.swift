@@ -21,7 +21,8 @@ private struct ClusterNodeProcess: Sendable {
     var socket: String { directory.path("troupe.sock") }
     var address: String { "127.0.0.1:\(port)" }
 
-    static func start(name: String, port: Int, seeds: [String], extra: [String] = []) async throws -> ClusterNodeProcess {
+    static func start(name: String, port: Int, seeds: [String], extra: [String] = []) async throws -> ClusterNodeProcess
+    {
         let directory = try TemporaryDirectory()
         let socket = directory.path("troupe.sock")
         let sidecar = try ChildProcess(
@@ -51,6 +52,14 @@ private struct ClusterNodeProcess: Sendable {
 
     /// The members as this node sees them.
     func members() async throws -> [WireMemberInfo] {
+        guard case .members(let response) = try await request(.listMembers(.init())) else {
+            throw TroupeError.internalError("unexpected answer to ListMembers")
+        }
+        return response.members
+    }
+
+    /// One host-protocol request as a client.
+    func request(_ body: WireFrame.OneOf_Body) async throws -> WireFrame.OneOf_Body {
         var hello = WireHello()
         hello.protocolVersion = HostProtocol.version
         hello.system = Self.system
@@ -59,9 +68,13 @@ private struct ClusterNodeProcess: Sendable {
         let (connection, _) = try await PeerConnection.connect(
             to: .unix(path: socket), hello: hello, delegate: nil, logger: Logger(label: "test.raw"))
         defer { connection.close() }
-        guard case .members(let response) = try await connection.call(.listMembers(.init()), timeout: .seconds(5))
-        else { throw TroupeError.internalError("unexpected answer to ListMembers") }
-        return response.members
+        return try await connection.call(body, timeout: .seconds(5))
+    }
+
+    /// True while `actor` is active here with a call running or queued.
+    func isRunning(_ actor: String) async -> Bool {
+        guard case .actors(let response)? = try? await request(.listActors(.init())) else { return false }
+        return response.actors.contains { $0.actor.name == actor && $0.mailboxDepth > 0 }
     }
 
     /// True once this node sees every one of `names` up, each serving `whereabouts`.
@@ -92,7 +105,9 @@ private func startCluster(_ count: Int) async throws -> [ClusterNodeProcess] {
         }
         let names = nodes.map(\.name)
         for node in nodes {
-            try await waitFor("\(node.name) to see the whole cluster up", timeout: .seconds(30)) { await node.sees(names) }
+            try await waitFor("\(node.name) to see the whole cluster up", timeout: .seconds(30)) {
+                await node.sees(names)
+            }
         }
     } catch {
         for node in nodes { node.stop() }
@@ -126,7 +141,8 @@ private func whereabouts(of actor: String, via client: TroupeClient, timeout: Du
             }
         }
     } catch {
-        throw TroupeError.deadlineExceeded("\(actor) did not answer in time; last error: \(lastError.map { "\($0)" } ?? "none")")
+        throw TroupeError.deadlineExceeded(
+            "\(actor) did not answer in time; last error: \(lastError.map { "\($0)" } ?? "none")")
     }
     return answer
 }
@@ -148,7 +164,8 @@ struct ClusterProcessTests {
         var owners: Set<String> = []
         for index in 0..<12 {
             let actor = "w-\(index)"
-            let owner = try #require(RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names))
+            let owner = try #require(
+                RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names))
             owners.insert(owner)
             for client in clients {
                 let ranOn = try await whereabouts(of: actor, via: client)
@@ -159,12 +176,14 @@ struct ClusterProcessTests {
         for client in clients { await client.close() }
     }
 
-    @Test func afterKill9OfANodeTheSurvivorsTakeOverItsActors() async throws {
+    @Test func afterKill9OfANodeInFlightCallsFailWithUnavailableAndTheSurvivorsTakeOverItsActors() async throws {
         let nodes = try await startCluster(3)
         defer { for node in nodes { node.stop() } }
         let names = nodes.map(\.name)
-        let victim = nodes[2]
-        let survivors = Array(nodes[0..<2])
+        // The victim is the node that owns the named actor `sleeper`, so a call can be in flight there.
+        let sleeperOwner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/sleeper", among: names)
+        let victim = try #require(nodes.first { $0.name == sleeperOwner })
+        let survivors = nodes.filter { $0.name != victim.name }
         let survivorNames = survivors.map(\.name)
         let moved = (0..<30).map { "m-\($0)" }.filter {
             RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == victim.name
@@ -176,9 +195,20 @@ struct ClusterProcessTests {
             #expect(try await whereabouts(of: actor, via: clients[0]) == victim.name)
         }
 
+        let sleeper = try await survivors[0].client()
+        let inFlight = inBackground { () async throws -> Int in
+            try await sleeper.invoke("sleeper", action: "sleep", 20_000, timeout: .seconds(40))
+        }
+        try await waitFor("the sleeper call to run on \(victim.name)") { await victim.isRunning("sleeper") }
+
         victim.sidecar.signal(SIGKILL)
         victim.host.signal(SIGKILL)
         let killed = ContinuousClock.now
+        switch await inFlight.value {
+        case .success(let value): Issue.record("the call in flight on the killed node returned \(value)")
+        case .failure(let error): #expect((error as? TroupeError)?.code == .unavailable, "\(error)")
+        }
+        await sleeper.close()
         let first = try await whereabouts(of: moved[0], via: clients[1], timeout: .seconds(30))
         let failover = ContinuousClock.now - killed
         print("failover: first successful call on a moved actor \(failover) after kill -9")
