@@ -80,6 +80,7 @@ let package = Package(
                 "TroupeWire", "TroupeStore", "TroupeProto",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -170,7 +171,7 @@ let package = Package(
         .executableTarget(
             name: "troupe-bench",
             dependencies: [
-                "Troupe", "TroupeWire",
+                "Troupe", "TroupeWire", "TroupeProto", "TroupePlacement",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

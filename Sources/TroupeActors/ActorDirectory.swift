@@ -2,6 +2,7 @@ import Foundation
 public import Logging
 import Metrics
 public import NIOCore
+import NIOPosix
 public import ServiceLifecycle
 import SwiftProtobuf
 import Synchronization
@@ -310,7 +311,9 @@ public final class ActorDirectory: Service, Sendable {
                     }
                 })
         }
-        answer.arm(deadline: invocation.deadline, on: DeadlineTimers.loop)
+        // On the loop that read the call: a timer on another thread costs two wake-ups per call.
+        answer.arm(
+            deadline: invocation.deadline, on: MultiThreadedEventLoopGroup.currentEventLoop ?? DeadlineTimers.loop)
         invoke(invocation, reply: answer)
     }
 

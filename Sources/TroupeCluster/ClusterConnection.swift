@@ -51,6 +51,18 @@ public final class ClusterConnection: Sendable, CustomStringConvertible {
         return channel.eventLoop.flatSubmit { self.handler.value.start(call, deadline: deadline) }
     }
 
+    /// Starts `call` if this connection leads to node `name`; fails with `unavailable` if the
+    /// address now belongs to another node.
+    func start(_ call: RemoteCallEnvelope, deadline: NIODeadline, expecting name: String) -> EventLoopFuture<Data?> {
+        guard peer?.name == name else {
+            return channel.eventLoop.makeFailedFuture(
+                TroupeError.unavailable(
+                    "\(peer.map { "\($0.address) is node \($0.name)" } ?? "the peer is unknown"), not \(name)",
+                    details: ["node": name]))
+        }
+        return start(call, deadline: deadline)
+    }
+
     /// Sends a failure-detector message; nothing answers it on this connection.
     public func send(swim: ClusterSwim) {
         var swimEnvelope = ClusterEnvelope()
@@ -155,7 +167,8 @@ final class ClusterChannelHandler: ChannelInboundHandler {
         wire.timeoutMs = UInt64(max(1, (deadline - .now()).nanoseconds / 1_000_000))
         var envelope = ClusterEnvelope()
         envelope.call = wire
-        if pending.insert(id, deadline: deadline, promise) { armTimer() }
+        pending.insert(id, deadline: deadline, promise)
+        if timer.map({ deadline < $0.deadline }) ?? true { armTimer() }
         write(id: id, envelope)
         return promise.futureResult
     }

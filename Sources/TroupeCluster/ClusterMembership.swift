@@ -193,7 +193,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                     downCounter.increment()
                     transport.nodeDown(member.node)
                 } else {
-                    transport.setAddress(member.node.address, of: member.node.name)
+                    transport.setAddress(of: member.node)
                 }
                 logger.info(
                     "member \(member.node.name) is \(member.status)",

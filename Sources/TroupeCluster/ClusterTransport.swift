@@ -46,8 +46,8 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
     private let links = Mutex<[String: PeerLink]>([:])
     /// Connections peers opened to this node, closed when it stops.
     private let accepted = Mutex<[ObjectIdentifier: ClusterConnection]>([:])
-    /// Node name → the address of its current incarnation, as membership knows it.
-    private let addresses = Mutex<[String: String]>([:])
+    /// Node name → its current incarnation and address, as membership knows it.
+    private let addresses = Mutex<[String: NodeIdentity]>([:])
     private let swimReceiver = Mutex<(@Sendable (ClusterSwim, NodeIdentity) -> Void)?>(nil)
     private let jobs: AsyncStream<@Sendable () async -> Void>
     private let jobInput: AsyncStream<@Sendable () async -> Void>.Continuation
@@ -79,43 +79,44 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
 
     // MARK: Members
 
-    /// Calls to `node` go to `address` from now on.
-    public func setAddress(_ address: String, of node: String) {
-        addresses.withLock { $0[node] = address }
+    /// Calls to `node`'s name go to its address from now on.
+    public func setAddress(of node: NodeIdentity) {
+        addresses.withLock { $0[node.name] = node }
     }
 
-    /// `node` is down: every call waiting on it fails with `unavailable` now, and new calls are
-    /// refused until it is a member again.
+    /// `node` is down: every call waiting on it fails with `unavailable` now, and new calls to
+    /// its name are refused until it is a member again. A newer incarnation of the same name,
+    /// even on the same address, is left alone.
     public func nodeDown(_ node: NodeIdentity) {
-        let address = addresses.withLock { addresses -> String? in
-            guard addresses[node.name] == node.address else { return nil }
-            return addresses.removeValue(forKey: node.name)
+        addresses.withLock { addresses in
+            if addresses[node.name]?.uid == node.uid { addresses.removeValue(forKey: node.name) }
         }
-        let link = links.withLock { $0.removeValue(forKey: address ?? node.address) }
-        link?.close(failingCallsWith: .unavailable("node \(node.name) is down", details: ["node": node.name]))
+        let link = links.withLock { $0[node.address] }
+        link?.close(
+            failingCallsWith: .unavailable("node \(node.name) is down", details: ["node": node.name]), onlyIfPeer: node)
     }
 
     // MARK: RemoteCallTransport
 
     public func start(_ call: RemoteCallEnvelope, to node: String, deadline: NIODeadline) -> EventLoopFuture<Data?> {
-        guard let address = addresses.withLock({ $0[node] }) else {
+        guard let address = addresses.withLock({ $0[node]?.address }) else {
             return DeadlineLoop.any.makeFailedFuture(
                 TroupeError.unavailable("node \(node) is not a member of the cluster", details: ["node": node]))
         }
         callsSent.increment()
-        let connecting = link(to: address).connection()
+        let link = link(to: address)
+        if let connection = link.ready {
+            // The common case: one hop onto the connection, whose timer keeps the deadline.
+            return connection.start(call, deadline: deadline, expecting: node)
+        }
         // Waiting for a connection is bounded by the call's deadline too.
+        let connecting = link.connection()
         let promise = connecting.eventLoop.makePromise(of: Data?.self)
         let timer = connecting.eventLoop.scheduleTask(deadline: deadline) {
             promise.fail(TroupeError.deadlineExceeded("no connection to node \(node) within the call's deadline"))
         }
-        connecting.flatMap { connection -> EventLoopFuture<Data?> in
-            guard connection.peer?.name == node else {
-                return connection.eventLoop.makeFailedFuture(
-                    TroupeError.unavailable(
-                        "\(address) is node \(connection.peer?.name ?? "?") now, not \(node)", details: ["node": node]))
-            }
-            return connection.start(call, deadline: deadline)
+        connecting.flatMap { connection in
+            connection.start(call, deadline: deadline, expecting: node)
         }.whenComplete { result in
             timer.cancel()
             promise.completeWith(result)
@@ -168,7 +169,10 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
                         on: channel, role: .connecting(handshake, promise), logger: logger)
                     made.withLock { $0 = connection }
                     channel.eventLoop.scheduleTask(in: handshakeTimeout) {
-                        connection.close(failingCallsWith: .unavailable("no cluster handshake from \(address) in time"))
+                        if connection.peer == nil {
+                            connection.close(
+                                failingCallsWith: .unavailable("no cluster handshake from \(address) in time"))
+                        }
                     }
                 }
             }
@@ -303,6 +307,14 @@ final class PeerLink: Sendable {
         self.state = Mutex((.idle, backoff))
     }
 
+    /// The connection if it is up now.
+    var ready: ClusterConnection? {
+        state.withLock { state in
+            guard case .connected(let connection) = state.0, connection.isActive else { return nil }
+            return connection
+        }
+    }
+
     /// The connection, or the attempt to make one. Fails at once while backing off.
     func connection() -> EventLoopFuture<ClusterConnection> {
         enum Next {
@@ -358,12 +370,14 @@ final class PeerLink: Sendable {
         }
     }
 
-    /// Closes the connection, failing its waiting calls with `error`.
-    func close(failingCallsWith error: TroupeError) {
+    /// Closes the connection, failing its waiting calls with `error`; with `peer`, only if the
+    /// connection leads to that incarnation.
+    func close(failingCallsWith error: TroupeError, onlyIfPeer peer: NodeIdentity? = nil) {
         let current = state.withLock { state -> ClusterConnection? in
-            defer { state.0 = .idle }
-            if case .connected(let connection) = state.0 { return connection }
-            return nil
+            guard case .connected(let connection) = state.0 else { return nil }
+            if let peer, connection.peer != peer { return nil }
+            state.0 = .idle
+            return connection
         }
         current?.close(failingCallsWith: error)
     }

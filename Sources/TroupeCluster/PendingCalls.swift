@@ -8,17 +8,20 @@ public import NIOCore
 /// with thousands of calls in flight still has one timer, not one sleeping task per call.
 public struct PendingCalls<Value> {
     private var entries: [UInt64: (deadline: NIODeadline, value: Value)] = [:]
+    /// No pending deadline is earlier (removals may leave it lower than the true earliest).
+    private var lowerBound: NIODeadline?
 
     public init() {}
 
     public var count: Int { entries.count }
     public var isEmpty: Bool { entries.isEmpty }
 
-    /// Adds call `id`. Returns true when its deadline is earlier than every other, so the timer
-    /// must be moved forward.
+    /// Adds call `id` in constant time. Returns true when its deadline is earlier than every
+    /// deadline added since the last expiry, so the timer must be moved forward.
     @discardableResult
     public mutating func insert(_ id: UInt64, deadline: NIODeadline, _ value: Value) -> Bool {
-        let earlier = earliestDeadline.map { deadline < $0 } ?? true
+        let earlier = lowerBound.map { deadline < $0 } ?? true
+        if earlier { lowerBound = deadline }
         entries[id] = (deadline, value)
         return earlier
     }
@@ -32,16 +35,20 @@ public struct PendingCalls<Value> {
     public mutating func expire(now: NIODeadline) -> [(id: UInt64, value: Value)] {
         let due = entries.filter { $0.value.deadline <= now }.sorted { $0.value.deadline < $1.value.deadline }
         for (id, _) in due { entries.removeValue(forKey: id) }
+        lowerBound = earliestDeadline
         return due.map { ($0.key, $0.value.value) }
     }
 
     /// Removes and returns every call: the connection is gone.
     public mutating func removeAll() -> [Value] {
-        defer { entries.removeAll() }
+        defer {
+            entries.removeAll()
+            lowerBound = nil
+        }
         return entries.values.map(\.value)
     }
 
-    /// When the timer must fire next; nil when nothing is pending.
+    /// When the timer must fire next; nil when nothing is pending. Linear: for when the timer fires.
     public var earliestDeadline: NIODeadline? {
         entries.values.lazy.map(\.deadline).min()
     }

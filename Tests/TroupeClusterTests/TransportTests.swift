@@ -101,6 +101,23 @@ struct TransportTests {
         }
     }
 
+    /// The handshake timeout closes only connections that never finished their handshake.
+    @Test func anEstablishedConnectionOutlivesTheHandshakeTimeout() async throws {
+        try await withNodes(["a", "b"], handshakeTimeout: .milliseconds(50)) { nodes in
+            Silent().serve(on: nodes[1].system)
+            let error = await #expect(throws: TroupeError.self) {
+                try await nodes[0].system.start(
+                    RemoteCallEnvelope(
+                        recipient: TroupeActorID(node: "b", path: "x"), target: "test.silent", arguments: []),
+                    deadline: .now() + .milliseconds(500)
+                ).get()
+            }
+            #expect(
+                error?.code == .deadlineExceeded,
+                "the connection was closed under the call: \(String(describing: error))")
+        }
+    }
+
     @Test func everyCallWaitingOnANodeFailsAtOnceWhenItIsDeclaredDown() async throws {
         try await withNodes(["a", "b"]) { nodes in
             let silent = Silent()
@@ -136,7 +153,7 @@ struct TransportTests {
         try await withNodes(["a"]) { nodes in
             let port = try await freePort()
             let identity = NodeIdentity(name: "b", address: "127.0.0.1:\(port)", uid: 1)
-            nodes[0].transport.setAddress(identity.address, of: "b")
+            nodes[0].transport.setAddress(of: identity)
             let call = RemoteCallEnvelope(
                 recipient: TroupeActorID(node: "b", path: "x"), target: "test.echo", arguments: [Data("1".utf8)])
             try await withNodes([identity]) { first in
@@ -176,26 +193,33 @@ struct TestNode: Sendable {
     func stop() { task.cancel() }
 }
 
-func withNodes(_ names: [String], system: String = "test", _ body: ([TestNode]) async throws -> Void) async throws {
+func withNodes(
+    _ names: [String], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
+    _ body: ([TestNode]) async throws -> Void
+) async throws {
     var identities: [NodeIdentity] = []
     for (index, name) in names.enumerated() {
         identities.append(
             NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
     }
-    try await withNodes(identities, system: system, body)
+    try await withNodes(identities, system: system, handshakeTimeout: handshakeTimeout, body)
 }
 
-func withNodes(_ identities: [NodeIdentity], system: String = "test", _ body: ([TestNode]) async throws -> Void)
-    async throws
-{
+func withNodes(
+    _ identities: [NodeIdentity], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
+    _ body: ([TestNode]) async throws -> Void
+) async throws {
     var logger = Logger(label: "test.cluster")
     logger.logLevel = .warning
     let nodes = identities.map { identity in
         let actorSystem = TroupeActorSystem(node: identity.name)
         let (host, port) = ClusterTransport.split(identity.address)!
+        var configuration = ClusterTransport.Configuration(
+            system: system, myself: identity, listenHost: host, listenPort: port)
+        configuration.handshakeTimeout = handshakeTimeout
         let transport = ClusterTransport(
-            configuration: .init(system: system, myself: identity, listenHost: host, listenPort: port),
-            actorSystem: actorSystem, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            configuration: configuration, actorSystem: actorSystem, group: MultiThreadedEventLoopGroup.singleton,
+            logger: logger)
         let task = Task { try await transport.run() }
         return TestNode(identity: identity, system: actorSystem, transport: transport, task: task)
     }
@@ -203,7 +227,7 @@ func withNodes(_ identities: [NodeIdentity], system: String = "test", _ body: ([
     for node in nodes {
         try await waitFor("node \(node.identity.name) to listen") { node.transport.boundPort != nil }
         for other in nodes where other.identity != node.identity {
-            node.transport.setAddress(other.identity.address, of: other.identity.name)
+            node.transport.setAddress(of: other.identity)
         }
     }
     try await body(nodes)

@@ -228,4 +228,45 @@ struct ClusterProcessTests {
         }
         for client in clients { await client.close() }
     }
+
+    @Test func aNodeStoppedWithSIGTERMLeavesAtOnceAndARestartedNodeReplacesItsOldIncarnation() async throws {
+        var nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let leaver = nodes[2]
+        let oldIncarnation = try #require(try await nodes[0].members().first { $0.node == leaver.name }?.incarnation)
+
+        leaver.sidecar.signal(SIGTERM)
+        #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")
+        leaver.host.kill9()
+        // It said goodbye: the others mark it down straight from up, without suspecting it first.
+        for survivor in nodes[0..<2] {
+            try await waitFor("\(survivor.name) to see \(leaver.name) down") {
+                survivor.sidecar.log.split(separator: "\n").contains {
+                    $0.contains("member \(leaver.name) is down") && $0.contains("troupe.previous=up")
+                }
+            }
+        }
+
+        let restarted = try await ClusterNodeProcess.start(
+            name: leaver.name, port: leaver.port, seeds: [nodes[0].address])
+        nodes[2] = restarted
+        leaver.stop()
+        let names = nodes.map(\.name)
+        for node in nodes {
+            try await waitFor("\(node.name) to see the restarted node up", timeout: .seconds(30)) {
+                await node.sees(names)
+            }
+        }
+        let members = try await nodes[0].members().filter { $0.node == leaver.name && $0.status == "up" }
+        #expect(members.count == 1)
+        #expect(members.first?.incarnation != oldIncarnation)
+
+        let client = try await nodes[0].client()
+        let actor = try #require(
+            (0..<30).map { "r-\($0)" }.first {
+                RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == leaver.name
+            })
+        #expect(try await whereabouts(of: actor, via: client) == leaver.name)
+        await client.close()
+    }
 }

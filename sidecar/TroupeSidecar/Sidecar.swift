@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 import NIOCore
 import NIOPosix
@@ -65,7 +66,10 @@ public final class Sidecar: Sendable {
             return nil
         }
         let advertise = configuration.clusterAdvertise ?? listen
-        let myself = NodeIdentity(name: configuration.node, address: advertise, uid: UInt64.random(in: 1...UInt64.max))
+        // The incarnation grows with every start, so members take a restarted node for the newer
+        // one (SWIM keeps the higher); microseconds of wall-clock time at start.
+        let incarnation = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        let myself = NodeIdentity(name: configuration.node, address: advertise, uid: incarnation)
         let transport = ClusterTransport(
             configuration: .init(system: configuration.system, myself: myself, listenHost: host, listenPort: port),
             actorSystem: directory.actorSystem, group: group, logger: logger)
