@@ -23,6 +23,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/vapor/sqlite-nio.git", from: "1.13.2"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
     ],
     targets: [
         // Generated from proto/ by scripts/gen-proto.sh; committed.
@@ -59,6 +61,27 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/TroupeSQLite",
+            swiftSettings: strict
+        ),
+        // The production store: actor state in PostgreSQL, group-committed.
+        .target(
+            name: "TroupePostgres",
+            dependencies: [
+                "TroupeStore", "TroupeWire",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Sources/TroupePostgres",
+            swiftSettings: strict
+        ),
+        // Encryption at rest: a StateStore decorator with AES-256-GCM and rotating keys.
+        .target(
+            name: "TroupeStateEncryption",
+            dependencies: [
+                "TroupeStore", "TroupeWire",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            path: "Sources/TroupeStateEncryption",
             swiftSettings: strict
         ),
         // Which node owns an actor: rendezvous hashing with a stable hash.
@@ -118,8 +141,8 @@ let package = Package(
         .target(
             name: "TroupeSidecar",
             dependencies: [
-                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupeActors", "TroupeCluster",
-                "TroupeMembership",
+                "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeStateEncryption",
+                "TroupeActors", "TroupeCluster", "TroupeMembership",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -134,7 +157,7 @@ let package = Package(
         .executableTarget(
             name: "troupe-sidecar",
             dependencies: [
-                "TroupeSidecar",
+                "TroupeSidecar", "TroupeWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -177,6 +200,18 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "sdk/Benchmarks/troupe-bench",
+            swiftSettings: strict
+        ),
+        // The Postgres store against pgbench (scripts/bench-store.sh; docs/benchmarks.md).
+        .executableTarget(
+            name: "troupe-store-bench",
+            dependencies: [
+                "Troupe", "TroupeWire", "TroupeStore", "TroupePostgres", "TroupeSidecar",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "sdk/Benchmarks/troupe-store-bench",
             swiftSettings: strict
         ),
         // Actor types the tests host, in-process and in the troupe-test-host process.
@@ -231,7 +266,7 @@ let package = Package(
         .testTarget(
             name: "TroupeStoreTests",
             dependencies: [
-                "TroupeStore", "TroupeSQLite", "TroupeWire",
+                "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeStateEncryption", "TroupeWire",
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TroupeStoreTests"

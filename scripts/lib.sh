@@ -115,3 +115,70 @@ if b"MSG troupe.check 1 5\r\nhello\r\n" not in buf:
 s.close()
 EOF
 }
+
+# Runs a PostgreSQL server program as the `postgres` user when we are root (initdb refuses to
+# run as root), as ourselves otherwise, in $PG_TMP so that postgres never sits in a working
+# directory it cannot read.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then
+        (cd "$PG_TMP" && runuser -u postgres -- "$@")
+    else
+        (cd "$PG_TMP" && "$@")
+    fi
+}
+
+# Starts a throwaway PostgreSQL server on 127.0.0.1: a new temporary data directory, a free port,
+# trust authentication, fsync off (a crash of the machine loses nothing we keep). Extra server
+# options may follow as arguments ("-c max_connections=400"). Sets PG_TMP, PG_BIN and PG_PORT;
+# pg_private_stop stops it. Callers remove $PG_TMP.
+pg_private_start() {
+    local extra="$*" port attempt i
+    PG_PORT=""
+    if ! PG_BIN=$(pg_bindir); then
+        error "initdb/pg_ctl not found (install-deps.sh should have installed postgresql)"
+        return 1
+    fi
+    PG_TMP=$(mktemp -d "${TMPDIR:-/tmp}/troupe-pg.XXXXXX")
+    if [ "$(id -u)" -eq 0 ]; then
+        if ! id postgres >/dev/null 2>&1; then
+            error "running as root, but there is no 'postgres' user to run the server as (Debian's postgresql package creates it)"
+            return 1
+        fi
+        chown postgres: "$PG_TMP"
+    fi
+    as_pg mkdir -p "$PG_TMP/socket"
+    note "server programs: $PG_BIN ($("$PG_BIN/postgres" --version))"
+    as_pg "$PG_BIN/initdb" -D "$PG_TMP/data" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
+        >"$PG_TMP/initdb.log" 2>&1 || { cat "$PG_TMP/initdb.log" >&2; error "initdb failed"; return 1; }
+    for attempt in 1 2 3; do
+        port=$(free_port)
+        if as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/postgres.log" -w -t 30 start \
+            -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$PG_TMP/socket -c fsync=off $extra" \
+            >/dev/null 2>&1; then
+            PG_PORT=$port
+            break
+        fi
+        note "PostgreSQL did not start on port $port (attempt $attempt)"
+    done
+    if [ -z "$PG_PORT" ]; then
+        error "PostgreSQL did not start"
+        return 1
+    fi
+    for ((i = 0; i < 100; i++)); do
+        psql "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -Atqc 'select 1' >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    error "PostgreSQL started but does not answer"
+    return 1
+}
+
+# Stops the server pg_private_start started, if it runs.
+pg_private_stop() {
+    local pid
+    [ -n "${PG_TMP:-}" ] && [ -f "$PG_TMP/data/postmaster.pid" ] || return 0
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_TMP/data" stop -m fast -w -t 30 >/dev/null 2>&1; then
+        # pg_ctl could not stop it: kill the postmaster recorded in its pid file.
+        pid=$(head -1 "$PG_TMP/data/postmaster.pid" 2>/dev/null)
+        [ -n "$pid" ] && stop_process "$pid" 10
+    fi
+}

@@ -19,51 +19,35 @@ cd "$(dirname "$0")/.."
 export DEBIAN_FRONTEND=noninteractive
 started=$SECONDS
 
-pg_tmp=""
-pg_bin=""
+PG_TMP=""
 nats_tmp=""
 nats_pid=""
 servers_checked=0
-
-# Runs a PostgreSQL server program as the `postgres` user when we are root (initdb refuses to
-# run as root), as ourselves otherwise. Runs in the temporary directory so that postgres never
-# sits in a working directory it cannot read.
-as_pg() {
-    if [ "$(id -u)" -eq 0 ]; then
-        (cd "$pg_tmp" && runuser -u postgres -- "$@")
-    else
-        (cd "$pg_tmp" && "$@")
-    fi
-}
 
 # shellcheck disable=SC2317 # invoked by the EXIT trap
 cleanup() {
     local status=$?
     trap - EXIT INT TERM
     set +e
-    if [ -n "$nats_pid" ] || [ -n "$pg_tmp" ]; then
+    if [ -n "$nats_pid" ] || [ -n "$PG_TMP" ]; then
         section "Stopping test servers"
     fi
     if [ -n "$nats_pid" ]; then
         stop_process "$nats_pid" 10
         note "nats-server stopped"
     fi
-    if [ -n "$pg_tmp" ] && [ -f "$pg_tmp/data/postmaster.pid" ]; then
-        if ! as_pg "$pg_bin/pg_ctl" -D "$pg_tmp/data" stop -m fast -w -t 30 >/dev/null 2>&1; then
-            # pg_ctl could not stop it: kill the postmaster recorded in its pid file.
-            pid=$(head -1 "$pg_tmp/data/postmaster.pid" 2>/dev/null)
-            [ -n "$pid" ] && stop_process "$pid" 10
-        fi
+    if [ -n "$PG_TMP" ]; then
+        pg_private_stop
         note "PostgreSQL stopped"
     fi
     if [ "$status" -ne 0 ] && [ "$servers_checked" -eq 0 ]; then
         # Failed while starting the servers: show why.
-        [ -n "$pg_tmp" ] && [ -s "$pg_tmp/postgres.log" ] && { echo "--- last lines of postgres.log"; tail -20 "$pg_tmp/postgres.log"; }
+        [ -n "$PG_TMP" ] && [ -s "$PG_TMP/postgres.log" ] && { echo "--- last lines of postgres.log"; tail -20 "$PG_TMP/postgres.log"; }
         for log in "$nats_tmp/nats.log" "$nats_tmp/stdout.log"; do
             [ -n "$nats_tmp" ] && [ -s "$log" ] && { echo "--- last lines of nats-server's $(basename "$log")"; tail -20 "$log"; }
         done
     fi
-    [ -n "$pg_tmp" ] && rm -rf "$pg_tmp"
+    [ -n "$PG_TMP" ] && rm -rf "$PG_TMP"
     [ -n "$nats_tmp" ] && rm -rf "$nats_tmp"
     exit "$status"
 }
@@ -75,45 +59,10 @@ section "Dependencies (scripts/install-deps.sh)"
 bash scripts/install-deps.sh
 
 section "Starting PostgreSQL on 127.0.0.1"
-if ! pg_bin=$(pg_bindir); then
-    error "initdb/pg_ctl not found (install-deps.sh should have installed postgresql)"
-    exit 1
-fi
-pg_tmp=$(mktemp -d "${TMPDIR:-/tmp}/troupe-test-pg.XXXXXX")
-if [ "$(id -u)" -eq 0 ]; then
-    if ! id postgres >/dev/null 2>&1; then
-        error "running as root, but there is no 'postgres' user to run the server as (Debian's postgresql package creates it)"
-        exit 1
-    fi
-    chown postgres: "$pg_tmp"
-fi
-as_pg mkdir -p "$pg_tmp/socket"
-note "server programs: $pg_bin ($("$pg_bin/postgres" --version))"
-as_pg "$pg_bin/initdb" -D "$pg_tmp/data" -U postgres --auth=trust --encoding=UTF8 --locale=C --no-sync \
-    >"$pg_tmp/initdb.log" 2>&1 || { cat "$pg_tmp/initdb.log" >&2; error "initdb failed"; exit 1; }
-pg_port=""
-for attempt in 1 2 3; do
-    port=$(free_port)
-    # fsync=off: a throwaway cluster; a crash of the machine loses nothing we keep.
-    if as_pg "$pg_bin/pg_ctl" -D "$pg_tmp/data" -l "$pg_tmp/postgres.log" -w -t 30 start \
-        -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$pg_tmp/socket -c fsync=off" \
-        >/dev/null 2>&1; then
-        pg_port=$port
-        break
-    fi
-    note "PostgreSQL did not start on port $port (attempt $attempt)"
-done
-if [ -z "$pg_port" ]; then
-    error "PostgreSQL did not start"
-    exit 1
-fi
-for ((i = 0; i < 100; i++)); do
-    psql "postgres://postgres@127.0.0.1:$pg_port/postgres" -Atqc 'select 1' >/dev/null 2>&1 && break
-    sleep 0.1
-done
-psql "postgres://postgres@127.0.0.1:$pg_port/postgres" -Atqc 'create database troupe_test' >/dev/null
-export TROUPE_TEST_PG_URL="postgres://postgres@127.0.0.1:$pg_port/troupe_test"
-note "TROUPE_TEST_PG_URL=$TROUPE_TEST_PG_URL (data in $pg_tmp)"
+pg_private_start
+psql "postgres://postgres@127.0.0.1:$PG_PORT/postgres" -Atqc 'create database troupe_test' >/dev/null
+export TROUPE_TEST_PG_URL="postgres://postgres@127.0.0.1:$PG_PORT/troupe_test"
+note "TROUPE_TEST_PG_URL=$TROUPE_TEST_PG_URL (data in $PG_TMP)"
 
 section "Starting nats-server on 127.0.0.1"
 nats_tmp=$(mktemp -d "${TMPDIR:-/tmp}/troupe-test-nats.XXXXXX")

@@ -175,12 +175,10 @@ public distributed actor ActorProcess {
         case .failure(let error):
             let error = TroupeError(wrapping: error)
             call.reply.complete(.failure(error))
-            if error.code == .failedPrecondition {
-                // A newer activation owns this actor: this one must stop serving at once.
-                directory.deactivate(key, activationID, because: error)
-            } else {
-                pump()
-            }
+            // Either a newer activation owns the actor (failedPrecondition), or the store could not
+            // say whether the write landed (unavailable). Either way this activation's state may
+            // no longer be the stored one, so it stops; the next call activates it from the store.
+            directory.deactivate(key, activationID, because: error)
         }
     }
 

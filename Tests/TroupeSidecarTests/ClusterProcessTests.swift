@@ -21,17 +21,18 @@ private struct ClusterNodeProcess: Sendable {
     var socket: String { directory.path("troupe.sock") }
     var address: String { "127.0.0.1:\(port)" }
 
-    static func start(name: String, port: Int, seeds: [String], extra: [String] = []) async throws -> ClusterNodeProcess
+    static func start(name: String, port: Int, seeds: [String], store: [String] = ["--store", "memory"]) async throws
+        -> ClusterNodeProcess
     {
         let directory = try TemporaryDirectory()
         let socket = directory.path("troupe.sock")
         let sidecar = try ChildProcess(
             "troupe-sidecar",
             [
-                "--system", system, "--node", name, "--socket", socket, "--store", "memory",
+                "--system", system, "--node", name, "--socket", socket, "--data-path", directory.path("state.sqlite"),
                 "--cluster-listen", "127.0.0.1:\(port)", "--cluster-seeds", seeds.joined(separator: ","),
                 "--log-level", "info",
-            ] + extra,
+            ] + store,
             logPath: directory.path("sidecar.log"))
         do {
             try await waitFor("the sidecar socket of \(name)") { FileManager.default.fileExists(atPath: socket) }
@@ -71,6 +72,12 @@ private struct ClusterNodeProcess: Sendable {
         return try await connection.call(body, timeout: .seconds(5))
     }
 
+    /// True while `actor` is active here.
+    func isActive(_ actor: String) async -> Bool {
+        guard case .actors(let response)? = try? await request(.listActors(.init())) else { return false }
+        return response.actors.contains { $0.actor.name == actor }
+    }
+
     /// True while `actor` is active here with a call running or queued.
     func isRunning(_ actor: String) async -> Bool {
         guard case .actors(let response)? = try? await request(.listActors(.init())) else { return false }
@@ -94,14 +101,17 @@ private struct ClusterNodeProcess: Sendable {
 }
 
 /// Starts `count` nodes that join through the first one and waits until each sees all up.
-private func startCluster(_ count: Int) async throws -> [ClusterNodeProcess] {
+private func startCluster(_ count: Int, store: [String] = ["--store", "memory"]) async throws
+    -> [ClusterNodeProcess]
+{
     var ports: [Int] = []
     for _ in 0..<count { ports.append(try await freeTCPPort()) }
     var nodes: [ClusterNodeProcess] = []
     do {
         for index in 0..<count {
             let seeds = index == 0 ? [] : ["127.0.0.1:\(ports[0])"]
-            nodes.append(try await ClusterNodeProcess.start(name: "n\(index)", port: ports[index], seeds: seeds))
+            nodes.append(
+                try await ClusterNodeProcess.start(name: "n\(index)", port: ports[index], seeds: seeds, store: store))
         }
         let names = nodes.map(\.name)
         for node in nodes {
@@ -268,5 +278,43 @@ struct ClusterProcessTests {
             })
         #expect(try await whereabouts(of: actor, via: client) == leaver.name)
         await client.close()
+    }
+
+    /// With the shared Postgres store, an actor that moves keeps its last acknowledged state.
+    @Test func onASharedPostgresStoreAcknowledgedStateSurvivesKill9OfTheOwner() async throws {
+        try await withSharedSchema { url in
+            let nodes = try await startCluster(3, store: ["--store", "postgres", "--pg-url", url])
+            defer { for node in nodes { node.stop() } }
+            let names = nodes.map(\.name)
+            let victim = nodes[2]
+            let survivors = Array(nodes[0..<2])
+            let accounts = (0..<30).map { "acct-\($0)" }.filter {
+                RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == victim.name
+            }.prefix(3)
+            try #require(!accounts.isEmpty)
+            let before = try await survivors[0].client()
+            for account in accounts {
+                let _: Int = try await before.invoke(account, action: "deposit", 10, spawnFrom: "account")
+                #expect(try await before.invoke(account, action: "deposit", 5, as: Int.self) == 15)
+                #expect(await victim.isActive(account), "\(account) should run on its owner \(victim.name)")
+            }
+            await before.close()
+
+            victim.sidecar.signal(SIGKILL)
+            victim.host.signal(SIGKILL)
+            let after = try await survivors[1].client()
+            for account in accounts {
+                var balance = -1
+                try await waitFor("\(account) to answer on a survivor", timeout: .seconds(30)) {
+                    guard let answer = try? await after.invoke(account, action: "balance", as: Int.self) else {
+                        return false
+                    }
+                    balance = answer
+                    return true
+                }
+                #expect(balance == 15, "\(account) lost acknowledged deposits: balance \(balance)")
+            }
+            await after.close()
+        }
     }
 }

@@ -6,7 +6,9 @@ import ServiceLifecycle
 public import TroupeActors
 public import TroupeCluster
 import TroupeMembership
+import TroupePostgres
 import TroupeSQLite
+import TroupeStateEncryption
 import TroupeStore
 import TroupeWire
 public import UnixSignals
@@ -32,13 +34,21 @@ public final class Sidecar: Sendable {
 
     /// Opens the store and prepares the services. Nothing listens until ``run(signals:)``.
     public static func start(configuration: SidecarConfiguration, logger: Logger) async throws -> Sidecar {
-        let store: any StateStore
+        // Validated before anything is opened, so a bad key never leaves a store open behind it.
+        let keyring = try configuration.stateKeyring()
+        let base: any StateStore
         switch configuration.store {
         case "memory":
-            store = MemoryStateStore()
+            base = MemoryStateStore()
+        case "postgres":
+            base = try await PostgresStateStore.open(
+                configuration: try configuration.postgresConfiguration(), logger: logger)
         default:
-            store = try await SQLiteStateStore.open(path: configuration.dataPath, logger: logger)
+            base = try await SQLiteStateStore.open(path: configuration.dataPath, logger: logger)
         }
+        // Wrapped also without keys: an encrypted record then fails clearly instead of reaching
+        // the host as garbage.
+        let store = EncryptingStateStore(wrapping: base, keyring: keyring)
         return Sidecar(configuration: configuration, store: store, logger: logger)
     }
 

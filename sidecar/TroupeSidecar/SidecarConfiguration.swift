@@ -1,4 +1,6 @@
 import Foundation
+public import TroupePostgres
+public import TroupeStateEncryption
 public import TroupeWire
 import Yams
 
@@ -21,10 +23,17 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var socket = "/tmp/troupe/troupe.sock"
     /// Optional TCP listener for hosts, `HOST:PORT`.
     public var listenTCP: String?
-    /// `sqlite` (the embedded default) or `memory` (nothing survives a restart).
+    /// `sqlite` (the embedded default), `postgres` (shared by a cluster) or `memory` (nothing
+    /// survives a restart).
     public var store = "sqlite"
     /// The SQLite file.
     public var dataPath = "troupe-data/state.sqlite"
+    /// The Postgres store's connection: a URL, then discrete settings that override its parts.
+    public var postgres = PostgresSettings()
+    /// `id:base64key` entries of AES-256 keys for state encryption at rest; empty for none.
+    public var encryptionKeys = ""
+    /// The id of the key new writes use; may stay empty when there is one key.
+    public var encryptionActiveKey = ""
     public var maxFrameBytes = HostProtocol.defaultMaxFrameBytes
     public var defaultTimeoutMs: UInt32 = 30_000
     public var mailboxCapacity = 1024
@@ -73,14 +82,61 @@ public struct SidecarConfiguration: Sendable, Equatable {
             c.listenTCP = v.isEmpty ? nil : v
             if let tcp = c.listenTCP { _ = try Endpoint(parsing: "tcp://" + tcp) }
         },
-        Setting(key: "store", summary: "state store: sqlite or memory") { c, v throws(TroupeError) in
-            guard ["sqlite", "memory"].contains(v) else {
-                throw .invalidArgument("store must be sqlite or memory, not '\(v)'")
+        Setting(key: "store", summary: "state store: sqlite, postgres or memory") { c, v throws(TroupeError) in
+            guard ["sqlite", "postgres", "memory"].contains(v) else {
+                throw .invalidArgument("store must be sqlite, postgres or memory, not '\(v)'")
             }
             c.store = v
         },
         Setting(key: "data-path", summary: "SQLite state file") { c, v throws(TroupeError) in
             c.dataPath = try nonEmpty(v, "data-path")
+        },
+        Setting(key: "pg-url", summary: "Postgres URL, postgres://user:password@host:port/database") {
+            c, v throws(TroupeError) in
+            c.postgres.url = v
+        },
+        Setting(key: "pg-host", summary: "Postgres host (overrides the URL's)") { c, v throws(TroupeError) in
+            c.postgres.host = v
+        },
+        Setting(key: "pg-port", summary: "Postgres port") { c, v throws(TroupeError) in
+            c.postgres.port = Int(try number(v, "pg-port", in: UInt16(1)...UInt16.max))
+        },
+        Setting(key: "pg-user", summary: "Postgres user") { c, v throws(TroupeError) in
+            c.postgres.user = v
+        },
+        Setting(key: "pg-password", summary: "Postgres password (prefer TROUPE_PG_PASSWORD)") {
+            c, v throws(TroupeError) in
+            c.postgres.password = v
+        },
+        Setting(key: "pg-database", summary: "Postgres database") { c, v throws(TroupeError) in
+            c.postgres.database = v
+        },
+        Setting(key: "pg-schema", summary: "Postgres schema of the store's tables") { c, v throws(TroupeError) in
+            c.postgres.schema = v
+        },
+        Setting(key: "pg-sslmode", summary: "disable, prefer or require") { c, v throws(TroupeError) in
+            guard ["disable", "prefer", "require"].contains(v) else {
+                throw .invalidArgument("pg-sslmode must be disable, prefer or require, not '\(v)'")
+            }
+            c.postgres.sslmode = v
+        },
+        Setting(key: "pg-pool-size", summary: "most Postgres connections") { c, v throws(TroupeError) in
+            c.postgres.poolSize = Int(try number(v, "pg-pool-size", in: 1...1000))
+        },
+        Setting(key: "pg-operation-timeout-ms", summary: "store operations fail as unavailable after this") {
+            c, v throws(TroupeError) in
+            c.postgres.operationTimeoutMs = try number(v, "pg-operation-timeout-ms", in: 100...600_000)
+        },
+        Setting(key: "pg-max-write-batch", summary: "most writes in one group commit") { c, v throws(TroupeError) in
+            c.postgres.maxWriteBatch = Int(try number(v, "pg-max-write-batch", in: 1...65_535))
+        },
+        Setting(key: "encryption-keys", summary: "state encryption keys, id:base64key,... (prefer the variable)") {
+            c, v throws(TroupeError) in
+            _ = try StateKeyring(parsing: v)
+            c.encryptionKeys = v
+        },
+        Setting(key: "encryption-active-key", summary: "id of the key new writes use") { c, v throws(TroupeError) in
+            c.encryptionActiveKey = v
         },
         Setting(key: "max-frame-bytes", summary: "largest accepted frame body") { c, v throws(TroupeError) in
             c.maxFrameBytes = try number(v, "max-frame-bytes", in: 1024...UInt32(256 << 20))
@@ -201,6 +257,72 @@ private func clusterAddress(_ value: String, _ key: String) throws(TroupeError) 
         throw .invalidArgument("\(key) must be HOST:PORT, not '\(value)'")
     }
     return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+}
+
+extension SidecarConfiguration {
+    /// The Postgres connection settings. A URL gives the base; each discrete setting that is set
+    /// overrides its part, so a password can come from a Secret while the rest sits in the file.
+    public struct PostgresSettings: Sendable, Equatable {
+        public var url = ""
+        public var host = ""
+        public var port: Int?
+        public var user = ""
+        public var password: String?
+        public var database = ""
+        public var schema = ""
+        public var sslmode = ""
+        public var poolSize = 8
+        public var operationTimeoutMs: UInt32 = 5_000
+        public var maxWriteBatch = 512
+
+        public init() {}
+    }
+
+    /// The Postgres store's configuration, for `store: postgres`.
+    ///
+    /// - Throws: `invalidArgument` naming the missing or wrong setting.
+    public func postgresConfiguration() throws(TroupeError) -> PostgresStateStore.Configuration {
+        let settings = postgres
+        var configuration: PostgresStateStore.Configuration
+        if !settings.url.isEmpty {
+            do { configuration = try PostgresStateStore.Configuration(url: settings.url) } catch {
+                throw .invalidArgument("pg-url: \(TroupeError(wrapping: error).message)")
+            }
+        } else {
+            guard !settings.host.isEmpty, !settings.user.isEmpty, !settings.database.isEmpty else {
+                throw .invalidArgument(
+                    "store postgres needs pg-url, or pg-host, pg-user and pg-database (TROUPE_PG_URL or TROUPE_PG_*)")
+            }
+            configuration = .init(host: settings.host, username: settings.user, database: settings.database)
+        }
+        if !settings.host.isEmpty { configuration.host = settings.host }
+        if let port = settings.port { configuration.port = port }
+        if !settings.user.isEmpty { configuration.username = settings.user }
+        if let password = settings.password { configuration.password = password }
+        if !settings.database.isEmpty { configuration.database = settings.database }
+        if !settings.schema.isEmpty { configuration.schema = settings.schema }
+        if !settings.sslmode.isEmpty, let mode = PostgresStateStore.Configuration.TLSMode(rawValue: settings.sslmode) {
+            configuration.tls = mode
+        }
+        configuration.maxConnections = settings.poolSize
+        configuration.operationTimeout = .milliseconds(Int64(settings.operationTimeoutMs))
+        configuration.maxWriteBatch = settings.maxWriteBatch
+        return configuration
+    }
+
+    /// The state encryption keys, or ``StateKeyring/none``.
+    ///
+    /// - Throws: `invalidArgument` naming the key id that is wrong, never a key.
+    public func stateKeyring() throws(TroupeError) -> StateKeyring {
+        guard !encryptionKeys.isEmpty else {
+            guard encryptionActiveKey.isEmpty else {
+                throw .invalidArgument("encryption-active-key is set, but encryption-keys is empty")
+            }
+            return .none
+        }
+        return try StateKeyring(
+            parsing: encryptionKeys, activeKeyID: encryptionActiveKey.isEmpty ? nil : encryptionActiveKey)
+    }
 }
 
 private func nonEmpty(_ value: String, _ key: String) throws(TroupeError) -> String {

@@ -1,11 +1,12 @@
 import Synchronization
 import TroupeWire
 
-/// Lets operations in while a resource is open and lets `close` wait for the ones in flight.
+/// Lets operations in while a store is open and lets `close` wait for the ones in flight.
 ///
-/// sqlite3_close refuses to close while statements are still running, and sqlite-nio then drops
-/// the handle anyway; waiting for in-flight calls avoids leaking the connection and its lock.
-final class CloseGate: Sendable {
+/// Both stores need it: sqlite3_close refuses to close while statements are still running (and
+/// sqlite-nio then drops the handle anyway), and the Postgres pool must not stop while queued
+/// group-commit writes still wait for their answer.
+package final class CloseGate: Sendable {
     private struct State {
         var closing = false
         var inFlight = 0
@@ -14,13 +15,15 @@ final class CloseGate: Sendable {
 
     private let state = Mutex(State())
 
+    package init() {}
+
     /// Whether ``close()`` has begun.
-    var isClosing: Bool { state.withLock { $0.closing } }
+    package var isClosing: Bool { state.withLock { $0.closing } }
 
     /// Admits one operation; pair with ``leave()``.
     ///
     /// - Throws: `unavailable` once closing has begun.
-    func enter(_ what: @autoclosure () -> String) throws {
+    package func enter(_ what: @autoclosure () -> String) throws {
         try state.withLock { state in
             guard !state.closing else {
                 throw TroupeError.unavailable("state store: \(what()) is closed")
@@ -29,7 +32,7 @@ final class CloseGate: Sendable {
         }
     }
 
-    func leave() {
+    package func leave() {
         let drained = state.withLock { state -> CheckedContinuation<Void, Never>? in
             state.inFlight -= 1
             guard state.inFlight == 0 else { return nil }
@@ -42,7 +45,7 @@ final class CloseGate: Sendable {
     /// Stops admitting operations and waits until the admitted ones have left.
     ///
     /// - Returns: true for the first caller, who then owns the actual closing.
-    func close() async -> Bool {
+    package func close() async -> Bool {
         let first = state.withLock { state in
             defer { state.closing = true }
             return !state.closing

@@ -1,0 +1,124 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import TroupeWire
+
+/// A PostgreSQL server of a test's own, on a free loopback port and a temporary data directory,
+/// which the test may stop and start again: the shared server of scripts/test.sh must not go away
+/// under the other tests.
+///
+/// Run as root (CI, the dev machines), the server programs run as the `postgres` user, as
+/// scripts/test.sh does, since initdb refuses to run as root.
+final class TestPostgresServer: Sendable {
+    let directory: String
+    let port: Int
+    private let bin: String
+
+    var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres?sslmode=disable" }
+
+    /// Runs initdb and starts the server.
+    static func start() async throws -> TestPostgresServer {
+        guard let bin = serverPrograms() else {
+            throw TroupeError.unavailable("PostgreSQL server programs not found: run scripts/install-deps.sh")
+        }
+        let directory = "/tmp/troupe-pg-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        if getuid() == 0 { try run("/bin/chown", ["postgres:", directory]) }
+        let server = TestPostgresServer(directory: directory, port: try await freePort(), bin: bin)
+        do {
+            try server.asServerUser(
+                "\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            try server.startAgain()
+        } catch {
+            server.remove()
+            throw error
+        }
+        return server
+    }
+
+    private init(directory: String, port: Int, bin: String) {
+        self.directory = directory
+        self.port = port
+        self.bin = bin
+    }
+
+    /// Starts the (stopped) server on the same port and data.
+    func startAgain() throws {
+        try asServerUser(
+            "\(bin)/pg_ctl",
+            [
+                "-D", "\(directory)/data", "-l", "\(directory)/postgres.log", "-w", "-t", "30", "start", "-o",
+                "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=\(directory) -c fsync=off",
+            ])
+    }
+
+    /// Stops the server the way a crash would: no checkpoint, connections cut at once.
+    func crash() throws {
+        try asServerUser("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-w", "-t", "30", "stop", "-m", "immediate"])
+    }
+
+    /// Stops the server if it runs and deletes its data.
+    func remove() {
+        if FileManager.default.fileExists(atPath: "\(directory)/data/postmaster.pid") {
+            try? asServerUser("\(bin)/pg_ctl", ["-D", "\(directory)/data", "-w", "-t", "30", "stop", "-m", "immediate"])
+        }
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    private func asServerUser(_ program: String, _ arguments: [String]) throws {
+        if getuid() == 0 {
+            try Self.run("/usr/sbin/runuser", ["-u", "postgres", "--", program] + arguments, in: directory)
+        } else {
+            try Self.run(program, arguments, in: directory)
+        }
+    }
+
+    /// Runs `program` to completion with its output in a file, and fails with that output.
+    ///
+    /// posix_spawn and waitpid rather than Foundation's Process: pg_ctl's daemonized server made
+    /// `Process.waitUntilExit` miss the exit of runuser, leaving the test hanging on a zombie.
+    private static func run(_ program: String, _ arguments: [String], in directory: String? = nil) throws {
+        let outputPath = "/tmp/troupe-pg-out-\(UUID().uuidString.prefix(8))"
+        defer { try? FileManager.default.removeItem(atPath: outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        // sh changes directory first: the server must not sit in one its user cannot read.
+        let argv = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", directory ?? "/", program] + arguments
+        let cArguments = argv.map { strdup($0) } + [nil]
+        defer { cArguments.forEach { free($0) } }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, cArguments, environ)
+        guard spawned == 0 else { throw TroupeError.internalError("cannot start \(program): errno \(spawned)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        // WIFEXITED and WEXITSTATUS, which Swift does not import.
+        guard status & 0x7F == 0, (status >> 8) & 0xFF == 0 else {
+            let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+            throw TroupeError.internalError("\(program) \(arguments.joined(separator: " ")) failed: \(text)")
+        }
+    }
+
+    /// Where initdb and pg_ctl are: Debian keeps them off PATH, under /usr/lib/postgresql/VERSION/bin.
+    private static func serverPrograms() -> String? {
+        let root = "/usr/lib/postgresql"
+        let versions = ((try? FileManager.default.contentsOfDirectory(atPath: root)) ?? [])
+            .compactMap(Int.init).sorted(by: >)
+        return versions.map { "\(root)/\($0)/bin" }.first {
+            FileManager.default.isExecutableFile(atPath: "\($0)/initdb")
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+func freePort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0).get()
+    let port = channel.localAddress?.port ?? 0
+    try await channel.close()
+    guard port > 0 else { throw TroupeError.internalError("no free port") }
+    return port
+}
