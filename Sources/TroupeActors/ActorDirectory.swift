@@ -124,6 +124,20 @@ public final class ActorDirectory: Service, Sendable {
             guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
             self.serveRemote(call, deadline: deadline, reply: reply)
         }
+        actorSystem.serve(stableTarget: StableTargets.directoryList) { [weak self] call, _, reply in
+            guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
+            do {
+                let request = try WireListActorsRequest(serializedBytes: Array(call.arguments.first ?? Data()))
+                let (actors, truncated) = self.list(
+                    actorType: request.actorType, limit: request.limit == 0 ? 1000 : Int(request.limit))
+                var response = WireListActorsResponse()
+                response.actors = actors
+                response.truncated = truncated
+                reply(.success(Data(try response.serializedBytes() as [UInt8])))
+            } catch {
+                reply(.failure(.invalidArgument("\(StableTargets.directoryList) takes a ListActorsRequest: \(error)")))
+            }
+        }
     }
 
     /// Decides, per call, whether an actor lives on another node. Nil (a single node) serves every call here.
@@ -490,6 +504,41 @@ public final class ActorDirectory: Service, Sendable {
         infos.sort { $0.actor.name < $1.actor.name }
         let truncated = infos.count > limit
         return (Array(infos.prefix(limit)), truncated)
+    }
+
+    /// The active actors of this node and of `nodes`, sorted by name, at most `limit`. A node that
+    /// does not answer within `timeout` is left out and named in `unreachable`.
+    public func list(
+        actorType: String, limit: Int, alsoOn nodes: [String], timeout: TimeAmount = .seconds(2)
+    ) async -> (actors: [WireActorInfo], truncated: Bool, unreachable: [String]) {
+        var (actors, truncated) = list(actorType: actorType, limit: limit)
+        var request = WireListActorsRequest()
+        request.actorType = actorType
+        request.limit = UInt32(clamping: limit)
+        let argument = Data((try? request.serializedBytes() as [UInt8]) ?? [])
+        let deadline = NIODeadline.now() + timeout
+        let answers = nodes.filter { $0 != configuration.node }.map { node in
+            (
+                node,
+                actorSystem.start(
+                    RemoteCallEnvelope(
+                        recipient: TroupeActorID(node: node, path: "directory"), target: StableTargets.directoryList,
+                        arguments: [argument]), deadline: deadline)
+            )
+        }
+        var unreachable: [String] = []
+        for (node, answer) in answers {
+            guard let data = try? await answer.get(),
+                let response = try? WireListActorsResponse(serializedBytes: Array(data))
+            else {
+                unreachable.append(node)
+                continue
+            }
+            actors += response.actors
+            truncated = truncated || response.truncated
+        }
+        actors.sort { $0.actor.name < $1.actor.name }
+        return (Array(actors.prefix(limit)), truncated || actors.count > limit, unreachable)
     }
 
     func noteDirty(_ key: ActorKey, _ activationID: UInt64, _ dirty: Bool) {

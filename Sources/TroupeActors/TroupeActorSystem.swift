@@ -219,6 +219,9 @@ public protocol RemoteCallTransport: Sendable {
 public enum StableTargets {
     /// `ActorProcess.invoke(request:)`.
     public static let actorProcessInvoke = "troupe.ActorProcess.invoke"
+    /// The active actors of a node: one argument, a serialized `ListActorsRequest`; the value is a
+    /// serialized `ListActorsResponse`. Served by ``ActorDirectory``; no distributed method behind it.
+    public static let directoryList = "troupe.ActorDirectory.list"
 
     /// The mangled identifier of each method with a stable name. A test pins every entry against
     /// the identifier the compiler produces, so a rename fails there, not in a rolling upgrade.

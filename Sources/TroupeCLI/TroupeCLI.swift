@@ -134,6 +134,7 @@ struct Actors: AsyncParsableCommand {
         if json {
             printJSON([
                 "truncated": response.truncated,
+                "unreachable_nodes": response.unreachableNodes,
                 "actors": response.actors.map {
                     [
                         "system": $0.actor.system, "name": $0.actor.name, "type": $0.actorType, "node": $0.node,
@@ -154,6 +155,9 @@ struct Actors: AsyncParsableCommand {
                 zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
         print("\(response.actors.count) active actor(s)\(response.truncated ? " (truncated)" : "")")
+        if !response.unreachableNodes.isEmpty {
+            print("not listed: node(s) \(response.unreachableNodes.joined(separator: ", ")) did not answer")
+        }
     }
 }
 

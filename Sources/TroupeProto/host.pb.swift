@@ -876,11 +876,14 @@ public nonisolated struct WireListActorsResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The active actors.
+  /// The active actors: in a cluster, those of every up member, each with its node.
   public var actors: [WireActorInfo] = []
 
   /// True if more active actors exist than were returned.
   public var truncated: Bool = false
+
+  /// Cluster members that did not answer in time; their actors are missing from the list.
+  public var unreachableNodes: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2227,7 +2230,7 @@ nonisolated extension WireActorInfo: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension WireListActorsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListActorsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actors\0\u{1}truncated\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actors\0\u{1}truncated\0\u{3}unreachable_nodes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2237,6 +2240,7 @@ nonisolated extension WireListActorsResponse: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.actors) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.unreachableNodes) }()
       default: break
       }
     }
@@ -2249,12 +2253,16 @@ nonisolated extension WireListActorsResponse: SwiftProtobuf.Message, SwiftProtob
     if self.truncated != false {
       try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 2)
     }
+    if !self.unreachableNodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.unreachableNodes, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: WireListActorsResponse, rhs: WireListActorsResponse) -> Bool {
     if lhs.actors != rhs.actors {return false}
     if lhs.truncated != rhs.truncated {return false}
+    if lhs.unreachableNodes != rhs.unreachableNodes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

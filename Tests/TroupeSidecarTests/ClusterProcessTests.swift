@@ -186,10 +186,10 @@ struct ClusterProcessTests {
         defer { for node in nodes { node.stop() } }
         let names = nodes.map(\.name)
 
-        let (status, listing) = try await runToCompletion("troupe", ["members", "--socket", nodes[1].socket])
+        let (status, members) = try await runToCompletion("troupe", ["members", "--socket", nodes[1].socket])
         #expect(status == 0)
-        for name in names { #expect(listing.contains(name), "troupe members:\n\(listing)") }
-        #expect(listing.contains("up"))
+        for name in names { #expect(members.contains(name), "troupe members:\n\(members)") }
+        #expect(members.contains("up"))
 
         var clients: [TroupeClient] = []
         for node in nodes { clients.append(try await node.client()) }
@@ -205,6 +205,24 @@ struct ClusterProcessTests {
             }
         }
         #expect(owners.count > 1, "12 actors should spread over more than one node")
+
+        // `troupe actors` on any node lists the actors of the whole cluster, each where it lives.
+        let (actorsStatus, actorsJSON) = try await runToCompletion(
+            "troupe", ["actors", "--type", "whereabouts", "--json", "--socket", nodes[0].socket])
+        #expect(actorsStatus == 0)
+        let listing = try JSONSerialization.jsonObject(with: Data(actorsJSON.utf8)) as? [String: Any]
+        let rows = (listing?["actors"] as? [[String: Any]]) ?? []
+        let placed = Dictionary(
+            rows.compactMap { row in (row["name"] as? String).map { ($0, row["node"] as? String) } }
+        ) {
+            first, _ in first
+        }
+        for index in 0..<12 {
+            let actor = "w-\(index)"
+            let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names)
+            #expect(placed[actor] == owner, "troupe actors shows \(actor) on \(String(describing: placed[actor]))")
+        }
+        #expect(rows.count == 12, "each actor listed once: \(actorsJSON)")
         for client in clients { await client.close() }
     }
 

@@ -127,12 +127,26 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 }
             }
         case .listActors(let list):
-            let (actors, truncated) = directory.list(
-                actorType: list.actorType, limit: list.limit == 0 ? 1000 : Int(list.limit))
-            var response = WireListActorsResponse()
-            response.actors = actors
-            response.truncated = truncated
-            answer(id, .actors(response))
+            let limit = list.limit == 0 ? 1000 : Int(list.limit)
+            guard let membership else {
+                let (actors, truncated) = directory.list(actorType: list.actorType, limit: limit)
+                var response = WireListActorsResponse()
+                response.actors = actors
+                response.truncated = truncated
+                answer(id, .actors(response))
+                return
+            }
+            // In a cluster: every up member's actors, each with the node it lives on.
+            let nodes = membership.members.filter { $0.status == .up }.map(\.node.name)
+            jobs.yield { [self] in
+                let (actors, truncated, unreachable) = await directory.list(
+                    actorType: list.actorType, limit: limit, alsoOn: nodes)
+                var response = WireListActorsResponse()
+                response.actors = actors
+                response.truncated = truncated
+                response.unreachableNodes = unreachable
+                answer(id, .actors(response))
+            }
         case .describeSidecar:
             var response = WireDescribeSidecarResponse()
             response.system = configuration.system
