@@ -358,6 +358,43 @@ struct ClusterProcessTests {
         }
     }
 
+    /// A node that joins takes over the actors rendezvous now gives it, and only those.
+    @Test func aJoiningNodeTakesOverOnlyTheActorsPlacementMovesToIt() async throws {
+        var nodes = try await startCluster(2)
+        defer { for node in nodes { node.stop() } }
+        let actors = (0..<30).map { "j-\($0)" }
+        let client = try await nodes[0].client()
+        for actor in actors {
+            let before = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: ["n0", "n1"])
+            #expect(try await whereabouts(of: actor, via: client) == before)
+        }
+
+        nodes.append(
+            try await ClusterNodeProcess.start(name: "n2", port: try await freeTCPPort(), seeds: [nodes[0].address]))
+        let names = nodes.map(\.name)
+        for node in nodes {
+            try await waitFor("\(node.name) to see n2 up", timeout: .seconds(30)) { await node.sees(names) }
+        }
+        var moved = 0
+        for actor in actors {
+            let before = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: ["n0", "n1"])
+            let after = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names)
+            if before != after {
+                moved += 1
+                #expect(after == "n2", "a join moves actors only to the new node")
+            }
+            #expect(try await whereabouts(of: actor, via: client) == after)
+        }
+        #expect(moved > 0 && moved < actors.count, "about a third of the actors move: \(moved) of \(actors.count)")
+        await client.close()
+    }
+
+    /// A node stopped with SIGTERM stores its write-behind state before it leaves: the next owner
+    /// continues from it.
+    @Test func aDrainedNodeHandsOverItsWriteBehindStateWithNothingLost() async throws {
+        try await withSharedSchema { url in try await drainScenario(url) }
+    }
+
     /// Callers on two nodes hammer one counter while its owner is paused (SIGSTOP) long enough to
     /// be declared down, then resumed. The counter moves, and the paused activation never writes
     /// again (its fencing token is stale): no acknowledged value is ever handed out twice.
@@ -392,4 +429,29 @@ private func pausedOwnerScenario(_ url: String) async throws {
     #expect(stored >= acknowledged.count)
     #expect((acknowledged.max() ?? 0) <= stored)
     for client in clients { await client.close() }
+}
+
+/// The body of `aDrainedNodeHandsOverItsWriteBehindStateWithNothingLost`.
+private func drainScenario(_ url: String) async throws {
+    let nodes = try await startCluster(3, store: ["--store", "postgres", "--pg-url", url])
+    defer { for node in nodes { node.stop() } }
+    let names = nodes.map(\.name)
+    // `tally` stores its state only every 60 s, on deactivation and on shutdown.
+    let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/tally", among: names)
+    let leaver = try #require(nodes.first { $0.name == owner })
+    let other = try #require(nodes.first { $0.name != leaver.name })
+    let client = try await other.client()
+    for amount in 1...5 { let _: Int = try await client.invoke("tally", action: "add", amount) }
+    #expect(await leaver.isActive("tally"))
+
+    leaver.sidecar.signal(SIGTERM)
+    #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")
+    var value = -1
+    try await waitFor("tally to answer on another node", timeout: .seconds(30)) {
+        guard let answer = try? await client.invoke("tally", action: "get", as: Int.self) else { return false }
+        value = answer
+        return true
+    }
+    #expect(value == 15, "write-behind state lost in the hand-off: \(value)")
+    await client.close()
 }
