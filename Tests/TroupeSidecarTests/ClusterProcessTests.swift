@@ -259,7 +259,10 @@ struct ClusterProcessTests {
         case .failure(let error): #expect((error as? TroupeError)?.code == .unavailable, "\(error)")
         }
         await sleeper.close()
-        let first = try await whereabouts(of: moved[0], via: clients[1], timeout: .seconds(30))
+        // An idempotent call rides out the failover with the client's retries.
+        let first = try await clients[1].invoke(
+            moved[0], action: "where", as: String.self, spawnFrom: "whereabouts", timeout: .seconds(30),
+            retry: .idempotent)
         let failover = ContinuousClock.now - killed
         print("failover: first successful call on a moved actor \(failover) after kill -9")
         #expect(survivorNames.contains(first))
