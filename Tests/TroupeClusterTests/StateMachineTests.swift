@@ -1,6 +1,6 @@
 import NIOCore
 import Testing
-import TroupeCluster
+@testable import TroupeCluster
 import TroupeProto
 
 @Suite("Cluster state machines")
@@ -70,5 +70,14 @@ struct StateMachineTests {
         #expect(ClusterTransport.split("nohost") == nil)
         #expect(ClusterTransport.split(":80") == nil)
         #expect(ClusterTransport.split("a:99999") == nil)
+    }
+}
+
+@Suite("DNS discovery")
+struct DNSDiscoveryTests {
+    /// Every A record of the name is a peer. `localhost` resolves from /etc/hosts, so the test
+    /// sends nothing to a DNS server.
+    @Test func everyARecordOfANameIsReturned() {
+        #expect(DNSDiscovery.addresses(of: "localhost").contains("127.0.0.1"))
     }
 }
