@@ -1,7 +1,8 @@
 import NIOCore
 import Testing
-@testable import TroupeCluster
 import TroupeProto
+
+@testable import TroupeCluster
 
 @Suite("Cluster state machines")
 struct StateMachineTests {
