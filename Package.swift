@@ -136,12 +136,29 @@ let package = Package(
             name: "TroupeActors",
             dependencies: [
                 "TroupeWire", "TroupeStore", "TroupeProto",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             path: "Sources/TroupeActors",
+            swiftSettings: strict
+        ),
+        // The ActorSystem cluster: sidecar-to-sidecar TCP transport, SWIM driver, placement.
+        .target(
+            name: "TroupeCluster",
+            dependencies: [
+                "TroupeActors", "TroupeMembership", "TroupePlacement", "TroupeWire", "TroupeProto", "TroupeStore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "Sources/TroupeCluster",
             swiftSettings: strict
         ),
         // The `troupe` command-line tool.
@@ -160,7 +177,7 @@ let package = Package(
             name: "TroupeSidecar",
             dependencies: [
                 "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeStateEncryption",
-                "TroupeActors", "TroupeNATS", "TroupeBridge",
+                "TroupeActors", "TroupeNATS", "TroupeBridge", "TroupeCluster", "TroupeMembership",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -216,7 +233,7 @@ let package = Package(
         .executableTarget(
             name: "troupe-bench",
             dependencies: [
-                "Troupe", "TroupeWire", "TroupeNATS", "CNats", "TroupeProto",
+                "Troupe", "TroupeWire", "TroupeNATS", "CNats", "TroupeProto", "TroupePlacement",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -274,7 +291,9 @@ let package = Package(
         ),
         .testTarget(
             name: "TroupeActorsTests",
-            dependencies: ["TroupeActors", "TroupeWire", "TroupeTestSupport"],
+            dependencies: [
+                "TroupeActors", "TroupeWire", "TroupeTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+            ],
             path: "Tests/TroupeActorsTests"
         ),
         .testTarget(
@@ -284,6 +303,17 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/TroupeNATSTests"
+        ),
+        .testTarget(
+            name: "TroupeClusterTests",
+            dependencies: [
+                "TroupeCluster", "TroupeActors", "TroupeMembership", "TroupeWire", "TroupeProto", "TroupeStore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/TroupeClusterTests"
         ),
         .testTarget(
             name: "TroupePlacementTests",
@@ -302,6 +332,7 @@ let package = Package(
             name: "TroupeSidecarTests",
             dependencies: [
                 "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore", "TroupeNATS",
+                "TroupePlacement",
                 "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
                 "TroupeTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,11 +1,22 @@
+import Foundation
 public import Logging
 import Metrics
 public import NIOCore
+import NIOPosix
 public import ServiceLifecycle
+import SwiftProtobuf
 import Synchronization
 public import TroupeProto
 public import TroupeStore
 public import TroupeWire
+
+/// Where an actor lives when the sidecar is one node of a cluster.
+public protocol InvocationRouter: Sendable {
+    /// The node that owns `actor` when that is another node; nil to serve the call here.
+    /// `spawnFrom` is the call's unnamed actor type, if it names one. Must not block: it runs on
+    /// the thread that read the call.
+    func remoteOwner(of actor: ActorKey, spawnFrom: String) -> String?
+}
 
 /// The directory of a sidecar's actors: registered types, their hosts, and every activation with
 /// its mailbox.
@@ -90,6 +101,7 @@ public final class ActorDirectory: Service, Sendable {
 
     public let configuration: Configuration
     public let actorSystem: TroupeActorSystem
+    private let router = Mutex<(any InvocationRouter)?>(nil)
     public let store: any StateStore
     private let logger: Logger
     private let state = Mutex(State())
@@ -101,6 +113,7 @@ public final class ActorDirectory: Service, Sendable {
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
     private let broadcastFailures = Counter(label: "troupe_broadcast_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
+    private let forwarded = Counter(label: "troupe_forwarded_calls_total")
 
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
         self.configuration = configuration
@@ -111,6 +124,29 @@ public final class ActorDirectory: Service, Sendable {
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
         self.logger = logger
         (self.work, self.workInput) = AsyncStream.makeStream(of: Work.self)
+        actorSystem.serve(stableTarget: StableTargets.actorProcessInvoke) { [weak self] call, deadline, reply in
+            guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
+            self.serveRemote(call, deadline: deadline, reply: reply)
+        }
+        actorSystem.serve(stableTarget: StableTargets.directoryList) { [weak self] call, _, reply in
+            guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
+            do {
+                let request = try WireListActorsRequest(serializedBytes: Array(call.arguments.first ?? Data()))
+                let (actors, truncated) = self.list(
+                    actorType: request.actorType, limit: request.limit == 0 ? 1000 : Int(request.limit))
+                var response = WireListActorsResponse()
+                response.actors = actors
+                response.truncated = truncated
+                reply(.success(Data(try response.serializedBytes() as [UInt8])))
+            } catch {
+                reply(.failure(.invalidArgument("\(StableTargets.directoryList) takes a ListActorsRequest: \(error)")))
+            }
+        }
+    }
+
+    /// Decides, per call, whether an actor lives on another node. Nil (a single node) serves every call here.
+    public func route(with router: (any InvocationRouter)?) {
+        self.router.withLock { $0 = router }
     }
 
     // MARK: Registration
@@ -200,6 +236,11 @@ public final class ActorDirectory: Service, Sendable {
 
     /// Queues a call. The outcome reaches `reply`, exactly once, by the caller's deadline at the latest.
     /// A call to an actor of another system goes to the attached ``SystemBridge``.
+    ///
+    /// When a router names another node as the actor's owner, the call goes there instead, as a
+    /// remote call of ``ActorProcess/invoke(request:)``, started before this returns so calls
+    /// keep their order. A call that was forwarded already is not forwarded again: nodes that
+    /// disagree about the owner answer `unavailable` rather than pass a call around.
     public func invoke(_ invocation: Invocation, reply: Reply) {
         if invocation.actor.system != configuration.system {
             guard let bridge = bridge.withLock({ $0 }) else {
@@ -211,6 +252,12 @@ public final class ActorDirectory: Service, Sendable {
                 return
             }
             bridge.forward(invocation, reply: reply)
+            return
+        }
+        if let router = router.withLock({ $0 }),
+            let owner = router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom)
+        {
+            forward(invocation, to: owner, reply: reply)
             return
         }
         var activate: Work?
@@ -244,6 +291,74 @@ public final class ActorDirectory: Service, Sendable {
         } else if let activate {
             workInput.yield(activate)
         }
+    }
+
+    private func forward(_ invocation: Invocation, to owner: String, reply: Reply) {
+        guard invocation.hops == 0 else {
+            reply.complete(
+                .failure(
+                    .unavailable(
+                        "\(invocation.actor) was forwarded here, but node \(configuration.node) places it on \(owner); placement is settling, retry",
+                        details: ["actor": invocation.actor.name, "owner": owner])))
+            return
+        }
+        let request: [UInt8]
+        do { request = try invocation.remoteRequest() } catch {
+            reply.complete(.failure(error))
+            return
+        }
+        let call = RemoteCallEnvelope(
+            recipient: TroupeActorID(node: owner, path: invocation.actor.description),
+            target: StableTargets.actorProcessInvoke, arguments: [Data(request)], hops: invocation.hops + 1)
+        forwarded.increment()
+        actorSystem.start(call, deadline: invocation.deadline).whenComplete { result in
+            switch result {
+            case .success(let bytes):
+                do {
+                    reply.complete(.success(try WirePayload(serializedBytes: Array(bytes ?? Data()))))
+                } catch {
+                    reply.complete(
+                        .failure(.internalError("node \(owner) answered with an unreadable payload: \(error)")))
+                }
+            case .failure(let error):
+                reply.complete(.failure(TroupeError(wrapping: error)))
+            }
+        }
+    }
+
+    /// Serves a call another node sent to the stable target ``StableTargets/actorProcessInvoke``:
+    /// synchronously, so calls from one connection keep their order.
+    private func serveRemote(
+        _ call: RemoteCallEnvelope, deadline: NIODeadline,
+        reply: @escaping @Sendable (Result<Data?, TroupeError>) -> Void
+    ) {
+        guard let bytes = call.arguments.first, call.arguments.count == 1 else {
+            return reply(.failure(.invalidArgument("\(StableTargets.actorProcessInvoke) takes one argument")))
+        }
+        let parts = call.recipient.path.split(separator: "/", maxSplits: 1).map(String.init)
+        guard parts.count == 2 else {
+            return reply(.failure(.invalidArgument("recipient path '\(call.recipient.path)' is not SYSTEM/ACTOR")))
+        }
+        var invocation: Invocation
+        do {
+            invocation = try Invocation(
+                remote: Array(bytes), defaultActor: ActorKey(system: parts[0], name: parts[1]), hops: call.hops)
+        } catch {
+            return reply(.failure(error))
+        }
+        invocation.deadline = min(invocation.deadline, deadline)
+        let answer = Reply { result in
+            reply(
+                result.flatMap { payload in
+                    do { return .success(Data(try payload.serializedBytes() as [UInt8])) } catch {
+                        return .failure(.internalError("cannot encode a reply: \(error)"))
+                    }
+                })
+        }
+        // On the loop that read the call: a timer on another thread costs two wake-ups per call.
+        answer.arm(
+            deadline: invocation.deadline, on: MultiThreadedEventLoopGroup.currentEventLoop ?? DeadlineTimers.loop)
+        invoke(invocation, reply: answer)
     }
 
     /// Queues a call and waits for its outcome.
@@ -471,6 +586,41 @@ public final class ActorDirectory: Service, Sendable {
         return (Array(infos.prefix(limit)), truncated)
     }
 
+    /// The active actors of this node and of `nodes`, sorted by name, at most `limit`. A node that
+    /// does not answer within `timeout` is left out and named in `unreachable`.
+    public func list(
+        actorType: String, limit: Int, alsoOn nodes: [String], timeout: TimeAmount = .seconds(2)
+    ) async -> (actors: [WireActorInfo], truncated: Bool, unreachable: [String]) {
+        var (actors, truncated) = list(actorType: actorType, limit: limit)
+        var request = WireListActorsRequest()
+        request.actorType = actorType
+        request.limit = UInt32(clamping: limit)
+        let argument = Data((try? request.serializedBytes() as [UInt8]) ?? [])
+        let deadline = NIODeadline.now() + timeout
+        let answers = nodes.filter { $0 != configuration.node }.map { node in
+            (
+                node,
+                actorSystem.start(
+                    RemoteCallEnvelope(
+                        recipient: TroupeActorID(node: node, path: "directory"), target: StableTargets.directoryList,
+                        arguments: [argument]), deadline: deadline)
+            )
+        }
+        var unreachable: [String] = []
+        for (node, answer) in answers {
+            guard let data = try? await answer.get(),
+                let response = try? WireListActorsResponse(serializedBytes: Array(data))
+            else {
+                unreachable.append(node)
+                continue
+            }
+            actors += response.actors
+            truncated = truncated || response.truncated
+        }
+        actors.sort { $0.actor.name < $1.actor.name }
+        return (Array(actors.prefix(limit)), truncated || actors.count > limit, unreachable)
+    }
+
     func noteDirty(_ key: ActorKey, _ activationID: UInt64, _ dirty: Bool) {
         state.withLock { state in
             guard state.slots[key]?.activationID == activationID else { return }
@@ -544,11 +694,23 @@ public final class ActorDirectory: Service, Sendable {
         while !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(250))
             let now = NIODeadline.now()
+            // Actors another node owns now (membership changed) are stored and let go, so the
+            // new owner activates them from the store. The router is asked outside the lock.
+            var moved: Set<ActorKey> = []
+            if let router = self.router.withLock({ $0 }) {
+                let candidates = state.withLock { state in
+                    state.slots.compactMap { key, slot -> (ActorKey, String)? in
+                        guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return nil }
+                        return (key, type.definition.kind == .unnamed ? type.name : "")
+                    }
+                }
+                moved = Set(candidates.filter { router.remoteOwner(of: $0.0, spawnFrom: $0.1) != nil }.map(\.0))
+            }
             var unsaved: [(ActorProcess, any EventLoop)] = []
             let removed = state.withLock { state -> Int in
-                let idle = state.slots.filter { _, slot in
+                let idle = state.slots.filter { key, slot in
                     guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return false }
-                    return now - slot.lastActivity >= type.idleTimeout
+                    return now - slot.lastActivity >= type.idleTimeout || moved.contains(key)
                 }
                 var count = 0
                 for (key, slot) in idle {

@@ -258,16 +258,13 @@ public distributed actor ActorProcess {
     }
 
     /// Invokes an action and waits for the reply: the entry point for callers that are actors
-    /// themselves, and for remote nodes.
-    public distributed func invoke(action: String, payloadType: String, payload: [UInt8], timeoutMillis: Int64)
-        async throws -> [UInt8]
-    {
-        var wire = WirePayload()
-        wire.typeURL = payloadType
-        wire.value = .init(payload)
-        let invocation = Invocation(
-            actor: key, action: action, payload: wire, deadline: .now() + .milliseconds(timeoutMillis))
+    /// themselves, and for remote nodes (stable name ``StableTargets/actorProcessInvoke``).
+    ///
+    /// - Parameter request: a serialized `troupe.host.v1.InvokeRequest`.
+    /// - Returns: the reply, a serialized `troupe.host.v1.Payload`.
+    public distributed func invoke(request: [UInt8]) async throws -> [UInt8] {
+        let invocation = try Invocation(remote: request, defaultActor: key, hops: 0)
         let reply = try await directory.invoke(invocation)
-        return Array(reply.value)
+        return try reply.serializedBytes()
     }
 }

@@ -1,4 +1,5 @@
 public import NIOCore
+import SwiftProtobuf
 import Synchronization
 public import TroupeProto
 public import TroupeStore
@@ -60,6 +61,8 @@ public struct Invocation: Sendable {
     public var deadline: NIODeadline
     /// Spawn the actor from this unnamed type if it does not exist.
     public var spawnFrom: String
+    /// How many nodes forwarded the call already.
+    public var hops: UInt32 = 0
 
     public init(
         actor: ActorKey, action: String, payload: WirePayload = WirePayload(), metadata: [String: String] = [:],
@@ -72,6 +75,45 @@ public struct Invocation: Sendable {
         self.caller = caller
         self.deadline = deadline
         self.spawnFrom = spawnFrom
+    }
+}
+
+extension Invocation {
+    /// Reads a call that came from another node: a serialized `InvokeRequest`, whose
+    /// `timeout_ms` is what the caller still waits. An empty actor means `defaultActor`.
+    ///
+    /// - Throws: `invalidArgument` if the bytes are not an `InvokeRequest` or name no action.
+    public init(remote bytes: [UInt8], defaultActor: ActorKey, hops: UInt32) throws(TroupeError) {
+        let request: WireInvokeRequest
+        do { request = try WireInvokeRequest(serializedBytes: bytes) } catch {
+            throw .invalidArgument("a remote invocation is not a troupe.host.v1.InvokeRequest: \(error)")
+        }
+        guard !request.action.isEmpty else { throw .invalidArgument("a remote invocation names no action") }
+        let actor =
+            request.actor.name.isEmpty
+            ? defaultActor : ActorKey(system: request.actor.system, name: request.actor.name)
+        self.init(
+            actor: actor, action: request.action, payload: request.payload, metadata: request.metadata,
+            caller: request.hasCaller ? request.caller : nil,
+            deadline: .now() + .milliseconds(Int64(request.timeoutMs == 0 ? 30_000 : request.timeoutMs)),
+            spawnFrom: request.spawnFrom)
+        self.hops = hops
+    }
+
+    /// This call as a serialized `InvokeRequest` for another node, with the time left until its deadline.
+    public func remoteRequest() throws(TroupeError) -> [UInt8] {
+        var request = WireInvokeRequest()
+        request.actor.system = actor.system
+        request.actor.name = actor.name
+        request.action = action
+        request.payload = payload
+        request.metadata = metadata
+        if let caller { request.caller = caller }
+        request.spawnFrom = spawnFrom
+        request.timeoutMs = UInt32(clamping: max(1, (deadline - .now()).nanoseconds / 1_000_000))
+        do { return try request.serializedBytes() } catch {
+            throw .internalError("cannot encode an invocation of \(actor): \(error)")
+        }
     }
 }
 

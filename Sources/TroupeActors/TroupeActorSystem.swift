@@ -1,5 +1,6 @@
 public import Distributed
 public import Foundation
+public import NIOCore
 import Synchronization
 public import TroupeWire
 
@@ -40,6 +41,15 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
     private let executors = Mutex<[TroupeActorID: UnownedSerialExecutor]>([:])
     private let transport = Mutex<(any RemoteCallTransport)?>(nil)
     private let allowedTargets: Mutex<Set<String>>
+    private let stableTargets = Mutex<[String: StableTargetHandler]>([:])
+
+    /// Serves an inbound call of a stable target synchronously, on the thread that read it, and
+    /// answers through `reply` exactly once.
+    public typealias StableTargetHandler =
+        @Sendable (RemoteCallEnvelope, NIODeadline, @escaping @Sendable (Result<Data?, TroupeError>) -> Void) -> Void
+
+    /// The deadline of remote calls made in this task; 30 s from the call when unset.
+    @TaskLocal public static var callDeadline: NIODeadline?
 
     /// The id ``assignID(_:)`` gives the next actor created in this task, so that actors get the
     /// well-known ids placement computes.
@@ -53,6 +63,12 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
     /// Allows inbound remote calls of `target` (its `RemoteCallTarget.identifier`).
     public func allowRemoteTarget(_ identifier: String) {
         allowedTargets.withLock { _ = $0.insert(identifier) }
+    }
+
+    /// Serves inbound calls of the stable target `name` with `handler`, without
+    /// `executeDistributedTarget` (see ``StableTargets``).
+    public func serve(stableTarget name: String, with handler: @escaping StableTargetHandler) {
+        stableTargets.withLock { $0[name] = handler }
     }
 
     public func resolve<Act>(id: TroupeActorID, as actorType: Act.Type) throws -> Act?
@@ -106,6 +122,7 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
         guard let data = try await send(actor.id, target, invocation) else {
             throw TroupeError.internalError("remote target '\(target.identifier)' returned no value")
         }
+        if Res.self == [UInt8].self { return Array(data) as! Res }
         do {
             return try JSONDecoder().decode(Res.self, from: data)
         } catch {
@@ -125,17 +142,36 @@ public final class TroupeActorSystem: DistributedActorSystem, Sendable {
     private func send(_ id: TroupeActorID, _ target: RemoteCallTarget, _ invocation: TroupeInvocationEncoder)
         async throws -> Data?
     {
-        guard let transport = transport.withLock({ $0 }) else { throw noTransport(id) }
         let call = RemoteCallEnvelope(
-            recipient: id, target: target.identifier, genericSubstitutions: invocation.genericSubstitutions,
-            arguments: invocation.arguments)
-        return try await transport.send(call, to: id.node).get()
+            recipient: id, target: StableTargets.name(of: target.identifier) ?? target.identifier,
+            genericSubstitutions: invocation.genericSubstitutions, arguments: invocation.arguments)
+        return try await start(call, deadline: Self.callDeadline ?? .now() + .seconds(30)).get()
+    }
+
+    /// Sends `call` to the node of its recipient now, so calls started one after another from one
+    /// thread leave in that order. Fails with a ``TroupeError``.
+    public func start(_ call: RemoteCallEnvelope, deadline: NIODeadline) -> EventLoopFuture<Data?> {
+        guard let transport = transport.withLock({ $0 }) else {
+            return DeadlineTimers.loop.makeFailedFuture(noTransport(call.recipient))
+        }
+        return transport.start(call, to: call.recipient.node, deadline: deadline)
     }
 
     private func noTransport(_ id: TroupeActorID) -> TroupeError {
         .unavailable(
             "actor \(id) is not active on node \(node), and this sidecar has no cluster transport",
             details: ["actor": id.path, "node": id.node])
+    }
+
+    /// Serves an inbound call at once if its target is a stable name with a handler; returns false
+    /// otherwise, and the caller runs ``executeRemoteCall(_:)`` (which may wait) instead.
+    public func receive(
+        _ call: RemoteCallEnvelope, deadline: NIODeadline,
+        reply: @escaping @Sendable (Result<Data?, TroupeError>) -> Void
+    ) -> Bool {
+        guard let handler = stableTargets.withLock({ $0[call.target] }) else { return false }
+        handler(call, deadline, reply)
+        return true
     }
 
     /// Executes an inbound remote call on a local actor and returns its encoded result.
@@ -168,9 +204,33 @@ private struct WeakActor: Sendable {
 }
 
 /// Delivers a remote call to the node that hosts its recipient and brings back the outcome that
-/// node's ``TroupeActorSystem/executeRemoteCall(_:)`` produced.
+/// node produced.
 public protocol RemoteCallTransport: Sendable {
-    func send(_ call: RemoteCallEnvelope, to node: String) async throws -> Result<Data?, TroupeError>
+    /// Sends `call` to `node` before returning (or queues it behind the connection being set up,
+    /// in order), and completes with the encoded result or fails with a ``TroupeError`` by
+    /// `deadline` at the latest.
+    func start(_ call: RemoteCallEnvelope, to node: String, deadline: NIODeadline) -> EventLoopFuture<Data?>
+}
+
+/// Stable names of remote-callable methods, so that nodes of different builds agree on them:
+/// Swift's mangled target names change when a module, type, method or label is renamed. Inbound
+/// calls of a stable name are dispatched directly (``TroupeActorSystem/serve(stableTarget:with:)``);
+/// `executeDistributedTarget` is only the allow-listed fallback for other targets.
+public enum StableTargets {
+    /// `ActorProcess.invoke(request:)`.
+    public static let actorProcessInvoke = "troupe.ActorProcess.invoke"
+    /// The active actors of a node: one argument, a serialized `ListActorsRequest`; the value is a
+    /// serialized `ListActorsResponse`. Served by ``ActorDirectory``; no distributed method behind it.
+    public static let directoryList = "troupe.ActorDirectory.list"
+
+    /// The mangled identifier of each method with a stable name. A test pins every entry against
+    /// the identifier the compiler produces, so a rename fails there, not in a rolling upgrade.
+    static let byIdentifier: [String: String] = [
+        "$s12TroupeActors12ActorProcessC6invoke7requestSays5UInt8VGAH_tYaKFTE": actorProcessInvoke
+    ]
+
+    /// The stable name of the method with mangled identifier `identifier`, if it has one.
+    public static func name(of identifier: String) -> String? { byIdentifier[identifier] }
 }
 
 /// A remote call as it travels between nodes.
@@ -181,12 +241,18 @@ public struct RemoteCallEnvelope: Sendable, Codable, Hashable {
     public var genericSubstitutions: [String]
     /// Each argument, JSON-encoded.
     public var arguments: [Data]
+    /// How many nodes forwarded the call already.
+    public var hops: UInt32
 
-    public init(recipient: TroupeActorID, target: String, genericSubstitutions: [String] = [], arguments: [Data]) {
+    public init(
+        recipient: TroupeActorID, target: String, genericSubstitutions: [String] = [], arguments: [Data],
+        hops: UInt32 = 0
+    ) {
         self.recipient = recipient
         self.target = target
         self.genericSubstitutions = genericSubstitutions
         self.arguments = arguments
+        self.hops = hops
     }
 }
 
@@ -204,7 +270,12 @@ public struct TroupeInvocationEncoder: DistributedTargetInvocationEncoder {
         genericSubstitutions.append(name)
     }
 
+    /// Byte arrays (protobuf messages, mostly) travel as they are; everything else as JSON.
     public mutating func recordArgument<Value: Codable>(_ argument: RemoteCallArgument<Value>) throws {
+        if let bytes = argument.value as? [UInt8] {
+            arguments.append(Data(bytes))
+            return
+        }
         arguments.append(try JSONEncoder().encode(argument.value))
     }
 
@@ -238,6 +309,7 @@ public struct TroupeInvocationDecoder: DistributedTargetInvocationDecoder {
             throw TroupeError.invalidArgument("remote call to \(call.target) has too few arguments")
         }
         defer { next += 1 }
+        if Argument.self == [UInt8].self { return Array(call.arguments[next]) as! Argument }
         do {
             return try JSONDecoder().decode(Argument.self, from: call.arguments[next])
         } catch {
@@ -261,6 +333,10 @@ public struct TroupeResultHandler: DistributedTargetInvocationResultHandler {
     let outcome: Outcome
 
     public func onReturn<Success: Codable>(value: Success) async throws {
+        if let bytes = value as? [UInt8] {
+            outcome.set(.success(Data(bytes)))
+            return
+        }
         outcome.set(.success(try JSONEncoder().encode(value)))
     }
 

@@ -11,7 +11,7 @@ struct TroupeCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "troupe",
         abstract: "Talks to a running Troupe sidecar.",
-        subcommands: [Invoke.self, Broadcast.self, Actors.self, Spawn.self, Describe.self])
+        subcommands: [Invoke.self, Broadcast.self, Actors.self, Spawn.self, Describe.self, Members.self])
 }
 
 /// Where the sidecar is. Shared by every subcommand.
@@ -169,6 +169,7 @@ struct Actors: AsyncParsableCommand {
         if json {
             printJSON([
                 "truncated": response.truncated,
+                "unreachable_nodes": response.unreachableNodes,
                 "actors": response.actors.map {
                     [
                         "system": $0.actor.system, "name": $0.actor.name, "type": $0.actorType, "node": $0.node,
@@ -189,6 +190,48 @@ struct Actors: AsyncParsableCommand {
                 zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
         }
         print("\(response.actors.count) active actor(s)\(response.truncated ? " (truncated)" : "")")
+        if !response.unreachableNodes.isEmpty {
+            print("not listed: node(s) \(response.unreachableNodes.joined(separator: ", ")) did not answer")
+        }
+    }
+}
+
+struct Members: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Lists the members of the cluster with their status and incarnation.")
+
+    @Flag(help: "Print JSON for scripts.") var json = false
+    @OptionGroup var sidecar: SidecarOptions
+
+    func run() async throws {
+        let answer: WireFrame.OneOf_Body
+        do { answer = try await sidecar.request(.listMembers(WireListMembersRequest())) } catch { throw fail(error) }
+        guard case .members(let response) = answer else { throw fail(TroupeError.internalError("unexpected answer")) }
+        if json {
+            printJSON([
+                "members": response.members.map {
+                    [
+                        "node": $0.node, "address": $0.address, "status": $0.status, "incarnation": $0.incarnation,
+                        "swim_incarnation": $0.swimIncarnation, "actor_types": $0.actorTypes, "self": $0.self_p,
+                    ] as [String: Any]
+                }
+            ])
+            return
+        }
+        let rows =
+            [["NODE", "ADDRESS", "STATUS", "INCARNATION", "ACTOR TYPES"]]
+            + response.members.map {
+                [
+                    $0.node + ($0.self_p ? " *" : ""), $0.address, $0.status, "\($0.incarnation)",
+                    $0.actorTypes.joined(separator: ","),
+                ]
+            }
+        let widths = (0..<5).map { column in rows.map { $0[column].count }.max() ?? 0 }
+        for row in rows {
+            print(
+                zip(row, widths).map { $0.padding(toLength: $1, withPad: " ", startingAt: 0) }.joined(separator: "  "))
+        }
+        print("\(response.members.count) member(s)")
     }
 }
 

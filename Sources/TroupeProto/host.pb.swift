@@ -428,6 +428,22 @@ public nonisolated struct WireFrame: Sendable {
     set {body = .broadcasted(newValue)}
   }
 
+  public var listMembers: WireListMembersRequest {
+    get {
+      if case .listMembers(let v)? = body {return v}
+      return WireListMembersRequest()
+    }
+    set {body = .listMembers(newValue)}
+  }
+
+  public var members: WireListMembersResponse {
+    get {
+      if case .members(let v)? = body {return v}
+      return WireListMembersResponse()
+    }
+    set {body = .members(newValue)}
+  }
+
   /// Sidecar -> host requests and their answers.
   public var actorInvocation: WireActorInvocation {
     get {
@@ -471,6 +487,8 @@ public nonisolated struct WireFrame: Sendable {
     case sidecar(WireDescribeSidecarResponse)
     case broadcast(WireBroadcastRequest)
     case broadcasted(WireBroadcastResponse)
+    case listMembers(WireListMembersRequest)
+    case members(WireListMembersResponse)
     /// Sidecar -> host requests and their answers.
     case actorInvocation(WireActorInvocation)
     case actorResult(WireActorInvocationResult)
@@ -880,11 +898,14 @@ public nonisolated struct WireListActorsResponse: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The active actors.
+  /// The active actors: in a cluster, those of every up member, each with its node.
   public var actors: [WireActorInfo] = []
 
   /// True if more active actors exist than were returned.
   public var truncated: Bool = false
+
+  /// Cluster members that did not answer in time; their actors are missing from the list.
+  public var unreachableNodes: [String] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -965,6 +986,61 @@ public nonisolated struct WireDescribeSidecarResponse: Sendable {
   public var activeActors: UInt64 = 0
 
   public var store: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The members of the cluster as the sidecar sees them. A sidecar without a cluster
+/// (no `cluster-listen`) answers with itself alone, status "up".
+public nonisolated struct WireListMembersRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct WireMemberInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The node's name.
+  public var node: String = String()
+
+  /// Its cluster address, HOST:PORT (empty without a cluster).
+  public var address: String = String()
+
+  /// Unique to this start of the node's process: a restarted node shows a new one.
+  public var incarnation: UInt64 = 0
+
+  /// joining, up, suspect, leaving or down.
+  public var status: String = String()
+
+  /// The failure detector's incarnation, raised by a member to refute a suspicion.
+  public var swimIncarnation: UInt64 = 0
+
+  /// Actor types its hosts registered.
+  public var actorTypes: [String] = []
+
+  /// True for the sidecar that answered.
+  public var self_p: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct WireListMembersResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var members: [WireMemberInfo] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1092,7 +1168,7 @@ nonisolated extension WireDurability: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}failure\0\u{1}cancel\0\u{2}\u{3}register\0\u{1}registered\0\u{1}invoke\0\u{1}invoked\0\u{1}spawn\0\u{1}spawned\0\u{3}list_actors\0\u{1}actors\0\u{3}describe_sidecar\0\u{1}sidecar\0\u{1}broadcast\0\u{1}broadcasted\0\u{4}\u{9}actor_invocation\0\u{3}actor_result\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}failure\0\u{1}cancel\0\u{2}\u{3}register\0\u{1}registered\0\u{1}invoke\0\u{1}invoked\0\u{1}spawn\0\u{1}spawned\0\u{3}list_actors\0\u{1}actors\0\u{3}describe_sidecar\0\u{1}sidecar\0\u{1}broadcast\0\u{1}broadcasted\0\u{3}list_members\0\u{1}members\0\u{4}\u{7}actor_invocation\0\u{3}actor_result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1347,6 +1423,32 @@ nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
           self.body = .broadcasted(v)
         }
       }()
+      case 22: try {
+        var v: WireListMembersRequest?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .listMembers(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .listMembers(v)
+        }
+      }()
+      case 23: try {
+        var v: WireListMembersResponse?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .members(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .members(v)
+        }
+      }()
       case 30: try {
         var v: WireActorInvocation?
         var hadOneofValue = false
@@ -1459,6 +1561,14 @@ nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     case .broadcasted?: try {
       guard case .broadcasted(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 21)
+    }()
+    case .listMembers?: try {
+      guard case .listMembers(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 22)
+    }()
+    case .members?: try {
+      guard case .members(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 23)
     }()
     case .actorInvocation?: try {
       guard case .actorInvocation(let v)? = self.body else { preconditionFailure() }
@@ -2227,7 +2337,7 @@ nonisolated extension WireActorInfo: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension WireListActorsResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListActorsResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actors\0\u{1}truncated\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actors\0\u{1}truncated\0\u{3}unreachable_nodes\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2237,6 +2347,7 @@ nonisolated extension WireListActorsResponse: SwiftProtobuf.Message, SwiftProtob
       switch fieldNumber {
       case 1: try { try decoder.decodeRepeatedMessageField(value: &self.actors) }()
       case 2: try { try decoder.decodeSingularBoolField(value: &self.truncated) }()
+      case 3: try { try decoder.decodeRepeatedStringField(value: &self.unreachableNodes) }()
       default: break
       }
     }
@@ -2249,12 +2360,16 @@ nonisolated extension WireListActorsResponse: SwiftProtobuf.Message, SwiftProtob
     if self.truncated != false {
       try visitor.visitSingularBoolField(value: self.truncated, fieldNumber: 2)
     }
+    if !self.unreachableNodes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.unreachableNodes, fieldNumber: 3)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: WireListActorsResponse, rhs: WireListActorsResponse) -> Bool {
     if lhs.actors != rhs.actors {return false}
     if lhs.truncated != rhs.truncated {return false}
+    if lhs.unreachableNodes != rhs.unreachableNodes {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2418,6 +2533,115 @@ nonisolated extension WireDescribeSidecarResponse: SwiftProtobuf.Message, SwiftP
     if lhs.registered != rhs.registered {return false}
     if lhs.activeActors != rhs.activeActors {return false}
     if lhs.store != rhs.store {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireListMembersRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListMembersRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    // Load everything into unknown fields
+    while try decoder.nextFieldNumber() != nil {}
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireListMembersRequest, rhs: WireListMembersRequest) -> Bool {
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireMemberInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".MemberInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}node\0\u{1}address\0\u{1}incarnation\0\u{1}status\0\u{3}swim_incarnation\0\u{3}actor_types\0\u{1}self\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.node) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.incarnation) }()
+      case 4: try { try decoder.decodeSingularStringField(value: &self.status) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.swimIncarnation) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.actorTypes) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.self_p) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.node.isEmpty {
+      try visitor.visitSingularStringField(value: self.node, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if self.incarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.incarnation, fieldNumber: 3)
+    }
+    if !self.status.isEmpty {
+      try visitor.visitSingularStringField(value: self.status, fieldNumber: 4)
+    }
+    if self.swimIncarnation != 0 {
+      try visitor.visitSingularUInt64Field(value: self.swimIncarnation, fieldNumber: 5)
+    }
+    if !self.actorTypes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.actorTypes, fieldNumber: 6)
+    }
+    if self.self_p != false {
+      try visitor.visitSingularBoolField(value: self.self_p, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireMemberInfo, rhs: WireMemberInfo) -> Bool {
+    if lhs.node != rhs.node {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.incarnation != rhs.incarnation {return false}
+    if lhs.status != rhs.status {return false}
+    if lhs.swimIncarnation != rhs.swimIncarnation {return false}
+    if lhs.actorTypes != rhs.actorTypes {return false}
+    if lhs.self_p != rhs.self_p {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireListMembersResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ListMembersResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}members\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.members.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireListMembersResponse, rhs: WireListMembersResponse) -> Bool {
+    if lhs.members != rhs.members {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -57,13 +57,23 @@ public struct OutboundFrame: Sendable {
     }
 }
 
-/// Splits a byte stream into frames.
+/// One frame's bytes as read off the connection, before its body is parsed.
+public enum RawFrame: Sendable {
+    /// A frame whose body is within the limit.
+    case frame(id: UInt64, body: ByteBuffer)
+    /// A frame whose body was larger than the limit; its bytes were skipped.
+    case oversized(id: UInt64, length: UInt32)
+}
+
+/// Splits a byte stream into frames of the Troupe framing (a big-endian `UInt32` body length,
+/// a big-endian `UInt64` correlation id, the body), without looking into bodies. The host
+/// protocol and the cluster protocol both use it.
 ///
 /// A body larger than `maxFrameBytes` is never buffered: its bytes are discarded as they arrive
 /// and one `.oversized` is reported, so a peer can answer that single request with
 /// `resourceExhausted` and keep using the connection.
-public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
-    public typealias InboundOut = InboundFrame
+public struct LengthPrefixedFrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = RawFrame
 
     private enum State {
         case header
@@ -77,7 +87,7 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         self.maxFrameBytes = maxFrameBytes
     }
 
-    public mutating func decode(buffer: inout ByteBuffer) throws -> InboundFrame? {
+    public mutating func decode(buffer: inout ByteBuffer) throws -> RawFrame? {
         while true {
             switch state {
             case .skipping(let remaining):
@@ -100,16 +110,51 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
                 }
                 guard buffer.readableBytes >= HostProtocol.headerSize + Int(length) else { return nil }
                 buffer.moveReaderIndex(forwardBy: HostProtocol.headerSize)
-                let body = buffer.readBytes(length: Int(length)) ?? []
-                do {
-                    let frame = try WireFrame(serializedBytes: body)
-                    guard frame.body != nil else {
-                        return .malformed(id: id, reason: "frame has no body (unknown or empty message)")
-                    }
-                    return .frame(id: id, frame)
-                } catch {
-                    return .malformed(id: id, reason: "frame body is not a valid troupe.host.v1.Frame: \(error)")
+                let body = buffer.readSlice(length: Int(length)) ?? ByteBuffer()
+                return .frame(id: id, body: body)
+            }
+        }
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> RawFrame? {
+        try decode(buffer: &buffer)
+    }
+
+    /// Appends one frame (header and body) to `buffer`.
+    public static func write(id: UInt64, body: some Collection<UInt8>, into buffer: inout ByteBuffer) {
+        buffer.reserveCapacity(minimumWritableBytes: HostProtocol.headerSize + body.count)
+        buffer.writeInteger(UInt32(body.count))
+        buffer.writeInteger(id)
+        buffer.writeBytes(body)
+    }
+}
+
+/// Splits a byte stream into host-protocol frames; see ``LengthPrefixedFrameDecoder``.
+public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = InboundFrame
+
+    private var raw: LengthPrefixedFrameDecoder
+    public var maxFrameBytes: UInt32 { raw.maxFrameBytes }
+
+    public init(maxFrameBytes: UInt32 = HostProtocol.defaultMaxFrameBytes) {
+        raw = LengthPrefixedFrameDecoder(maxFrameBytes: maxFrameBytes)
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> InboundFrame? {
+        switch try raw.decode(buffer: &buffer) {
+        case nil:
+            return nil
+        case .oversized(let id, let length):
+            return .oversized(id: id, length: length)
+        case .frame(let id, let body):
+            do {
+                let frame = try WireFrame(serializedBytes: Array(body.readableBytesView))
+                guard frame.body != nil else {
+                    return .malformed(id: id, reason: "frame has no body (unknown or empty message)")
                 }
+                return .frame(id: id, frame)
+            } catch {
+                return .malformed(id: id, reason: "frame body is not a valid troupe.host.v1.Frame: \(error)")
             }
         }
     }
@@ -127,10 +172,7 @@ public struct FrameEncoder: MessageToByteEncoder {
 
     public func encode(data: OutboundFrame, out: inout ByteBuffer) throws {
         let body: [UInt8] = try data.frame.serializedBytes()
-        out.reserveCapacity(minimumWritableBytes: HostProtocol.headerSize + body.count)
-        out.writeInteger(UInt32(body.count))
-        out.writeInteger(data.id)
-        out.writeBytes(body)
+        LengthPrefixedFrameDecoder.write(id: data.id, body: body, into: &out)
     }
 }
 

@@ -185,9 +185,7 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
             return
         }
         var buffer = channel.allocator.buffer(capacity: HostProtocol.headerSize + body.count)
-        buffer.writeInteger(UInt32(body.count))
-        buffer.writeInteger(frame.id)
-        buffer.writeBytes(body)
+        LengthPrefixedFrameDecoder.write(id: frame.id, body: body, into: &buffer)
         if channel.eventLoop.inEventLoop {
             handler.value.send(buffer)
         } else {

@@ -14,7 +14,7 @@ import TroupeWire
 private let sharedServer = ProcessInfo.processInfo.environment["TROUPE_TEST_PG_URL"].flatMap { $0.isEmpty ? nil : $0 }
 
 /// Runs `body` with a fresh schema on the shared server, dropped afterwards.
-private func withSharedSchema<T>(_ body: (String) async throws -> T) async throws -> T {
+func withSharedSchema<T>(_ body: (String) async throws -> T) async throws -> T {
     let server = try #require(sharedServer, "TROUPE_TEST_PG_URL is not set: run scripts/test.sh")
     let schema = "s_" + UUID().uuidString.prefix(12).lowercased().replacingOccurrences(of: "-", with: "")
     let url = server + (server.contains("?") ? "&" : "?") + "sslmode=disable&schema=\(schema)"

@@ -46,10 +46,17 @@ public final class TroupeClient: Sendable {
 
     /// Invokes `action` on actor `actor` and decodes the reply as `Output`.
     ///
+    /// ```swift
+    /// // Idempotent: safe to run again if a node died with the call in flight.
+    /// let seats: [Int] = try await client.invoke("hall-1", action: "free-seats", retry: .idempotent)
+    /// ```
+    ///
     /// - Parameters:
     ///   - system: another ActorSystem; nil for the client's own.
     ///   - spawnFrom: if the actor does not exist, spawn it from this unnamed actor type first.
-    ///   - timeout: the call's deadline; the sidecar answers `deadlineExceeded` after it.
+    ///   - timeout: the call's deadline; the sidecar answers `deadlineExceeded` after it. With
+    ///     retries it bounds all attempts together.
+    ///   - retry: retries of a call answered `unavailable`; only for idempotent actions.
     /// - Throws: ``TroupeError`` with the call's status.
     public func invoke<Input: Sendable, Output: Sendable>(
         _ actor: String,
@@ -59,7 +66,35 @@ public final class TroupeClient: Sendable {
         system: String? = nil,
         spawnFrom: String? = nil,
         metadata: [String: String] = [:],
-        timeout: Duration = .seconds(30)
+        timeout: Duration = .seconds(30),
+        retry: RetryPolicy = .none
+    ) async throws -> Output {
+        guard retry.maxAttempts > 1 else {
+            return try await invokeOnce(
+                actor, action: action, input, as: output, system: system, spawnFrom: spawnFrom, metadata: metadata,
+                timeout: timeout)
+        }
+        let deadline = ContinuousClock.now + timeout
+        var backoff = retry.initialBackoff
+        for attempt in 1... {
+            do {
+                return try await invokeOnce(
+                    actor, action: action, input, as: output, system: system, spawnFrom: spawnFrom,
+                    metadata: metadata, timeout: deadline - ContinuousClock.now)
+            } catch let error as TroupeError where error.code == .unavailable {
+                // Jitter, so callers that failed together do not come back together.
+                let pause = backoff * Double.random(in: 0.5...1)
+                guard attempt < retry.maxAttempts, ContinuousClock.now + pause < deadline else { throw error }
+                try await Task.sleep(for: pause)
+                backoff = min(backoff * 2, retry.maxBackoff)
+            }
+        }
+        fatalError("unreachable: the loop returns or throws")
+    }
+
+    private func invokeOnce<Input: Sendable, Output: Sendable>(
+        _ actor: String, action: String, _ input: Input, as output: Output.Type, system: String?,
+        spawnFrom: String?, metadata: [String: String], timeout: Duration
     ) async throws -> Output {
         var request = WireInvokeRequest()
         request.actor.system = system ?? self.system
@@ -85,11 +120,12 @@ public final class TroupeClient: Sendable {
     /// Invokes an action that takes no input.
     public func invoke<Output: Sendable>(
         _ actor: String, action: String, as output: Output.Type = Output.self, system: String? = nil,
-        spawnFrom: String? = nil, metadata: [String: String] = [:], timeout: Duration = .seconds(30)
+        spawnFrom: String? = nil, metadata: [String: String] = [:], timeout: Duration = .seconds(30),
+        retry: RetryPolicy = .none
     ) async throws -> Output {
         try await invoke(
             actor, action: action, NoPayload(), as: output, system: system, spawnFrom: spawnFrom, metadata: metadata,
-            timeout: timeout)
+            timeout: timeout, retry: retry)
     }
 
     /// Sends `input` to every actor that listens to `channel`: in this ActorSystem and, when the
@@ -192,4 +228,26 @@ public struct ActiveActor: Sendable, Hashable {
     public var revision: UInt64
     /// Calls waiting, including the running one.
     public var mailboxDepth: Int
+}
+
+/// How ``TroupeClient`` retries a call answered `unavailable`: a node went away with the call in
+/// flight, or placement is settling after a membership change. A retried call may have run
+/// already, so use it for idempotent actions only.
+public struct RetryPolicy: Sendable {
+    /// Attempts in all, the first included.
+    public var maxAttempts: Int
+    /// The pause before the first retry; it doubles up to `maxBackoff` (each with up to half jitter).
+    public var initialBackoff: Duration
+    public var maxBackoff: Duration
+
+    public init(maxAttempts: Int, initialBackoff: Duration = .milliseconds(50), maxBackoff: Duration = .seconds(1)) {
+        self.maxAttempts = maxAttempts
+        self.initialBackoff = initialBackoff
+        self.maxBackoff = maxBackoff
+    }
+
+    /// One attempt.
+    public static let none = RetryPolicy(maxAttempts: 1)
+    /// Up to 20 attempts within the call's timeout: rides out a failover (a few seconds).
+    public static let idempotent = RetryPolicy(maxAttempts: 20)
 }

@@ -5,6 +5,7 @@ import NIOPosix
 import ServiceLifecycle
 import Synchronization
 import TroupeActors
+import TroupeCluster
 import TroupeWire
 
 /// Accepts host and client connections on the Unix socket (and TCP if configured).
@@ -14,6 +15,7 @@ import TroupeWire
 final class HostServer: Service {
     private let configuration: SidecarConfiguration
     private let directory: ActorDirectory
+    private let membership: ClusterMembership?
     private let logger: Logger
     private let group: any EventLoopGroup
     private let jobs: AsyncStream<@Sendable () async -> Void>
@@ -22,9 +24,13 @@ final class HostServer: Service {
     private let listening = Mutex<[any Channel]>([])
     private let bound = Mutex<Bool>(false)
 
-    init(configuration: SidecarConfiguration, directory: ActorDirectory, group: any EventLoopGroup, logger: Logger) {
+    init(
+        configuration: SidecarConfiguration, directory: ActorDirectory, membership: ClusterMembership?,
+        group: any EventLoopGroup, logger: Logger
+    ) {
         self.configuration = configuration
         self.directory = directory
+        self.membership = membership
         self.group = group
         self.logger = logger
         (jobs, jobInput) = AsyncStream.makeStream(of: (@Sendable () async -> Void).self)
@@ -83,7 +89,8 @@ final class HostServer: Service {
                     sessionLogger[metadataKey: "troupe.connection"] =
                         "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
                     let session = HostSession(
-                        configuration: configuration, directory: directory, eventLoop: channel.eventLoop,
+                        configuration: configuration, directory: directory, membership: membership,
+                        eventLoop: channel.eventLoop,
                         jobs: jobInput,
                         logger: sessionLogger)
                     let connection = try PeerConnection.install(

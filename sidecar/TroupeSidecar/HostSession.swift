@@ -3,6 +3,7 @@ import NIOCore
 import Synchronization
 import TroupeActors
 import TroupeBridge
+import TroupeCluster
 import TroupeProto
 import TroupeStore
 import TroupeWire
@@ -20,15 +21,17 @@ final class HostSession: PeerRequestHandler, ActorHost {
 
     private let configuration: SidecarConfiguration
     private let directory: ActorDirectory
+    private let membership: ClusterMembership?
     private let jobs: AsyncStream<@Sendable () async -> Void>.Continuation
     private let logger: Logger
     private let state = Mutex(State())
     private let connectionBox = Mutex<PeerConnection?>(nil)
 
     init(
-        configuration: SidecarConfiguration, directory: ActorDirectory, eventLoop: any EventLoop,
-        jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
+        configuration: SidecarConfiguration, directory: ActorDirectory, membership: ClusterMembership?,
+        eventLoop: any EventLoop, jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
     ) {
+        self.membership = membership
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.directory = directory
@@ -147,12 +150,26 @@ final class HostSession: PeerRequestHandler, ActorHost {
             response.bridged = bridged
             answer(id, .broadcasted(response))
         case .listActors(let list):
-            let (actors, truncated) = directory.list(
-                actorType: list.actorType, limit: list.limit == 0 ? 1000 : Int(list.limit))
-            var response = WireListActorsResponse()
-            response.actors = actors
-            response.truncated = truncated
-            answer(id, .actors(response))
+            let limit = list.limit == 0 ? 1000 : Int(list.limit)
+            guard let membership else {
+                let (actors, truncated) = directory.list(actorType: list.actorType, limit: limit)
+                var response = WireListActorsResponse()
+                response.actors = actors
+                response.truncated = truncated
+                answer(id, .actors(response))
+                return
+            }
+            // In a cluster: every up member's actors, each with the node it lives on.
+            let nodes = membership.members.filter { $0.status == .up }.map(\.node.name)
+            jobs.yield { [self] in
+                let (actors, truncated, unreachable) = await directory.list(
+                    actorType: list.actorType, limit: limit, alsoOn: nodes)
+                var response = WireListActorsResponse()
+                response.actors = actors
+                response.truncated = truncated
+                response.unreachableNodes = unreachable
+                answer(id, .actors(response))
+            }
         case .describeSidecar:
             var response = WireDescribeSidecarResponse()
             response.system = configuration.system
@@ -163,6 +180,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
             response.activeActors = UInt64(directory.activeCount)
             response.store = directory.store.description
             answer(id, .sidecar(response))
+        case .listMembers:
+            answer(id, .members(listMembers()))
         case .hello:
             answer(id, .failure(TroupeError.failedPrecondition("Hello was already received on this connection").wire))
         default:
@@ -203,6 +222,31 @@ final class HostSession: PeerRequestHandler, ActorHost {
         }
         reply.arm(deadline: deadline, on: connection.eventLoop)
         directory.invoke(invocation, reply: reply)
+    }
+
+    private func listMembers() -> WireListMembersResponse {
+        var response = WireListMembersResponse()
+        guard let membership else {
+            var info = WireMemberInfo()
+            info.node = configuration.node
+            info.status = "up"
+            info.actorTypes = directory.registeredTypes.map(\.name)
+            info.self_p = true
+            response.members = [info]
+            return response
+        }
+        response.members = membership.members.map { member in
+            var info = WireMemberInfo()
+            info.node = member.node.name
+            info.address = member.node.address
+            info.incarnation = member.node.uid
+            info.status = "\(member.status)"
+            info.swimIncarnation = member.incarnation
+            info.actorTypes = membership.actorTypes(of: member.node.name)
+            info.self_p = member.node.name == configuration.node && member.node.address == membership.address
+            return info
+        }
+        return response
     }
 
     /// Sends the answer to request `id` unless the peer cancelled it.
@@ -336,6 +380,8 @@ extension WireFrame.OneOf_Body {
         case .broadcasted: "broadcasted"
         case .actorInvocation: "actor_invocation"
         case .actorResult: "actor_result"
+        case .listMembers: "list_members"
+        case .members: "members"
         }
     }
 }

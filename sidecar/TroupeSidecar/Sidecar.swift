@@ -1,3 +1,4 @@
+import Foundation
 public import Logging
 import NIOCore
 import NIOPosix
@@ -5,6 +6,8 @@ public import Prometheus
 import ServiceLifecycle
 import Synchronization
 public import TroupeActors
+public import TroupeCluster
+import TroupeMembership
 import TroupePostgres
 import TroupeBridge
 import TroupeNATS
@@ -27,6 +30,8 @@ public final class Sidecar: Sendable {
     public let configuration: SidecarConfiguration
     public let directory: ActorDirectory
     let server: HostServer
+    /// The cluster transport and membership; nil on a single node (no `cluster-listen`).
+    public let cluster: (transport: ClusterTransport, membership: ClusterMembership)?
     let store: any StateStore
     let admin: AdminServer?
     let logger: Logger
@@ -100,7 +105,10 @@ public final class Sidecar: Sendable {
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         self.eventLoops = eventLoops
-        server = HostServer(configuration: configuration, directory: directory, group: eventLoops, logger: logger)
+        cluster = Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)
+        server = HostServer(
+            configuration: configuration, directory: directory, membership: cluster?.membership, group: eventLoops,
+            logger: logger)
         if let listen = configuration.adminListen {
             admin = try AdminServer(
                 listen: listen, checks: Self.readinessChecks(directory: directory, store: store, draining: draining),
@@ -120,6 +128,31 @@ public final class Sidecar: Sendable {
         } else {
             bridge = nil
         }
+    }
+
+    private static func makeCluster(
+        _ configuration: SidecarConfiguration, directory: ActorDirectory, group: any EventLoopGroup, logger: Logger
+    ) -> (ClusterTransport, ClusterMembership)? {
+        guard let listen = configuration.clusterListen, let (host, port) = ClusterTransport.split(listen) else {
+            return nil
+        }
+        let advertise = configuration.clusterAdvertise ?? listen
+        // The incarnation grows with every start, so members take a restarted node for the newer
+        // one (SWIM keeps the higher); microseconds of wall-clock time at start.
+        let incarnation = UInt64(Date().timeIntervalSince1970 * 1_000_000)
+        let myself = NodeIdentity(name: configuration.node, address: advertise, uid: incarnation)
+        let transport = ClusterTransport(
+            configuration: .init(system: configuration.system, myself: myself, listenHost: host, listenPort: port),
+            actorSystem: directory.actorSystem, group: group, logger: logger)
+        var membershipConfiguration = ClusterMembership.Configuration()
+        membershipConfiguration.seeds = configuration.clusterSeeds
+        membershipConfiguration.dnsName = configuration.clusterDNS
+        membershipConfiguration.dnsPort = ClusterTransport.split(advertise)?.1 ?? port
+        let membership = ClusterMembership(
+            configuration: membershipConfiguration, transport: transport,
+            localTypes: { Set(directory.registeredTypes.map(\.name)) }, logger: logger)
+        directory.route(with: membership)
+        return (transport, membership)
     }
 
     /// What `/readyz` requires: not shutting down, a host registered, and the store answering a read.
@@ -154,15 +187,19 @@ public final class Sidecar: Sendable {
     /// Runs until a signal in `signals` arrives (or the task is cancelled), then drains: new calls
     /// are refused, queued ones finish, hosts are told Goodbye, and the store is closed.
     public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let admin { services.append(.init(service: admin)) }
+        if let cluster { services += [.init(service: cluster.transport), .init(service: cluster.membership)] }
+        services += [.init(service: server), .init(service: directory)]
+        if let bridge { services.append(.init(service: bridge)) }
+        services.append(.init(service: DrainMarker(flag: draining)))
         let group = ServiceGroup(
             configuration: .init(
                 // Stopped in reverse order: the drain marker first (so /readyz fails at once), then
                 // the bridge stops taking calls from other systems, the directory drains calls,
-                // hosts are let go, and the admin endpoint last, so probes are answered throughout.
-                services: (admin.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? [])
-                    + [.init(service: server), .init(service: directory)]
-                    + (bridge.map { [.init(service: $0)] } ?? [])
-                    + [.init(service: DrainMarker(flag: draining))],
+                // hosts are let go, the node leaves the cluster, the transport closes, and the
+                // admin endpoint goes last, so probes are answered throughout.
+                services: services,
                 gracefulShutdownSignals: signals,
                 cancellationSignals: [],
                 logger: logger))

@@ -58,6 +58,14 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var natsTLSCertificateFile: String?
     public var natsTLSKeyFile: String?
     public var natsReconnectWaitMs: UInt32 = 500
+    /// Cluster listener for the other sidecars of the system, `HOST:PORT`; nil runs a single node.
+    public var clusterListen: String?
+    /// The address other sidecars reach this one at; `clusterListen` when nil.
+    public var clusterAdvertise: String?
+    /// Seed addresses of the cluster.
+    public var clusterSeeds: [String] = []
+    /// A DNS name whose A records are cluster peers (a headless Service), on the cluster port.
+    public var clusterDNS: String?
 
     public init() {}
 
@@ -244,6 +252,22 @@ public struct SidecarConfiguration: Sendable, Equatable {
             c, v throws(TroupeError) in
             c.natsReconnectWaitMs = try number(v, "nats-reconnect-wait-ms", in: 10...600_000)
         },
+        Setting(key: "cluster-listen", summary: "cluster listener for other sidecars, HOST:PORT; off by default") {
+            c, v throws(TroupeError) in
+            c.clusterListen = v.isEmpty ? nil : try clusterAddress(v, "cluster-listen")
+        },
+        Setting(key: "cluster-advertise", summary: "address peers reach this sidecar at, HOST:PORT") {
+            c, v throws(TroupeError) in
+            c.clusterAdvertise = v.isEmpty ? nil : try clusterAddress(v, "cluster-advertise")
+        },
+        Setting(key: "cluster-seeds", summary: "comma-separated HOST:PORT of cluster seed nodes") {
+            c, v throws(TroupeError) in
+            c.clusterSeeds = try v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+                .filter { !$0.isEmpty }.map { (seed) throws(TroupeError) in try clusterAddress(seed, "cluster-seeds") }
+        },
+        Setting(key: "cluster-dns", summary: "DNS name whose A records are cluster peers") { c, v throws(TroupeError) in
+            c.clusterDNS = v.isEmpty ? nil : v
+        },
     ]
 
     /// Sets one setting by key.
@@ -300,6 +324,14 @@ public struct SidecarConfiguration: Sendable, Equatable {
         }
         try apply(yaml: text, source: path)
     }
+}
+
+private func clusterAddress(_ value: String, _ key: String) throws(TroupeError) -> String {
+    guard case .tcp(let host, let port) = try? Endpoint(parsing: "tcp://" + value), port > 0 || key == "cluster-listen"
+    else {
+        throw .invalidArgument("\(key) must be HOST:PORT, not '\(value)'")
+    }
+    return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
 }
 
 extension SidecarConfiguration {

@@ -28,11 +28,7 @@ import yaml
 # Settings of the issues that run in parallel (store, cluster, bridge, encryption):
 # the chart writes them before SidecarConfiguration.settings has them. Each one leaves this list
 # when it lands in the table.
-PENDING_SETTINGS = {
-    "cluster-listen",
-    "cluster-seeds",
-    "cluster-discovery-dns",
-}
+PENDING_SETTINGS: set[str] = set()
 # Settings that carry secrets: only ever as TROUPE_* from a Secret, never in the ConfigMap.
 SECRET_SETTINGS = {"pg-url", "pg-password", "nats-user", "nats-password", "nats-token", "encryption-keys"}
 HOST_CONTAINER_ENV = {"TROUPE_SOCKET", "TROUPE_SYSTEM"}
@@ -140,7 +136,7 @@ def check_case(c, case, manifests, kube_version, values, known_settings):
     c.check(f"{case}: no secret in the ConfigMap", not (set(config) & SECRET_SETTINGS),
             f"{sorted(set(config) & SECRET_SETTINGS)}")
     for name, var in env.items():
-        if name.startswith("TROUPE_") and name not in ("TROUPE_CONFIG", "TROUPE_NODE") and "valueFrom" in var:
+        if name.startswith("TROUPE_") and name not in ("TROUPE_CONFIG", "TROUPE_NODE", "TROUPE_POD_IP") and "valueFrom" in var:
             c.check(f"{case}: {name} comes from a Secret", "secretKeyRef" in var["valueFrom"])
     for setting in SECRET_SETTINGS:
         if env_var(setting) in env:
@@ -149,6 +145,10 @@ def check_case(c, case, manifests, kube_version, values, known_settings):
     if config.get("store") == "postgres":
         c.check(f"{case}: store postgres gets TROUPE_PG_URL from a Secret",
                 "secretKeyRef" in env.get("TROUPE_PG_URL", {}).get("valueFrom", {}))
+    if "cluster-listen" in config:
+        c.check(f"{case}: a cluster node advertises the pod's IP, not the 0.0.0.0 it listens on",
+                env.get("TROUPE_POD_IP", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "status.podIP"
+                and env.get("TROUPE_CLUSTER_ADVERTISE", {}).get("value", "").startswith("$(TROUPE_POD_IP):"))
     c.check(f"{case}: the node name is the pod name",
             env.get("TROUPE_NODE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name")
 
@@ -204,15 +204,15 @@ def check_case(c, case, manifests, kube_version, values, known_settings):
             cluster_port = next((p for p in svc["spec"]["ports"] if p["name"] == "cluster"), {})
             c.check(f"{case}: the peers Service's cluster port is the sidecar's",
                     cluster_port.get("targetPort") == "cluster" and "cluster" in ports)
-            dns = config.get("cluster-discovery-dns")
+            dns = config.get("cluster-dns")
             if dns is not None:
-                c.check(f"{case}: cluster-discovery-dns is the peers Service's name",
+                c.check(f"{case}: cluster-dns is the peers Service's name",
                         dns.startswith(f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc."), dns)
     else:
         c.check(f"{case}: no peers Service when peerService.create is false", not peers)
     if values.get("cluster", {}).get("seeds"):
         c.check(f"{case}: cluster seeds replace DNS discovery",
-                config.get("cluster-seeds") == ",".join(values["cluster"]["seeds"]) and "cluster-discovery-dns" not in config)
+                config.get("cluster-seeds") == ",".join(values["cluster"]["seeds"]) and "cluster-dns" not in config)
     pdbs = by_kind.get("PodDisruptionBudget", [])
     if values.get("podDisruptionBudget", {}).get("enabled", True):
         c.check(f"{case}: the PodDisruptionBudget selects the pods",

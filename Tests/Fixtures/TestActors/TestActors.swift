@@ -1,3 +1,4 @@
+import Foundation
 import Synchronization
 public import Troupe
 
@@ -163,8 +164,23 @@ public struct Listener: VirtualActor {
     }
 }
 
+/// An unnamed actor that reports where it runs: the `TROUPE_TEST_NODE` of its host process
+/// (each cluster test node runs its own host), and how many calls this activation answered.
+public struct Whereabouts: VirtualActor {
+    public struct State: Codable, Sendable { public var calls = 0 }
+    public static let name = "whereabouts"
+    public static let kind = ActorKind.unnamed
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("where") { context -> String in
+            context.state.calls += 1
+            return ProcessInfo.processInfo.environment["TROUPE_TEST_NODE"] ?? "unknown"
+        }
+    }
+}
+
 /// Every test actor type.
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
-    Listener.self,
+    Listener.self, Whereabouts.self,
 ]

@@ -74,7 +74,7 @@ Secrets are not here: they reach the sidecar as TROUPE_* variables (troupe.secre
 {{- if .Values.cluster.seeds }}
 {{- $_ := set $c "cluster-seeds" (join "," .Values.cluster.seeds) }}
 {{- else }}
-{{- $_ := set $c "cluster-discovery-dns" (include "troupe.peerDNS" .) }}
+{{- $_ := set $c "cluster-dns" (include "troupe.peerDNS" .) }}
 {{- end }}
 {{- end }}
 {{- if .Values.nats.url }}

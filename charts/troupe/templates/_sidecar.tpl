@@ -15,6 +15,15 @@ env:
     valueFrom:
       fieldRef:
         fieldPath: metadata.name
+  {{- if .Values.cluster.enabled }}
+  # Peers reach this sidecar at the pod's IP: the listener binds 0.0.0.0, which is no address.
+  - name: TROUPE_POD_IP
+    valueFrom:
+      fieldRef:
+        fieldPath: status.podIP
+  - name: TROUPE_CLUSTER_ADVERTISE
+    value: {{ printf "$(TROUPE_POD_IP):%d" (int .Values.cluster.port) | quote }}
+  {{- end }}
   {{- with include "troupe.secretEnv" . | trim }}
   {{- . | nindent 2 }}
   {{- end }}

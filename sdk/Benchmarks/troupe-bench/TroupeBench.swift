@@ -18,6 +18,7 @@ struct TroupeBench: AsyncParsableCommand {
     @Option(help: "Seconds of the throughput run.") var seconds = 5.0
     @Option(help: "Idle actors for the memory measurement (0 skips it).") var actors = 100_000
     @Option(help: "Directory holding troupe-sidecar (default: next to this binary).") var binDir: String?
+    @Flag(help: "Measure remote invocations in a two-node cluster instead (docs/benchmarks.md).") var cluster = false
 
     func run() async throws {
         var logger = Logger(label: "troupe-bench")
@@ -28,6 +29,13 @@ struct TroupeBench: AsyncParsableCommand {
         let binaries =
             binDir.map { URL(fileURLWithPath: $0) }
             ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        if cluster {
+            try await ClusterBench(
+                iterations: iterations, callers: callers, connections: connections, seconds: seconds,
+                binaries: binaries, work: work, logger: logger
+            ).run()
+            return
+        }
 
         print("== raw baseline: Unix socket ping-pong, 64 B, 1 in flight")
         let raw = try RawPingPong.measure(iterations: iterations)
@@ -177,14 +185,58 @@ extension Duration {
     }
 }
 
-/// The floor: two threads bouncing 64 bytes over a Unix socket pair with blocking reads and writes.
+/// The floor: two threads bouncing 64 bytes over a connected socket pair with blocking reads and
+/// writes: a Unix socket pair, or TCP over loopback with `TCP_NODELAY`.
 enum RawPingPong {
     static func measure(iterations: Int) throws -> Percentiles {
         var fds: [Int32] = [0, 0]
         guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
             throw TroupeError.internalError("socketpair failed: errno \(errno)")
         }
-        let (a, b) = (fds[0], fds[1])
+        return try measure(iterations: iterations, between: fds[0], and: fds[1])
+    }
+
+    /// The same over a TCP connection on 127.0.0.1.
+    static func measureTCP(iterations: Int) throws -> Percentiles {
+        var (listener, address) = try loopbackSocket()
+        defer { close(listener) }
+        let client = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let connected = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                listen(listener, 1) == 0 && connect(client, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+            }
+        }
+        let server = accept(listener, nil, nil)
+        guard connected, server >= 0 else {
+            throw TroupeError.internalError("loopback TCP setup failed: errno \(errno)")
+        }
+        var one: Int32 = 1
+        for fd in [client, server] {
+            setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
+        }
+        return try measure(iterations: iterations, between: client, and: server)
+    }
+
+    /// A TCP socket bound to a free port on 127.0.0.1, and its address.
+    static func loopbackSocket() throws -> (Int32, sockaddr_in) {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+            }
+        }
+        guard bound else {
+            close(fd)
+            throw TroupeError.internalError("cannot bind 127.0.0.1: errno \(errno)")
+        }
+        return (fd, address)
+    }
+
+    private static func measure(iterations: Int, between a: Int32, and b: Int32) throws -> Percentiles {
         defer {
             close(a)
             close(b)

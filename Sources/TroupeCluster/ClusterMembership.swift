@@ -1,0 +1,249 @@
+import Foundation
+public import Logging
+import Metrics
+public import NIOCore
+public import ServiceLifecycle
+import Synchronization
+public import TroupeActors
+public import TroupeMembership
+import TroupePlacement
+public import TroupeProto
+public import TroupeStore
+
+/// Runs the SWIM state machine of ``TroupeMembership`` with real timers over the cluster
+/// transport, and places actors on the members it reports up.
+///
+/// Seeds (from configuration, or every A record of a DNS name) are contacted until they are
+/// members. Every member's gossip entry carries the actor types its hosts registered, and
+/// placement (rendezvous hashing, ``RendezvousPlacement``) picks among the *up* members that
+/// serve an actor's type, so every node computes the same owner without a coordinator.
+public final class ClusterMembership: Service, InvocationRouter, Sendable {
+    public struct Configuration: Sendable {
+        /// Seed addresses, HOST:PORT.
+        public var seeds: [String] = []
+        /// A DNS name (a headless Service) and the cluster port: every A record is a seed.
+        public var dnsName: String?
+        public var dnsPort = 7946
+        /// How often the failure detector's clock advances.
+        public var tickInterval: TimeAmount = .milliseconds(100)
+        /// How often seeds and DNS are tried again while they are not members.
+        public var discoveryInterval: TimeAmount = .seconds(1)
+        public var swim = SWIM.Settings()
+
+        public init() {}
+    }
+
+    private struct State {
+        var swim: SWIM
+        /// Actor types each node (by name) serves, from its own gossip entries.
+        var types: [String: Set<String>] = [:]
+        /// Up members by name, with their types: what placement uses.
+        var placement: [String: Set<String>] = [:]
+        /// This node's types, refreshed every tick, so placement never calls into the directory.
+        var localTypes: Set<String> = []
+    }
+
+    public let configuration: Configuration
+    private let transport: ClusterTransport
+    private let myself: NodeIdentity
+    private let localTypes: @Sendable () -> Set<String>
+    private let moved: @Sendable (ClusterMembership) -> Void
+    private let logger: Logger
+    private let state: Mutex<State>
+    private let started = NIODeadline.now()
+    private let upGauge = Gauge(label: "troupe_cluster_members_up")
+    private let downCounter = Counter(label: "troupe_cluster_members_down_total")
+
+    /// - Parameters:
+    ///   - localTypes: the actor types this node's hosts registered now.
+    ///   - moved: called after placement changed, so actors that belong elsewhere now can go.
+    public init(
+        configuration: Configuration, transport: ClusterTransport, localTypes: @escaping @Sendable () -> Set<String>,
+        moved: @escaping @Sendable (ClusterMembership) -> Void = { _ in }, logger: Logger
+    ) {
+        self.configuration = configuration
+        self.transport = transport
+        self.myself = transport.configuration.myself
+        self.localTypes = localTypes
+        self.moved = moved
+        var logger = logger
+        logger[metadataKey: "troupe.node"] = "\(myself.name)"
+        self.logger = logger
+        state = Mutex(State(swim: SWIM(myself: myself, settings: configuration.swim, seed: myself.uid)))
+    }
+
+    private var now: Int64 { (NIODeadline.now() - started).nanoseconds / 1_000_000 }
+
+    /// This node's cluster address.
+    public var address: String { myself.address }
+
+    /// Every member this node knows, itself included.
+    public var members: [Member] { state.withLock { $0.swim.members } }
+
+    /// The actor types a member's hosts registered, as far as this node knows.
+    public func actorTypes(of node: String) -> [String] {
+        state.withLock { node == myself.name ? $0.localTypes : $0.types[node] ?? [] }.sorted()
+    }
+
+    // MARK: Placement
+
+    /// The owner of `actor`: rendezvous hashing over the up members serving its type. A named
+    /// actor's type is its name. An unnamed actor (a spawn, or a name no member serves as a
+    /// type) is placed over the up members that serve any type, since its type is only in the
+    /// store: every node must compute the same owner from the key alone.
+    public func owner(of actor: ActorKey, spawnFrom: String) -> String? {
+        let (placement, mine, myselfUp) = state.withLock {
+            ($0.placement, $0.localTypes, $0.swim.myself.status == .up)
+        }
+        var candidates: [String] = []
+        if spawnFrom.isEmpty {
+            candidates = placement.filter { $0.value.contains(actor.name) }.map(\.key)
+            if myselfUp, mine.contains(actor.name) { candidates.append(myself.name) }
+        }
+        if candidates.isEmpty {
+            candidates = placement.filter { !$0.value.isEmpty }.map(\.key)
+            if myselfUp, !mine.isEmpty { candidates.append(myself.name) }
+        }
+        return RendezvousPlacement.owner(of: actor.description, among: candidates)
+    }
+
+    public func remoteOwner(of actor: ActorKey, spawnFrom: String) -> String? {
+        guard let owner = owner(of: actor, spawnFrom: spawnFrom), owner != myself.name else { return nil }
+        return owner
+    }
+
+    // MARK: Running
+
+    /// Probes, gossips and discovers until graceful shutdown; then announces this node's departure.
+    public func run() async throws {
+        transport.onSwim { [weak self] swim, peer in self?.receive(swim, from: peer) }
+        await discover()
+        await cancelWhenGracefulShutdown {
+            var nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .nanoseconds(self.configuration.tickInterval.nanoseconds))
+                let types = self.localTypes()
+                let (directives, typesChanged) = self.state.withLock { state in
+                    defer { state.localTypes = types }
+                    return (state.swim.tick(now: self.now), state.localTypes != types)
+                }
+                self.execute(directives)
+                if typesChanged { self.moved(self) }
+                if NIODeadline.now() >= nextDiscovery {
+                    nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
+                    await self.discover()
+                }
+            }
+        }
+        let farewell = state.withLock { $0.swim.depart() }
+        execute(farewell)
+        // Give the farewell a moment to leave before the transport closes.
+        try? await Task.sleep(for: .milliseconds(100))
+        logger.info("left the cluster")
+    }
+
+    /// Contacts the seeds and DNS records that are not members yet.
+    private func discover() async {
+        var addresses = configuration.seeds
+        if let name = configuration.dnsName {
+            addresses += DNSDiscovery.addresses(of: name).map { "\($0):\(configuration.dnsPort)" }
+        }
+        let known = state.withLock { state in
+            Set(state.swim.members.filter { $0.status != .down }.map(\.node.address))
+        }
+        for address in Set(addresses) where address != myself.address && !known.contains(address) {
+            transport.identify(address).whenComplete { [self] result in
+                switch result {
+                case .success(let node):
+                    let directives = state.withLock { $0.swim.join(node, now: now) }
+                    execute(directives)
+                case .failure(let error):
+                    logger.debug(
+                        "seed not reachable", metadata: ["troupe.address": "\(address)", "troupe.error": "\(error)"])
+                }
+            }
+        }
+    }
+
+    private func receive(_ wire: ClusterSwim, from peer: NodeIdentity) {
+        guard let message = SWIM.Message(wire) else { return }
+        if let own = wire.gossip.first, own.node.name == peer.name {
+            state.withLock { $0.types[peer.name] = Set(own.actorTypes) }
+        }
+        let directives = state.withLock { $0.swim.receive(message, from: peer, now: now) }
+        execute(directives)
+        refreshPlacement()
+    }
+
+    private func execute(_ directives: [SWIM.Directive]) {
+        var changed = false
+        for directive in directives {
+            switch directive {
+            case .send(let message, let node):
+                let wire = message.wire { [self] node in actorTypes(of: node.name) }
+                transport.send(swim: wire, to: node.address)
+            case .changed(let member, let previous):
+                changed = true
+                guard member.node != myself else {
+                    logger.info(
+                        "this node is \(member.status)", metadata: ["troupe.incarnation": "\(member.incarnation)"])
+                    continue
+                }
+                if member.status == .down {
+                    downCounter.increment()
+                    transport.nodeDown(member.node)
+                } else {
+                    transport.setAddress(of: member.node)
+                }
+                logger.info(
+                    "member \(member.node.name) is \(member.status)",
+                    metadata: [
+                        "troupe.member": "\(member.node)", "troupe.address": "\(member.node.address)",
+                        "troupe.previous": "\(previous.map { "\($0)" } ?? "new")",
+                    ])
+            }
+        }
+        if changed { refreshPlacement() }
+    }
+
+    /// Recomputes the up members placement uses; tells the directory when they changed.
+    private func refreshPlacement() {
+        let changed = state.withLock { state -> Bool in
+            var placement: [String: Set<String>] = [:]
+            for member in state.swim.members where member.status == .up && member.node != myself {
+                placement[member.node.name] = state.types[member.node.name] ?? []
+            }
+            defer { state.placement = placement }
+            return placement != state.placement
+        }
+        guard changed else { return }
+        upGauge.record(state.withLock { $0.placement.count } + 1)
+        moved(self)
+    }
+}
+
+/// Every A record of a name: the members behind a headless Kubernetes Service.
+enum DNSDiscovery {
+    static func addresses(of name: String) -> [String] {
+        var hints = addrinfo()
+        hints.ai_family = AF_INET
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        var result: UnsafeMutablePointer<addrinfo>?
+        guard getaddrinfo(name, nil, &hints, &result) == 0, let first = result else { return [] }
+        defer { freeaddrinfo(first) }
+        var addresses: [String] = []
+        var next: UnsafeMutablePointer<addrinfo>? = first
+        while let entry = next {
+            if let address = entry.pointee.ai_addr, entry.pointee.ai_family == AF_INET {
+                var text = [CChar](repeating: 0, count: Int(INET_ADDRSTRLEN))
+                address.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { ipv4 in
+                    var inAddress = ipv4.pointee.sin_addr
+                    _ = inet_ntop(AF_INET, &inAddress, &text, socklen_t(INET_ADDRSTRLEN))
+                }
+                addresses.append(String(cString: text))
+            }
+            next = entry.pointee.ai_next
+        }
+        return Array(Set(addresses)).sorted()
+    }
+}

@@ -1,0 +1,461 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Testing
+import TroupeTestSupport
+import Troupe
+import TroupePlacement
+import TroupeProto
+import TroupeTestActors
+
+/// One cluster node as two real processes: a troupe-sidecar with a cluster listener on a port
+/// chosen at run time, and a troupe-test-host that tells its actors the node's name.
+private struct ClusterNodeProcess: Sendable {
+    static let system = "cluster"
+    let name: String
+    let port: Int
+    let directory: TemporaryDirectory
+    let sidecar: ChildProcess
+    let host: ChildProcess
+
+    var socket: String { directory.path("troupe.sock") }
+    var address: String { "127.0.0.1:\(port)" }
+
+    static func start(name: String, port: Int, seeds: [String], store: [String] = ["--store", "memory"]) async throws
+        -> ClusterNodeProcess
+    {
+        let directory = try TemporaryDirectory()
+        let socket = directory.path("troupe.sock")
+        let sidecar = try ChildProcess(
+            "troupe-sidecar",
+            [
+                "--system", system, "--node", name, "--socket", socket, "--data-path", directory.path("state.sqlite"),
+                "--cluster-listen", "127.0.0.1:\(port)", "--cluster-seeds", seeds.joined(separator: ","),
+                "--log-level", "info",
+            ] + store,
+            logPath: directory.path("sidecar.log"))
+        do {
+            try await waitFor("the sidecar socket of \(name)") { FileManager.default.fileExists(atPath: socket) }
+        } catch {
+            sidecar.kill9()
+            throw error
+        }
+        let host = try ChildProcess(
+            "troupe-test-host", [socket, system], logPath: directory.path("host.log"),
+            environment: ["TROUPE_TEST_NODE": name])
+        return ClusterNodeProcess(
+            name: name, port: port, directory: directory, sidecar: sidecar, host: host)
+    }
+
+    func client() async throws -> TroupeClient {
+        try await TroupeClient.connect(system: Self.system, to: .unix(path: socket))
+    }
+
+    /// The members as this node sees them.
+    func members() async throws -> [WireMemberInfo] {
+        guard case .members(let response) = try await request(.listMembers(.init())) else {
+            throw TroupeError.internalError("unexpected answer to ListMembers")
+        }
+        return response.members
+    }
+
+    /// One host-protocol request as a client.
+    func request(_ body: WireFrame.OneOf_Body) async throws -> WireFrame.OneOf_Body {
+        var hello = WireHello()
+        hello.protocolVersion = HostProtocol.version
+        hello.system = Self.system
+        hello.role = .client
+        hello.name = "cluster-test"
+        let (connection, _) = try await PeerConnection.connect(
+            to: .unix(path: socket), hello: hello, delegate: nil, logger: Logger(label: "test.raw"))
+        defer { connection.close() }
+        return try await connection.call(body, timeout: .seconds(5))
+    }
+
+    /// True while `actor` is active here.
+    func isActive(_ actor: String) async -> Bool {
+        guard case .actors(let response)? = try? await request(.listActors(.init())) else { return false }
+        return response.actors.contains { $0.actor.name == actor }
+    }
+
+    /// True while `actor` is active here with a call running or queued.
+    func isRunning(_ actor: String) async -> Bool {
+        guard case .actors(let response)? = try? await request(.listActors(.init())) else { return false }
+        return response.actors.contains { $0.actor.name == actor && $0.mailboxDepth > 0 }
+    }
+
+    /// True once this node sees every one of `names` up, each serving `whereabouts`.
+    func sees(_ names: [String]) async -> Bool {
+        guard let members = try? await members() else { return false }
+        let ready = members.filter { $0.status == "up" && $0.actorTypes.contains("whereabouts") }.map(\.node)
+        return Set(ready) == Set(names)
+    }
+
+    func stop() {
+        sidecar.kill9()
+        host.kill9()
+        if ProcessInfo.processInfo.environment["TROUPE_KEEP_TEST_LOGS"] == nil { directory.remove() }
+    }
+
+    var logs: String { "--- \(name) sidecar:\n\(sidecar.log)\n--- \(name) host:\n\(host.log)" }
+}
+
+/// Starts `count` nodes that join through the first one and waits until each sees all up.
+private func startCluster(_ count: Int, store: [String] = ["--store", "memory"]) async throws
+    -> [ClusterNodeProcess]
+{
+    var ports: [Int] = []
+    for _ in 0..<count { ports.append(try await freeTCPPort()) }
+    var nodes: [ClusterNodeProcess] = []
+    do {
+        for index in 0..<count {
+            let seeds = index == 0 ? [] : ["127.0.0.1:\(ports[0])"]
+            nodes.append(
+                try await ClusterNodeProcess.start(name: "n\(index)", port: ports[index], seeds: seeds, store: store))
+        }
+        let names = nodes.map(\.name)
+        for node in nodes {
+            try await waitFor("\(node.name) to see the whole cluster up", timeout: .seconds(30)) {
+                await node.sees(names)
+            }
+        }
+    } catch {
+        for node in nodes { node.stop() }
+        throw error
+    }
+    return nodes
+}
+
+private func freeTCPPort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .bind(host: "127.0.0.1", port: 0).get()
+    let port = channel.localAddress?.port ?? 0
+    try await channel.close()
+    return port
+}
+
+/// Calls `where` on `actor` through `node` until it answers (placement may still settle).
+private func whereabouts(of actor: String, via client: TroupeClient, timeout: Duration = .seconds(15)) async throws
+    -> String
+{
+    var answer = ""
+    var lastError: (any Error)?
+    do {
+        try await waitFor("\(actor) to answer", timeout: timeout) {
+            do {
+                answer = try await client.invoke(actor, action: "where", spawnFrom: "whereabouts", timeout: .seconds(2))
+                return true
+            } catch {
+                lastError = error
+                return false
+            }
+        }
+    } catch {
+        throw TroupeError.deadlineExceeded(
+            "\(actor) did not answer in time; last error: \(lastError.map { "\($0)" } ?? "none")")
+    }
+    return answer
+}
+
+/// Each client adds 1 to `counter` until it has `count` acknowledged values (failures are retried,
+/// for at most a minute); returns every acknowledged value.
+private func hammer(_ clients: [TroupeClient], _ count: Int) async throws -> [Int] {
+    try await withThrowingTaskGroup(of: [Int].self) { group in
+        for client in clients {
+            group.addTask {
+                var values: [Int] = []
+                let deadline = ContinuousClock.now + .seconds(60)
+                while values.count < count, ContinuousClock.now < deadline {
+                    if let value = try? await client.invoke(
+                        "counter", action: "add", 1, as: Int.self, timeout: .seconds(2))
+                    {
+                        values.append(value)
+                    }
+                }
+                return values
+            }
+        }
+        return try await group.reduce(into: []) { $0 += $1 }
+    }
+}
+
+@Suite("A cluster of sidecars as real processes", .serialized)
+struct ClusterProcessTests {
+    @Test func threeNodesFormAClusterAndCallsFromAnyNodeLandOnTheOwner() async throws {
+        let nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let names = nodes.map(\.name)
+
+        let (status, members) = try await runToCompletion("troupe", ["members", "--socket", nodes[1].socket])
+        #expect(status == 0)
+        for name in names { #expect(members.contains(name), "troupe members:\n\(members)") }
+        #expect(members.contains("up"))
+
+        var clients: [TroupeClient] = []
+        for node in nodes { clients.append(try await node.client()) }
+        var owners: Set<String> = []
+        for index in 0..<12 {
+            let actor = "w-\(index)"
+            let owner = try #require(
+                RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names))
+            owners.insert(owner)
+            for client in clients {
+                let ranOn = try await whereabouts(of: actor, via: client)
+                #expect(ranOn == owner, "\(actor) ran on \(ranOn), placement says \(owner)")
+            }
+        }
+        #expect(owners.count > 1, "12 actors should spread over more than one node")
+
+        // `troupe actors` on any node lists the actors of the whole cluster, each where it lives.
+        let (actorsStatus, actorsJSON) = try await runToCompletion(
+            "troupe", ["actors", "--type", "whereabouts", "--json", "--socket", nodes[0].socket])
+        #expect(actorsStatus == 0)
+        let listing = try JSONSerialization.jsonObject(with: Data(actorsJSON.utf8)) as? [String: Any]
+        let rows = (listing?["actors"] as? [[String: Any]]) ?? []
+        let placed = Dictionary(
+            rows.compactMap { row in (row["name"] as? String).map { ($0, row["node"] as? String) } }
+        ) {
+            first, _ in first
+        }
+        for index in 0..<12 {
+            let actor = "w-\(index)"
+            let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names)
+            #expect(placed[actor] == owner, "troupe actors shows \(actor) on \(String(describing: placed[actor]))")
+        }
+        #expect(rows.count == 12, "each actor listed once: \(actorsJSON)")
+        for client in clients { await client.close() }
+    }
+
+    @Test func afterKill9OfANodeInFlightCallsFailWithUnavailableAndTheSurvivorsTakeOverItsActors() async throws {
+        let nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let names = nodes.map(\.name)
+        // The victim is the node that owns the named actor `sleeper`, so a call can be in flight there.
+        let sleeperOwner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/sleeper", among: names)
+        let victim = try #require(nodes.first { $0.name == sleeperOwner })
+        let survivors = nodes.filter { $0.name != victim.name }
+        let survivorNames = survivors.map(\.name)
+        let moved = (0..<30).map { "m-\($0)" }.filter {
+            RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == victim.name
+        }
+        try #require(!moved.isEmpty)
+        var clients: [TroupeClient] = []
+        for node in survivors { clients.append(try await node.client()) }
+        for actor in moved {
+            #expect(try await whereabouts(of: actor, via: clients[0]) == victim.name)
+        }
+
+        let sleeper = try await survivors[0].client()
+        let inFlight = inBackground { () async throws -> Int in
+            try await sleeper.invoke("sleeper", action: "sleep", 20_000, timeout: .seconds(40))
+        }
+        try await waitFor("the sleeper call to run on \(victim.name)") { await victim.isRunning("sleeper") }
+
+        victim.sidecar.signal(SIGKILL)
+        victim.host.signal(SIGKILL)
+        let killed = ContinuousClock.now
+        switch await inFlight.value {
+        case .success(let value): Issue.record("the call in flight on the killed node returned \(value)")
+        case .failure(let error): #expect((error as? TroupeError)?.code == .unavailable, "\(error)")
+        }
+        await sleeper.close()
+        // An idempotent call rides out the failover with the client's retries.
+        let first = try await clients[1].invoke(
+            moved[0], action: "where", as: String.self, spawnFrom: "whereabouts", timeout: .seconds(30),
+            retry: .idempotent)
+        let failover = ContinuousClock.now - killed
+        print("failover: first successful call on a moved actor \(failover) after kill -9")
+        #expect(survivorNames.contains(first))
+
+        for survivor in survivors {
+            try await waitFor("\(survivor.name) to see \(victim.name) gone", timeout: .seconds(30)) {
+                await survivor.sees(survivorNames)
+            }
+        }
+        for actor in moved {
+            let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: survivorNames)
+            for client in clients {
+                let ranOn = try await whereabouts(of: actor, via: client)
+                #expect(ranOn == owner, "\(actor) ran on \(ranOn) after the failover, placement says \(owner ?? "?")")
+            }
+        }
+        for client in clients { await client.close() }
+    }
+
+    @Test func aNodeStoppedWithSIGTERMLeavesAtOnceAndARestartedNodeReplacesItsOldIncarnation() async throws {
+        var nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let leaver = nodes[2]
+        let oldIncarnation = try #require(try await nodes[0].members().first { $0.node == leaver.name }?.incarnation)
+
+        leaver.sidecar.signal(SIGTERM)
+        #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")
+        leaver.host.kill9()
+        // It said goodbye: the others mark it down straight from up, without suspecting it first.
+        for survivor in nodes[0..<2] {
+            try await waitFor("\(survivor.name) to see \(leaver.name) down") {
+                survivor.sidecar.log.split(separator: "\n").contains {
+                    $0.contains("member \(leaver.name) is down") && $0.contains("troupe.previous=up")
+                }
+            }
+        }
+
+        let restarted = try await ClusterNodeProcess.start(
+            name: leaver.name, port: leaver.port, seeds: [nodes[0].address])
+        nodes[2] = restarted
+        leaver.stop()
+        let names = nodes.map(\.name)
+        for node in nodes {
+            try await waitFor("\(node.name) to see the restarted node up", timeout: .seconds(30)) {
+                await node.sees(names)
+            }
+        }
+        let members = try await nodes[0].members().filter { $0.node == leaver.name && $0.status == "up" }
+        #expect(members.count == 1)
+        #expect(members.first?.incarnation != oldIncarnation)
+
+        let client = try await nodes[0].client()
+        let actor = try #require(
+            (0..<30).map { "r-\($0)" }.first {
+                RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == leaver.name
+            })
+        #expect(try await whereabouts(of: actor, via: client) == leaver.name)
+        await client.close()
+    }
+
+    /// With the shared Postgres store, an actor that moves keeps its last acknowledged state.
+    @Test func onASharedPostgresStoreAcknowledgedStateSurvivesKill9OfTheOwner() async throws {
+        try await withSharedSchema { url in
+            let nodes = try await startCluster(3, store: ["--store", "postgres", "--pg-url", url])
+            defer { for node in nodes { node.stop() } }
+            let names = nodes.map(\.name)
+            let victim = nodes[2]
+            let survivors = Array(nodes[0..<2])
+            let accounts = (0..<30).map { "acct-\($0)" }.filter {
+                RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == victim.name
+            }.prefix(3)
+            try #require(!accounts.isEmpty)
+            let before = try await survivors[0].client()
+            for account in accounts {
+                let _: Int = try await before.invoke(account, action: "deposit", 10, spawnFrom: "account")
+                #expect(try await before.invoke(account, action: "deposit", 5, as: Int.self) == 15)
+                #expect(await victim.isActive(account), "\(account) should run on its owner \(victim.name)")
+            }
+            await before.close()
+
+            victim.sidecar.signal(SIGKILL)
+            victim.host.signal(SIGKILL)
+            let after = try await survivors[1].client()
+            for account in accounts {
+                var balance = -1
+                try await waitFor("\(account) to answer on a survivor", timeout: .seconds(30)) {
+                    guard let answer = try? await after.invoke(account, action: "balance", as: Int.self) else {
+                        return false
+                    }
+                    balance = answer
+                    return true
+                }
+                #expect(balance == 15, "\(account) lost acknowledged deposits: balance \(balance)")
+            }
+            await after.close()
+        }
+    }
+
+    /// A node that joins takes over the actors rendezvous now gives it, and only those.
+    @Test func aJoiningNodeTakesOverOnlyTheActorsPlacementMovesToIt() async throws {
+        var nodes = try await startCluster(2)
+        defer { for node in nodes { node.stop() } }
+        let actors = (0..<30).map { "j-\($0)" }
+        let client = try await nodes[0].client()
+        for actor in actors {
+            let before = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: ["n0", "n1"])
+            #expect(try await whereabouts(of: actor, via: client) == before)
+        }
+
+        nodes.append(
+            try await ClusterNodeProcess.start(name: "n2", port: try await freeTCPPort(), seeds: [nodes[0].address]))
+        let names = nodes.map(\.name)
+        for node in nodes {
+            try await waitFor("\(node.name) to see n2 up", timeout: .seconds(30)) { await node.sees(names) }
+        }
+        var moved = 0
+        for actor in actors {
+            let before = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: ["n0", "n1"])
+            let after = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names)
+            if before != after {
+                moved += 1
+                #expect(after == "n2", "a join moves actors only to the new node")
+            }
+            #expect(try await whereabouts(of: actor, via: client) == after)
+        }
+        #expect(moved > 0 && moved < actors.count, "about a third of the actors move: \(moved) of \(actors.count)")
+        await client.close()
+    }
+
+    /// A node stopped with SIGTERM stores its write-behind state before it leaves: the next owner
+    /// continues from it.
+    @Test func aDrainedNodeHandsOverItsWriteBehindStateWithNothingLost() async throws {
+        try await withSharedSchema { url in try await drainScenario(url) }
+    }
+
+    /// Callers on two nodes hammer one counter while its owner is paused (SIGSTOP) long enough to
+    /// be declared down, then resumed. The counter moves, and the paused activation never writes
+    /// again (its fencing token is stale): no acknowledged value is ever handed out twice.
+    @Test func aPausedOwnerIsReplacedAndNoAcknowledgedCountIsRepeated() async throws {
+        try await withSharedSchema { url in try await pausedOwnerScenario(url) }
+    }
+}
+
+/// The body of `aPausedOwnerIsReplacedAndNoAcknowledgedCountIsRepeated` (a closure of this size
+/// crashes the 6.3.1 compiler's SendNonSendable pass).
+private func pausedOwnerScenario(_ url: String) async throws {
+    let nodes = try await startCluster(3, store: ["--store", "postgres", "--pg-url", url])
+    defer { for node in nodes { node.stop() } }
+    let names = nodes.map(\.name)
+    let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/counter", among: names)
+    let paused = try #require(nodes.first { $0.name == owner })
+    let callers = nodes.filter { $0.name != paused.name }
+    var connected: [TroupeClient] = []
+    for node in callers + callers { connected.append(try await node.client()) }
+    let clients = connected
+
+    let beforePause = try await hammer(clients, 10)
+    paused.sidecar.signal(SIGSTOP)
+    let whilePaused = try await hammer(clients, 10)
+    paused.sidecar.signal(SIGCONT)
+    let afterResume = try await hammer(clients, 5)
+    let acknowledged = beforePause + whilePaused + afterResume
+
+    #expect(acknowledged.count == clients.count * 25)
+    #expect(Set(acknowledged).count == acknowledged.count, "a count was acknowledged twice")
+    let stored = try await clients[0].invoke("counter", action: "get", as: Int.self)
+    #expect(stored >= acknowledged.count)
+    #expect((acknowledged.max() ?? 0) <= stored)
+    for client in clients { await client.close() }
+}
+
+/// The body of `aDrainedNodeHandsOverItsWriteBehindStateWithNothingLost`.
+private func drainScenario(_ url: String) async throws {
+    let nodes = try await startCluster(3, store: ["--store", "postgres", "--pg-url", url])
+    defer { for node in nodes { node.stop() } }
+    let names = nodes.map(\.name)
+    // `tally` stores its state only every 60 s, on deactivation and on shutdown.
+    let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/tally", among: names)
+    let leaver = try #require(nodes.first { $0.name == owner })
+    let other = try #require(nodes.first { $0.name != leaver.name })
+    let client = try await other.client()
+    for amount in 1...5 { let _: Int = try await client.invoke("tally", action: "add", amount) }
+    #expect(await leaver.isActive("tally"))
+
+    leaver.sidecar.signal(SIGTERM)
+    #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")
+    var value = -1
+    try await waitFor("tally to answer on another node", timeout: .seconds(30)) {
+        guard let answer = try? await client.invoke("tally", action: "get", as: Int.self) else { return false }
+        value = answer
+        return true
+    }
+    #expect(value == 15, "write-behind state lost in the hand-off: \(value)")
+    await client.close()
+}

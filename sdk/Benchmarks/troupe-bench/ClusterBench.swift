@@ -1,0 +1,154 @@
+import Foundation
+import Logging
+import Troupe
+import TroupePlacement
+import TroupeProto
+import TroupeWire
+
+/// `troupe-bench --cluster`: echo latency through a local owner and through a remote owner in a
+/// two-node cluster (two troupe-sidecar processes), against raw TCP ping-pong measured in the
+/// same run; then remote throughput with many calls in flight.
+struct ClusterBench {
+    let iterations: Int
+    let callers: Int
+    let connections: Int
+    let seconds: Double
+    let binaries: URL
+    let work: URL
+    let logger: Logger
+
+    func run() async throws {
+        print("== raw baseline: TCP loopback ping-pong, 64 B, TCP_NODELAY, 1 in flight")
+        let raw = try RawPingPong.measureTCP(iterations: iterations)
+        print("   p50 \(raw.p50) µs  p99 \(raw.p99) µs")
+
+        let ports = try (0..<2).map { _ in try freePort() }
+        let names = ["n0", "n1"]
+        var sidecars: [SidecarProcess] = []
+        defer { for sidecar in sidecars { sidecar.stop() } }
+        for index in 0..<2 {
+            let socket = work.appendingPathComponent("\(names[index]).sock").path
+            let sidecar = try SidecarProcess(
+                binaries: binaries, socket: socket, dataPath: work.appendingPathComponent("\(index).sqlite").path,
+                extraArguments: [
+                    "--node", names[index], "--store", "memory", "--cluster-listen", "127.0.0.1:\(ports[index])",
+                    "--cluster-seeds", "127.0.0.1:\(ports[0])",
+                ])
+            sidecars.append(sidecar)
+            try await sidecar.waitForSocket()
+        }
+        let hosts = try sidecars.map {
+            try TroupeHost(
+                system: "bench", endpoint: .unix(path: $0.socket), actors: [BenchEchoPool.self], logger: logger)
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for host in hosts {
+                group.addTask { try await host.run() }
+                _ = try await host.connected()
+            }
+            try await waitForCluster(sidecars[0].socket, names)
+
+            // Actor ids that rendezvous places on n0 (local to the client's sidecar) and on n1.
+            let ids = (0..<1000).map { "echo-\($0)" }
+            func owner(_ id: String) -> String? { RendezvousPlacement.owner(of: "bench/\(id)", among: names) }
+            guard let local = ids.first(where: { owner($0) == "n0" }),
+                let remote = ids.first(where: { owner($0) == "n1" })
+            else { throw TroupeError.internalError("no actor ids for both nodes") }
+
+            let client = try await TroupeClient.connect(
+                system: "bench", to: .unix(path: sidecars[0].socket), name: "bench", logger: logger)
+            let payload = String(repeating: "x", count: 62)
+            let localEcho = try await latency(
+                client, local, payload, "echo invoke, owner is the client's sidecar (local)")
+            let remoteEcho = try await latency(client, remote, payload, "echo invoke, owner is the other node (remote)")
+            let budget = localEcho.p50 + 2 * raw.p50
+            print(
+                "   remote p50 − local p50 = \(String(format: "%.1f", remoteEcho.p50 - localEcho.p50)) µs = \(String(format: "%.2f", (remoteEcho.p50 - localEcho.p50) / raw.p50))× raw TCP p50; target remote p50 ≤ local p50 + 2× raw = \(String(format: "%.1f", budget)) µs: \(remoteEcho.p50 <= budget ? "met" : "not met")"
+            )
+
+            let remoteIDs = Array(ids.filter { owner($0) == "n1" }.prefix(callers))
+            print(
+                "== remote throughput: \(remoteIDs.count) concurrent callers, one remote actor each, over \(connections) connection(s), \(seconds) s"
+            )
+            var clients: [TroupeClient] = []
+            for index in 0..<connections {
+                clients.append(
+                    try await TroupeClient.connect(
+                        system: "bench", to: .unix(path: sidecars[0].socket), name: "load-\(index)", logger: logger))
+            }
+            let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+            let started = ContinuousClock.now
+            let total = try await withThrowingTaskGroup(of: Int.self) { load in
+                for (caller, id) in remoteIDs.enumerated() {
+                    let client = clients[caller % clients.count]
+                    load.addTask {
+                        var count = 0
+                        while ContinuousClock.now < deadline {
+                            let _: String = try await client.invoke(
+                                id, action: "echo", payload, spawnFrom: BenchEchoPool.name)
+                            count += 1
+                        }
+                        return count
+                    }
+                }
+                return try await load.reduce(0, +)
+            }
+            let elapsed = (ContinuousClock.now - started).microseconds / 1_000_000
+            print(
+                "   \(total) remote invocations in \(String(format: "%.2f", elapsed)) s = \(Int(Double(total) / elapsed))/s"
+            )
+            for client in clients { await client.close() }
+            await client.close()
+            group.cancelAll()
+        }
+    }
+
+    private func latency(_ client: TroupeClient, _ id: String, _ payload: String, _ title: String) async throws
+        -> Percentiles
+    {
+        print("== \(title), 64 B, 1 in flight (actor \(id))")
+        for _ in 0..<1000 {
+            let _: String = try await client.invoke(id, action: "echo", payload, spawnFrom: BenchEchoPool.name)
+        }
+        var samples: [Double] = []
+        samples.reserveCapacity(iterations)
+        for _ in 0..<iterations {
+            let start = ContinuousClock.now
+            let _: String = try await client.invoke(id, action: "echo", payload, spawnFrom: BenchEchoPool.name)
+            samples.append((ContinuousClock.now - start).microseconds)
+        }
+        let result = Percentiles(samples)
+        print("   p50 \(result.p50) µs  p99 \(result.p99) µs")
+        return result
+    }
+
+    /// Waits until `socket`'s sidecar sees every node up and serving the echo type.
+    private func waitForCluster(_ socket: String, _ names: [String]) async throws {
+        var hello = WireHello()
+        hello.protocolVersion = HostProtocol.version
+        hello.system = "bench"
+        hello.role = .client
+        hello.name = "bench-members"
+        let (connection, _) = try await PeerConnection.connect(
+            to: .unix(path: socket), hello: hello, delegate: nil, logger: logger)
+        defer { connection.close() }
+        for _ in 0..<1500 {
+            if case .members(let response) = try await connection.call(.listMembers(.init()), timeout: .seconds(5)),
+                Set(
+                    response.members.filter { $0.status == "up" && $0.actorTypes.contains(BenchEchoPool.name) }.map(
+                        \.node))
+                    == Set(names)
+            {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw TroupeError.unavailable("the cluster did not form within 30 s")
+    }
+
+    private func freePort() throws -> Int {
+        let (fd, address) = try RawPingPong.loopbackSocket()
+        close(fd)
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
