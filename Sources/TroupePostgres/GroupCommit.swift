@@ -50,7 +50,12 @@ struct GroupCommit: Sendable {
 
     private func fail(_ writes: [WriteQueue.Write], _ error: any Error) {
         let failure = PostgresErrors.operating(error)
-        logger.warning("group commit failed", metadata: ["writes": "\(writes.count)", "error": "\(failure.message)"])
+        // Cancelled by the write queue's timeout: its writers were answered then, and logged by it.
+        if Task.isCancelled {
+            logger.debug("group commit cancelled after its timeout", metadata: ["writes": "\(writes.count)"])
+        } else {
+            logger.warning("group commit failed", metadata: ["writes": "\(writes.count)", "error": "\(failure.message)"])
+        }
         for write in writes { write.reply.resume(throwing: failure) }
     }
 

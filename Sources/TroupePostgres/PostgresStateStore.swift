@@ -43,7 +43,8 @@ public final class PostgresStateStore: StateStore {
             configuration: PostgresConnector.clientConfiguration(configuration),
             backgroundLogger: logger
         )
-        let writes = WriteQueue(maxBatch: configuration.maxWriteBatch, timeout: configuration.operationTimeout)
+        let writes = WriteQueue(
+            maxBatch: configuration.maxWriteBatch, timeout: configuration.operationTimeout, logger: logger)
         self.writes = writes
         let commit = GroupCommit(client: client, table: table, logger: logger)
         let client = client

@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 import TroupeStore
 import TroupeWire
@@ -46,14 +47,16 @@ final class WriteQueue: Sendable {
     private let wake: AsyncStream<Void>.Continuation
     private let maxBatch: Int
     private let timeout: Duration
+    private let logger: Logger
     private let flushes = Atomic<Int>(0)
 
     /// - Parameters:
     ///   - maxBatch: the most writes one flush carries.
     ///   - timeout: how long a writer waits for its answer before it gets `unavailable`.
-    init(maxBatch: Int, timeout: Duration) {
+    init(maxBatch: Int, timeout: Duration, logger: Logger) {
         self.maxBatch = max(1, maxBatch)
         self.timeout = timeout
+        self.logger = logger
         // One buffered wakeup is enough: the loop drains everything pending each time it wakes.
         (wakeups, wake) = AsyncStream.makeStream(bufferingPolicy: .bufferingNewest(1))
     }
@@ -120,6 +123,7 @@ final class WriteQueue: Sendable {
         do { try await Task.sleep(for: timeout) } catch { return }
         let unknown = TroupeError.unavailable(
             "state store: no answer within \(timeout); the write may or may not have been applied")
+        logger.warning("group commit timed out", metadata: ["writes": "\(batch.count)", "timeout": "\(timeout)"])
         for write in batch { write.reply.resume(throwing: unknown) }
     }
 
