@@ -54,6 +54,7 @@ public distributed actor ActorProcess {
     /// Write-behind: the pending snapshot timer, and the write in progress.
     var snapshotTimer: Scheduled<Void>?
     var storing: EventLoopFuture<Void>?
+    private var meters: InvocationMeters
 
     /// Runs on the executor the directory pinned this actor to (its host connection's event loop).
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -75,6 +76,7 @@ public distributed actor ActorProcess {
         self.directory = directory
         self.fencingToken = activation?.fencingToken ?? 0
         self.revision = activation?.record.revision ?? 0
+        self.meters = InvocationMeters(actorType: type.name, actions: type.actions)
         if let stored = activation?.record.state {
             var payload = WirePayload()
             payload.typeURL = stored.typeURL
@@ -107,18 +109,22 @@ public distributed actor ActorProcess {
     private func start(_ call: Call) -> Bool {
         let invocation = call.invocation
         guard !call.reply.isDone else { return false }
+        let started = NIODeadline.now()
         guard type.actions.isEmpty || type.actions.contains(invocation.action) else {
-            call.reply.complete(
+            complete(
+                call,
                 .failure(
                     .notFound(
                         "actor type '\(type.name)' has no action '\(invocation.action)'",
-                        details: ["actor": key.name, "action": invocation.action])))
+                        details: ["actor": key.name, "action": invocation.action])),
+                since: started)
             return false
         }
-        let remaining = invocation.deadline - .now()
+        let remaining = invocation.deadline - started
         guard remaining > .zero else {
-            call.reply.complete(
-                .failure(.deadlineExceeded("the call's deadline passed while it waited in the mailbox")))
+            complete(
+                call, .failure(.deadlineExceeded("the call's deadline passed while it waited in the mailbox")),
+                since: started)
             return false
         }
         var wire = WireActorInvocation()
@@ -134,21 +140,30 @@ public distributed actor ActorProcess {
         wire.revision = revision
         let loop = host.eventLoop
         host.invoke(wire, timeout: remaining).hop(to: loop).whenComplete { result in
-            self.assumeIsolated { $0.finish(call, result) }
+            self.assumeIsolated { $0.finish(call, result, since: started) }
         }
         return true
     }
 
+    /// Answers `call` and counts the outcome.
+    private func complete(_ call: Call, _ outcome: Result<WirePayload, TroupeError>, since started: NIODeadline) {
+        let failure: TroupeError? = if case .failure(let error) = outcome { error } else { nil }
+        meters.record(action: call.invocation.action, failure: failure, since: started)
+        call.reply.complete(outcome)
+    }
+
     /// Applies the host's answer: stores a new state first, then answers the caller, then goes on.
-    private func finish(_ call: Call, _ result: Result<WireActorInvocationResult, any Error>) {
+    private func finish(
+        _ call: Call, _ result: Result<WireActorInvocationResult, any Error>, since started: NIODeadline
+    ) {
         switch result {
         case .failure(let error):
-            call.reply.complete(.failure(TroupeError(wrapping: error)))
+            complete(call, .failure(TroupeError(wrapping: error)), since: started)
             pump()
         case .success(let answer) where type.stateful && answer.hasNewState && type.writeBehind:
             state = answer.newState
             markDirty()
-            call.reply.complete(.success(answer.reply))
+            complete(call, .success(answer.reply), since: started)
             pump()
         case .success(let answer) where type.stateful && answer.hasNewState:
             let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
@@ -156,25 +171,28 @@ public distributed actor ActorProcess {
             host.eventLoop.makeFutureWithTask {
                 try await store.write(key, state: blob, fencingToken: token)
             }.whenComplete { written in
-                self.assumeIsolated { $0.stored(call, answer, written) }
+                self.assumeIsolated { $0.stored(call, answer, written, since: started) }
             }
         case .success(let answer):
-            call.reply.complete(.success(answer.reply))
+            complete(call, .success(answer.reply), since: started)
             pump()
         }
     }
 
-    private func stored(_ call: Call, _ answer: WireActorInvocationResult, _ written: Result<UInt64, any Error>) {
+    private func stored(
+        _ call: Call, _ answer: WireActorInvocationResult, _ written: Result<UInt64, any Error>,
+        since started: NIODeadline
+    ) {
         switch written {
         case .success(let newRevision):
             revision = newRevision
             state = answer.newState
             directory.noteRevision(key, activationID, newRevision)
-            call.reply.complete(.success(answer.reply))
+            complete(call, .success(answer.reply), since: started)
             pump()
         case .failure(let error):
             let error = TroupeError(wrapping: error)
-            call.reply.complete(.failure(error))
+            complete(call, .failure(error), since: started)
             // Either a newer activation owns the actor (failedPrecondition), or the store could not
             // say whether the write landed (unavailable). Either way this activation's state may
             // no longer be the stored one, so it stops; the next call activates it from the store.

@@ -61,7 +61,7 @@ public final class Sidecar: Sendable {
         }
         // Wrapped also without keys: an encrypted record then fails clearly instead of reaching
         // the host as garbage.
-        let store = EncryptingStateStore(wrapping: base, keyring: keyring)
+        let store = EncryptingStateStore(wrapping: MeteredStateStore(wrapping: base), keyring: keyring)
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         var nats: NATSConnection?
         if let options = configuration.natsOptions {

@@ -1,0 +1,60 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTestActors
+import TroupeTestSupport
+import TroupeWire
+
+/// What a sidecar process counts, read from its /metrics as Prometheus would.
+@Suite("Operator metrics", .serialized)
+struct MetricsTests {
+    @Test func invocationsAreCountedByTypeActionAndStatusAndTheStoreIsTimed() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let socket = directory.path("troupe.sock")
+        let sidecar = try ChildProcess(
+            "troupe-sidecar",
+            [
+                "--system", "metrics", "--socket", socket, "--data-path", directory.path("state.sqlite"),
+                "--admin-listen", "127.0.0.1:0",
+            ],
+            logPath: directory.path("sidecar.log"))
+        let host = try ChildProcess("troupe-test-host", [socket, "metrics"], logPath: directory.path("host.log"))
+        defer {
+            sidecar.kill9()
+            host.kill9()
+        }
+        let port = try await adminPort(of: sidecar)
+        try await waitFor("/readyz to answer 200", timeout: .seconds(20)) {
+            (try? await httpGet(port: port, "/readyz"))?.status == 200
+        }
+        let client = try await TroupeClient.connect(system: "metrics", to: .unix(path: socket))
+        for amount in [1, 2, 3] { let _: Int = try await client.invoke("counter", action: "add", amount) }
+        await expectCode(.notFound) { let _: Int = try await client.invoke("counter", action: "no-such-action") }
+        await client.close()
+
+        let body = try await httpGet(port: port, "/metrics").body
+        let lines = body.split(separator: "\n").map(String.init)
+        func sample(_ name: String, _ labels: [String]) -> String? {
+            lines.first { line in line.hasPrefix(name + "{") && labels.allSatisfy { line.contains($0) } }
+        }
+        let ok = sample("troupe_invocations_total", ["actor_type=\"counter\"", "action=\"add\"", "status=\"ok\""])
+        #expect(ok?.hasSuffix(" 3") == true, "\(ok ?? "no ok sample")\n\(body)")
+        // An unknown action is counted under one label value, whatever the caller sent.
+        let refused = sample(
+            "troupe_invocations_total", ["actor_type=\"counter\"", "action=\"<unknown>\"", "status=\"notFound\""])
+        #expect(refused?.hasSuffix(" 1") == true, "\(refused ?? "no notFound sample")\n\(body)")
+        let timed = sample("troupe_invocation_duration_seconds_count", ["actor_type=\"counter\"", "action=\"add\""])
+        #expect(timed?.hasSuffix(" 3") == true, "\(timed ?? "no duration sample")\n\(body)")
+        // Three write-throughs, after one activation; the readiness probe reads the store too.
+        let writes = sample("troupe_store_operation_duration_seconds_count", ["operation=\"write\""])
+        #expect(writes?.hasSuffix(" 3") == true, "\(writes ?? "no store write sample")\n\(body)")
+        let activations = sample("troupe_store_operation_duration_seconds_count", ["operation=\"activate\""])
+        #expect(activations?.hasSuffix(" 1") == true, "\(activations ?? "no store activate sample")\n\(body)")
+
+        sidecar.signal(SIGTERM)
+        #expect(try await sidecar.waitForExit() == 0, "sidecar log:\n\(sidecar.log)")
+        host.signal(SIGTERM)
+        try await host.waitForExit()
+    }
+}
