@@ -22,6 +22,12 @@ struct SidecarOptions: ParsableArguments {
     )
     var socket: String?
 
+    @Option(
+        help:
+            "The sidecar's host-secret, required on its TCP listener (default: $TROUPE_HOST_SECRET; prefer the variable, a flag shows in ps)."
+    )
+    var secret: String?
+
     @Option(name: .customLong("timeout-ms"), help: "Deadline of the request in milliseconds.")
     var timeoutMs: UInt32 = 30_000
 
@@ -34,6 +40,7 @@ struct SidecarOptions: ParsableArguments {
         hello.name = "troupe-cli"
         hello.sdkName = "troupe-cli"
         hello.sdkVersion = "0.1.0"
+        hello.secret = secret ?? ProcessInfo.processInfo.environment["TROUPE_HOST_SECRET"] ?? ""
         var logger = Logger(label: "troupe.cli")
         logger.logLevel = .error
         let (connection, _) = try await PeerConnection.connect(

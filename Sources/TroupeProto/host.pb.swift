@@ -577,6 +577,12 @@ public nonisolated struct WireHello: Sendable {
   /// Largest frame (protobuf bytes, header excluded) this peer accepts; 0 = the default (4 MiB).
   public var maxFrameBytes: UInt32 = 0
 
+  /// The shared secret (the sidecar's host-secret setting). Required on a TCP listener that has
+  /// a secret configured; a missing or wrong one is refused with UNAUTHENTICATED and the
+  /// connection is closed. Ignored on the Unix socket, whose directory permissions are the
+  /// boundary. Never logged by either side.
+  public var secret: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1702,7 +1708,7 @@ nonisolated extension WireActorId: SwiftProtobuf.Message, SwiftProtobuf._Message
 
 nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}system\0\u{1}role\0\u{1}name\0\u{3}sdk_name\0\u{3}sdk_version\0\u{3}max_frame_bytes\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}system\0\u{1}role\0\u{1}name\0\u{3}sdk_name\0\u{3}sdk_version\0\u{3}max_frame_bytes\0\u{1}secret\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1717,6 +1723,7 @@ nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       case 5: try { try decoder.decodeSingularStringField(value: &self.sdkName) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.sdkVersion) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.maxFrameBytes) }()
+      case 8: try { try decoder.decodeSingularStringField(value: &self.secret) }()
       default: break
       }
     }
@@ -1744,6 +1751,9 @@ nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     if self.maxFrameBytes != 0 {
       try visitor.visitSingularUInt32Field(value: self.maxFrameBytes, fieldNumber: 7)
     }
+    if !self.secret.isEmpty {
+      try visitor.visitSingularStringField(value: self.secret, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1755,6 +1765,7 @@ nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     if lhs.sdkName != rhs.sdkName {return false}
     if lhs.sdkVersion != rhs.sdkVersion {return false}
     if lhs.maxFrameBytes != rhs.maxFrameBytes {return false}
+    if lhs.secret != rhs.secret {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

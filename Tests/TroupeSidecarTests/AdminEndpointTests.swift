@@ -16,8 +16,9 @@ struct HTTPAnswer {
     var body: String
 }
 
-/// GETs `path` from 127.0.0.1:`port` over a new TCP connection (HTTP/1.1, `Connection: close`).
-func httpGet(port: Int, _ path: String) async throws -> HTTPAnswer {
+/// GETs `path` from 127.0.0.1:`port` over a new TCP connection (HTTP/1.1, `Connection: close`),
+/// with an `Authorization` header when `authorization` is set.
+func httpGet(port: Int, _ path: String, authorization: String? = nil) async throws -> HTTPAnswer {
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connectTimeout(.seconds(5))
         .connect(host: "127.0.0.1", port: port) { channel in
@@ -27,7 +28,9 @@ func httpGet(port: Int, _ path: String) async throws -> HTTPAnswer {
         }
     let text = try await channel.executeThenClose { inbound, outbound in
         try await outbound.write(
-            ByteBuffer(string: "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"))
+            ByteBuffer(
+                string: "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+                    + (authorization.map { "Authorization: \($0)\r\n" } ?? "") + "\r\n"))
         var response = ByteBuffer()
         for try await var chunk in inbound { response.writeBuffer(&chunk) }
         return String(buffer: response)

@@ -17,7 +17,9 @@ struct TemporaryDirectory {
     init() throws {
         // Short paths: a Unix socket path must fit in 108 bytes.
         url = URL(fileURLWithPath: "/tmp/troupe-test-\(UUID().uuidString.prefix(8))")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        // 0700: the sidecar refuses a socket directory that group or others may open.
+        try FileManager.default.createDirectory(
+            at: url, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
     }
 
     func path(_ name: String) -> String { url.appendingPathComponent(name).path }
@@ -187,12 +189,13 @@ final class ChildProcess: Sendable {
 }
 
 /// Runs an executable to completion and returns its exit status and standard output.
-func runToCompletion(_ executable: String, _ arguments: [String], timeout: Duration = .seconds(60)) async throws -> (
-    Int32, String
-) {
+func runToCompletion(
+    _ executable: String, _ arguments: [String], environment: [String: String] = [:],
+    timeout: Duration = .seconds(60)
+) async throws -> (Int32, String) {
     let directory = try TemporaryDirectory()
     defer { directory.remove() }
-    let child = try ChildProcess(executable, arguments, logPath: directory.path("out.log"))
+    let child = try ChildProcess(executable, arguments, logPath: directory.path("out.log"), environment: environment)
     let status = try await child.waitForExit(timeout: timeout)
     return (status, child.log)
 }

@@ -31,16 +31,21 @@ public final class TroupeClient: Sendable {
 
     /// Connects to a sidecar as a client (it may invoke, not host actors).
     ///
+    /// - Parameter secret: the sidecar's `host-secret`, required on its TCP listener when it has
+    ///   one (a Unix socket ignores it).
     /// - Throws: `unavailable` if no sidecar listens there; `failedPrecondition` if the sidecar
-    ///   serves another system or speaks another protocol version.
+    ///   serves another system or speaks another protocol version; `unauthenticated` if the
+    ///   listener requires a secret and `secret` is missing or wrong.
     public static func connect(
         system: String,
         to endpoint: Endpoint = .unix(path: "/tmp/troupe/troupe.sock"),
         name: String = "swift-client",
+        secret: String? = nil,
         logger: Logger = Logger(label: "troupe.client")
     ) async throws -> TroupeClient {
         let (connection, _) = try await PeerConnection.connect(
-            to: endpoint, hello: .make(system: system, role: .client, name: name), delegate: nil, logger: logger)
+            to: endpoint, hello: .make(system: system, role: .client, name: name, secret: secret), delegate: nil,
+            logger: logger)
         return TroupeClient(system: system, connection: connection, ownsConnection: true)
     }
 
@@ -200,7 +205,7 @@ public final class TroupeClient: Sendable {
 }
 
 extension WireHello {
-    static func make(system: String, role: WirePeerRole, name: String) -> WireHello {
+    static func make(system: String, role: WirePeerRole, name: String, secret: String?) -> WireHello {
         var hello = WireHello()
         hello.protocolVersion = HostProtocol.version
         hello.system = system
@@ -208,6 +213,7 @@ extension WireHello {
         hello.name = name
         hello.sdkName = "troupe-swift"
         hello.sdkVersion = "0.1.0"
+        hello.secret = secret ?? ""
         return hello
     }
 }

@@ -17,21 +17,28 @@ public final class TroupeHost: Service, Sendable {
     public let name: String
     private let actors: [String: RegisteredActor]
     private let logger: Logger
+    /// Sent in every Hello; never logged.
+    private let secret: String?
     private let current = Mutex<TroupeClient?>(nil)
     /// Actions running now.
     private let running = Atomic<Int>(0)
     /// Set on graceful shutdown: the connection is not opened again.
     private let stopping = Atomic<Bool>(false)
 
+    /// - Parameter secret: the sidecar's `host-secret`, required on its TCP listener when it has
+    ///   one (a Unix socket ignores it). A wrong secret is refused on every attempt, so the host
+    ///   keeps retrying and never registers; the refusal is logged at error level.
     /// - Throws: `invalidArgument` if two actor types share a name or an initial state cannot be encoded.
     public init(
         system: String,
         endpoint: Endpoint = .unix(path: "/tmp/troupe/troupe.sock"),
         actors: [any VirtualActor.Type],
         name: String = "swift-host",
+        secret: String? = nil,
         logger: Logger = Logger(label: "troupe.host")
     ) throws {
         self.system = system
+        self.secret = secret
         self.endpoint = endpoint
         self.name = name
         self.logger = logger
@@ -88,7 +95,8 @@ public final class TroupeHost: Service, Sendable {
             do {
                 let handler = InvocationHandler(host: self)
                 let (connection, welcome) = try await PeerConnection.connect(
-                    to: endpoint, hello: .make(system: system, role: .host, name: name), delegate: handler,
+                    to: endpoint, hello: .make(system: system, role: .host, name: name, secret: secret),
+                    delegate: handler,
                     logger: logger)
                 let client = TroupeClient(system: system, connection: connection, ownsConnection: false)
                 handler.client.withLock { $0 = client }
@@ -107,6 +115,9 @@ public final class TroupeHost: Service, Sendable {
                 }
                 current.withLock { $0 = nil }
                 logger.info("sidecar connection closed; reconnecting")
+            } catch let error as TroupeError where error.code == .unauthenticated {
+                current.withLock { $0 = nil }
+                logger.error("the sidecar refused this host's secret", metadata: ["troupe.error": "\(error.message)"])
             } catch {
                 current.withLock { $0 = nil }
                 logger.debug("cannot reach the sidecar", metadata: ["troupe.error": "\(error)"])

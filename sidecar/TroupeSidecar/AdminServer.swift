@@ -1,5 +1,6 @@
 import Hummingbird
 import Logging
+import Metrics
 import NIOCore
 import Prometheus
 import ServiceLifecycle
@@ -22,6 +23,11 @@ public struct ReadinessCheck: Sendable {
 /// The admin HTTP endpoint: `/healthz` (the process serves requests), `/readyz` (every readiness
 /// check holds) and `/metrics` (the Prometheus registry in the text exposition format).
 /// docs/http-api.md describes the answers.
+///
+/// The probes stay open (the kubelet sends no credentials). `/metrics` requires
+/// `Authorization: Bearer <admin-token>` when a token is set, and without a token it is served
+/// only on a loopback address: on any other address it answers 403, so a forgotten token fails
+/// closed while the probes keep the pod alive.
 final class AdminServer: Service {
     private let host: String
     private let port: Int
@@ -31,9 +37,12 @@ final class AdminServer: Service {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let bound = Mutex<Int?>(nil)
+    private let token: SharedSecret?
+    private let loopback: Bool
+    private let refusals = Counter(label: "troupe_admin_unauthorized_total")
 
     init(
-        listen: String, checks: [ReadinessCheck], checkTimeout: Duration = .seconds(2),
+        listen: String, token: String? = nil, checks: [ReadinessCheck], checkTimeout: Duration = .seconds(2),
         registry: PrometheusCollectorRegistry, group: any EventLoopGroup, logger: Logger
     ) throws(TroupeError) {
         guard case .tcp(let host, let port) = try Endpoint(parsing: "tcp://" + listen) else {
@@ -41,6 +50,8 @@ final class AdminServer: Service {
         }
         self.host = host
         self.port = port
+        self.token = token.map(SharedSecret.init)
+        self.loopback = isLoopback(host: host)
         self.checks = checks
         self.checkTimeout = checkTimeout
         self.registry = registry
@@ -55,7 +66,12 @@ final class AdminServer: Service {
         let router = Router()
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ in await self.readiness() }
-        router.get("metrics") { _, _ in self.metrics() }
+        router.get("metrics") { request, _ in self.authorize(request) ?? self.metrics() }
+        if token == nil, !loopback {
+            logger.warning(
+                "admin endpoint on a non-loopback address without admin-token: /metrics answers 403; set TROUPE_ADMIN_TOKEN to serve it",
+                metadata: ["troupe.endpoint": "http://\(host):\(port)"])
+        }
         let application = Application(
             router: router,
             configuration: .init(address: .hostname(host, port: port)),
@@ -105,6 +121,34 @@ final class AdminServer: Service {
             group.cancelAll()
             return first
         }
+    }
+
+    /// Nil when the request may read `/metrics`, otherwise the refusal: 401 for a missing or
+    /// wrong bearer token, 403 when no token is configured and the address is not loopback.
+    private func authorize(_ request: Request) -> Response? {
+        guard let token else {
+            guard !loopback else { return nil }
+            refusals.increment()
+            return Self.refusal(
+                .forbidden, "/metrics on a non-loopback address needs the sidecar's admin-token (TROUPE_ADMIN_TOKEN)\n")
+        }
+        let header = request.headers[.authorization] ?? ""
+        let prefix = "Bearer "
+        guard header.count > prefix.count, header.prefix(prefix.count).lowercased() == prefix.lowercased(),
+            token.matches(String(header.dropFirst(prefix.count)))
+        else {
+            refusals.increment()
+            var response = Self.refusal(.unauthorized, "/metrics requires Authorization: Bearer <admin-token>\n")
+            response.headers[.wwwAuthenticate] = "Bearer"
+            return response
+        }
+        return nil
+    }
+
+    private static func refusal(_ status: HTTPResponse.Status, _ text: String) -> Response {
+        Response(
+            status: status, headers: [.contentType: "text/plain; charset=utf-8"],
+            body: .init(byteBuffer: ByteBuffer(string: text)))
     }
 
     private func metrics() -> Response {

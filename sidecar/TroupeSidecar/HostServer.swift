@@ -54,18 +54,24 @@ final class HostServer: Service {
     }
 
     private func bind() async throws {
-        let socketDirectory = (configuration.socket as NSString).deletingLastPathComponent
-        if !socketDirectory.isEmpty {
-            try FileManager.default.createDirectory(atPath: socketDirectory, withIntermediateDirectories: true)
-        }
+        try SocketDirectory.prepare(forSocket: configuration.socket)
         var channels: [any Channel] = []
-        let unix = try await bootstrap().bind(
-            unixDomainSocketPath: configuration.socket, cleanupExistingSocketFile: true
+        let unix = try await bootstrap(requiredSecret: nil).bind(
+            unixDomainSocketPath: SocketDirectory.staging(for: configuration.socket), cleanupExistingSocketFile: true
         ).get()
         channels.append(unix)
+        do { try SocketDirectory.publish(socket: configuration.socket) } catch {
+            try? await unix.close()
+            throw error
+        }
         logger.info("listening for hosts", metadata: ["troupe.endpoint": "unix:\(configuration.socket)"])
         if let tcp = configuration.listenTCP, case .tcp(let host, let port) = try Endpoint(parsing: "tcp://" + tcp) {
-            let channel = try await bootstrap()
+            if configuration.hostSecret == nil {
+                logger.warning(
+                    "the TCP host listener has no host-secret: any process that can reach the loopback address may register and invoke",
+                    metadata: ["troupe.endpoint": "tcp://\(tcp)"])
+            }
+            let channel = try await bootstrap(requiredSecret: configuration.hostSecret.map(SharedSecret.init))
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: host, port: port).get()
             channels.append(channel)
@@ -79,7 +85,8 @@ final class HostServer: Service {
         listening.withLock { $0.compactMap { $0.localAddress?.port }.first { $0 > 0 } }
     }
 
-    private func bootstrap() -> ServerBootstrap {
+    /// - Parameter requiredSecret: the secret each Hello must carry on this listener; nil: none.
+    private func bootstrap(requiredSecret: SharedSecret?) -> ServerBootstrap {
         ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 256)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
@@ -90,7 +97,7 @@ final class HostServer: Service {
                         "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
                     let session = HostSession(
                         configuration: configuration, directory: directory, membership: membership,
-                        eventLoop: channel.eventLoop,
+                        requiredSecret: requiredSecret, eventLoop: channel.eventLoop,
                         jobs: jobInput,
                         logger: sessionLogger)
                     let connection = try PeerConnection.install(

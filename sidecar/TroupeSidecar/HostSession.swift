@@ -1,4 +1,5 @@
 import Logging
+import Metrics
 import NIOCore
 import Synchronization
 import TroupeActors
@@ -26,11 +27,22 @@ final class HostSession: PeerRequestHandler, ActorHost {
     private let logger: Logger
     private let state = Mutex(State())
     private let connectionBox = Mutex<PeerConnection?>(nil)
+    /// The secret this connection's Hello must carry: set on the TCP listener when `host-secret`
+    /// is, nil on the Unix socket (its directory's permissions are the boundary).
+    private let requiredSecret: SharedSecret?
+
+    /// Handshakes refused for a missing or wrong secret.
+    private static let missingSecret = Counter(
+        label: "troupe_host_unauthenticated_total", dimensions: [("reason", "missing_secret")])
+    private static let wrongSecret = Counter(
+        label: "troupe_host_unauthenticated_total", dimensions: [("reason", "wrong_secret")])
 
     init(
         configuration: SidecarConfiguration, directory: ActorDirectory, membership: ClusterMembership?,
-        eventLoop: any EventLoop, jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
+        requiredSecret: SharedSecret?, eventLoop: any EventLoop,
+        jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
     ) {
+        self.requiredSecret = requiredSecret
         self.membership = membership
         self.eventLoop = eventLoop
         self.configuration = configuration
@@ -266,6 +278,20 @@ final class HostSession: PeerRequestHandler, ActorHost {
             connection.close()
             return
         }
+        // First, so a peer without the secret learns nothing about this sidecar, not even its
+        // protocol version or system.
+        if let requiredSecret {
+            guard !hello.secret.isEmpty else {
+                refuseUnauthenticated(
+                    id, on: connection, "this listener requires the host secret in Hello (the sidecar's host-secret)",
+                    counter: Self.missingSecret)
+                return
+            }
+            guard requiredSecret.matches(hello.secret) else {
+                refuseUnauthenticated(id, on: connection, "the secret in Hello is wrong", counter: Self.wrongSecret)
+                return
+            }
+        }
         guard hello.protocolVersion == HostProtocol.version else {
             logger.warning(
                 "handshake refused: protocol version", metadata: ["troupe.peer_version": "\(hello.protocolVersion)"])
@@ -311,6 +337,17 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 "troupe.peer": "\(hello.name)", "troupe.role": "\(hello.role)",
                 "troupe.sdk": "\(hello.sdkName) \(hello.sdkVersion)",
             ])
+    }
+
+    /// Answers the Hello with `unauthenticated` and closes: the peer never gets to register or
+    /// invoke. The secret it sent is not logged.
+    private func refuseUnauthenticated(
+        _ id: UInt64, on connection: PeerConnection, _ message: String, counter: Counter
+    ) {
+        counter.increment()
+        logger.warning("handshake refused: unauthenticated", metadata: ["troupe.reason": "\(message)"])
+        connection.fail(id, with: TroupeError(.unauthenticated, message))
+        connection.close()
     }
 
     func peerCancelled(id: UInt64, on connection: PeerConnection) {

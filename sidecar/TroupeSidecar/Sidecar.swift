@@ -48,6 +48,8 @@ public final class Sidecar: Sendable {
         metrics: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry
     ) async throws -> Sidecar {
         // Validated before anything is opened, so a bad key never leaves a store open behind it.
+        try configuration.checkHostAuthentication()
+        try SocketDirectory.prepare(forSocket: configuration.socket)
         let keyring = try configuration.stateKeyring()
         let base: any StateStore
         switch configuration.store {
@@ -111,7 +113,8 @@ public final class Sidecar: Sendable {
             logger: logger)
         if let listen = configuration.adminListen {
             admin = try AdminServer(
-                listen: listen, checks: Self.readinessChecks(directory: directory, store: store, draining: draining),
+                listen: listen, token: configuration.adminToken,
+                checks: Self.readinessChecks(directory: directory, store: store, draining: draining),
                 registry: metrics, group: eventLoops, logger: logger)
         } else {
             admin = nil

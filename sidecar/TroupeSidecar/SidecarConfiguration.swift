@@ -24,6 +24,9 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var socket = "/tmp/troupe/troupe.sock"
     /// Optional TCP listener for hosts, `HOST:PORT`.
     public var listenTCP: String?
+    /// The secret every Hello on the TCP listener must carry; nil: none (allowed only on a
+    /// loopback listener). Never logged.
+    public var hostSecret: String?
     /// `sqlite` (the embedded default), `postgres` (shared by a cluster) or `memory` (nothing
     /// survives a restart).
     public var store = "sqlite"
@@ -48,6 +51,9 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var logLevel = "info"
     /// The admin HTTP endpoint (`/healthz`, `/readyz`, `/metrics`), `HOST:PORT`; nil: none.
     public var adminListen: String? = "127.0.0.1:9090"
+    /// The bearer token `/metrics` requires; nil: none. Without one, `/metrics` is served only on
+    /// a loopback admin address. Never logged.
+    public var adminToken: String?
     /// NATS servers of the bridge to other ActorSystems; empty means no bridge.
     public var natsServers: [String] = []
     public var natsUser: String?
@@ -110,6 +116,10 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "listen-tcp", summary: "TCP listener for hosts, HOST:PORT") { c, v throws(TroupeError) in
             c.listenTCP = v.isEmpty ? nil : v
             if let tcp = c.listenTCP { _ = try Endpoint(parsing: "tcp://" + tcp) }
+        },
+        Setting(key: "host-secret", summary: "secret TCP hosts and clients must send (prefer TROUPE_HOST_SECRET)") {
+            c, v throws(TroupeError) in
+            c.hostSecret = v.isEmpty ? nil : v
         },
         Setting(key: "store", summary: "state store: sqlite, postgres or memory") { c, v throws(TroupeError) in
             guard ["sqlite", "postgres", "memory"].contains(v) else {
@@ -215,6 +225,10 @@ public struct SidecarConfiguration: Sendable, Equatable {
                 }
                 c.adminListen = v
             }
+        },
+        Setting(key: "admin-token", summary: "bearer token /metrics requires (prefer TROUPE_ADMIN_TOKEN)") {
+            c, v throws(TroupeError) in
+            c.adminToken = v.isEmpty ? nil : v
         },
         Setting(key: "nats-url", summary: "NATS servers of the bridge to other systems, comma-separated") {
             c, v throws(TroupeError) in
@@ -383,6 +397,20 @@ extension SidecarConfiguration {
         configuration.operationTimeout = .milliseconds(Int64(settings.operationTimeoutMs))
         configuration.maxWriteBatch = settings.maxWriteBatch
         return configuration
+    }
+
+    /// Refuses a host listener reachable from the network without a secret: with `listen-tcp`
+    /// on an address other than loopback, `host-secret` must be set. A loopback listener may go
+    /// without one (docs/security.md says what that trusts).
+    ///
+    /// - Throws: `failedPrecondition` naming the setting to set.
+    public func checkHostAuthentication() throws(TroupeError) {
+        guard let tcp = listenTCP, hostSecret == nil else { return }
+        guard case .tcp(let host, _) = try Endpoint(parsing: "tcp://" + tcp), isLoopback(host: host) else {
+            throw .failedPrecondition(
+                "listen-tcp \(tcp) is reachable from the network, but host-secret is not set: "
+                    + "set TROUPE_HOST_SECRET (or host-secret), or listen on 127.0.0.1")
+        }
     }
 
     /// The state encryption keys, or ``StateKeyring/none``.

@@ -30,7 +30,8 @@ import yaml
 # when it lands in the table.
 PENDING_SETTINGS: set[str] = set()
 # Settings that carry secrets: only ever as TROUPE_* from a Secret, never in the ConfigMap.
-SECRET_SETTINGS = {"pg-url", "pg-password", "nats-user", "nats-password", "nats-token", "encryption-keys"}
+SECRET_SETTINGS = {"pg-url", "pg-password", "nats-user", "nats-password", "nats-token", "encryption-keys",
+                   "host-secret", "admin-token"}
 HOST_CONTAINER_ENV = {"TROUPE_SOCKET", "TROUPE_SYSTEM"}
 
 
@@ -158,11 +159,14 @@ def check_case(c, case, manifests, kube_version, values, known_settings):
     c.check(f"{case}: the host is told the sidecar's socket and system",
             host_env.get("TROUPE_SOCKET") == socket and host_env.get("TROUPE_SYSTEM") == config.get("system"),
             f"host {host_env.get('TROUPE_SOCKET')!r}/{host_env.get('TROUPE_SYSTEM')!r}, sidecar {socket!r}/{config.get('system')!r}")
+    # The socket lives in a subdirectory of the emptyDir: the sidecar creates it 0700 and refuses
+    # the emptyDir itself, which the kubelet makes world-writable (docs/security.md).
     socket_dir = socket.rsplit("/", 1)[0]
+    volume_dir = socket_dir.rsplit("/", 1)[0]
     def mount_of(container):
-        return next((m for m in container.get("volumeMounts", []) if m["mountPath"].rstrip("/") == socket_dir), None)
+        return next((m for m in container.get("volumeMounts", []) if m["mountPath"].rstrip("/") == volume_dir), None)
     sm, hm = mount_of(sidecar), mount_of(host)
-    c.check(f"{case}: the socket directory is one emptyDir mounted in both containers",
+    c.check(f"{case}: the socket is in a subdirectory of one emptyDir mounted in both containers",
             sm is not None and hm is not None and sm["name"] == hm["name"]
             and "emptyDir" in volumes.get(sm["name"], {}) and not hm.get("readOnly") and not sm.get("readOnly"))
 
@@ -228,6 +232,12 @@ def check_case(c, case, manifests, kube_version, values, known_settings):
             c.check(f"{case}: the ServiceMonitor selects the peers Service and scrapes /metrics on its admin port",
                     len(targets) == 1 and all(e.get("port") in {p["name"] for p in targets[0]["spec"]["ports"]}
                                               and e.get("path") == "/metrics" for e in sm_spec["endpoints"]))
+            token = values.get("sidecar", {}).get("admin", {}).get("tokenSecret", {})
+            c.check(f"{case}: the ServiceMonitor scrapes with the sidecar's admin token, which the sidecar gets",
+                    all(e.get("bearerTokenSecret") == {"name": token.get("name"), "key": token.get("key")}
+                        for e in sm_spec["endpoints"])
+                    and env.get("TROUPE_ADMIN_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
+                    == {"name": token.get("name"), "key": token.get("key")})
     else:
         c.check(f"{case}: no ServiceMonitor unless enabled", not monitors)
 

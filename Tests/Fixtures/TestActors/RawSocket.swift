@@ -25,20 +25,37 @@ public final class RawSocket: Sendable {
 
     public static func connect(_ path: String) async throws -> RawSocket {
         let collector = Collector()
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        let channel = try await bootstrap(collector).connect(unixDomainSocketPath: path).get()
+        return RawSocket(channel: channel, collector: collector)
+    }
+
+    /// Connects over TCP, to the sidecar's `listen-tcp` listener.
+    public static func connect(host: String, port: Int) async throws -> RawSocket {
+        let collector = Collector()
+        let channel = try await bootstrap(collector).connect(host: host, port: port).get()
+        return RawSocket(channel: channel, collector: collector)
+    }
+
+    private static func bootstrap(_ collector: Collector) -> ClientBootstrap {
+        ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(collector)
                 }
             }
-            .connect(unixDomainSocketPath: path).get()
-        return RawSocket(channel: channel, collector: collector)
     }
 
     public func send(_ id: UInt64, _ body: WireFrame.OneOf_Body) async throws {
         var buffer = ByteBuffer()
         try FrameEncoder().encode(data: OutboundFrame(id: id, body), out: &buffer)
+        try await channel.writeAndFlush(buffer)
+    }
+
+    /// Sends `frames` in one write, so the sidecar reads them together.
+    public func send(_ frames: [(UInt64, WireFrame.OneOf_Body)]) async throws {
+        var buffer = ByteBuffer()
+        for (id, body) in frames { try FrameEncoder().encode(data: OutboundFrame(id: id, body), out: &buffer) }
         try await channel.writeAndFlush(buffer)
     }
 
@@ -85,9 +102,11 @@ public final class RawSocket: Sendable {
     }
 
     public static func hello(
-        version: UInt32 = HostProtocol.version, system: String = "test", role: WirePeerRole = .host
+        version: UInt32 = HostProtocol.version, system: String = "test", role: WirePeerRole = .host,
+        secret: String = ""
     ) -> WireFrame.OneOf_Body {
         var hello = WireHello()
+        hello.secret = secret
         hello.protocolVersion = version
         hello.system = system
         hello.role = role

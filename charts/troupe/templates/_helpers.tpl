@@ -53,9 +53,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 {{- end }}
 
-{{/* The path of the Unix socket both containers see. */}}
+{{/*
+The path of the Unix socket both containers see: in a subdirectory of the emptyDir, which the
+sidecar creates with mode 0700 (it refuses the emptyDir itself, which the kubelet makes 0777).
+*/}}
 {{- define "troupe.socketPath" -}}
-{{- printf "%s/%s" (trimSuffix "/" .Values.socket.dir) .Values.socket.file }}
+{{- printf "%s/sidecar/%s" (trimSuffix "/" .Values.socket.dir) .Values.socket.file }}
 {{- end }}
 
 {{/*
@@ -107,6 +110,16 @@ and sidecar.secretEnv. The variable name follows the sidecar's rule: TROUPE_ + k
 {{- $refs = append $refs (dict "setting" $setting "secretName" $.Values.nats.auth.secretName "key" $key) }}
 {{- end }}
 {{- end }}
+{{- end }}
+{{- end }}
+{{- with .Values.sidecar.hostSecret }}
+{{- if .name }}
+{{- $refs = append $refs (dict "setting" "host-secret" "secretName" .name "key" .key) }}
+{{- end }}
+{{- end }}
+{{- with .Values.sidecar.admin.tokenSecret }}
+{{- if .name }}
+{{- $refs = append $refs (dict "setting" "admin-token" "secretName" .name "key" .key) }}
 {{- end }}
 {{- end }}
 {{- if .Values.encryption.keysSecret.name }}

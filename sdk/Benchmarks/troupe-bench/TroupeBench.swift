@@ -24,7 +24,9 @@ struct TroupeBench: AsyncParsableCommand {
         var logger = Logger(label: "troupe-bench")
         logger.logLevel = .error
         let work = URL(fileURLWithPath: "/tmp/troupe-bench-\(getpid())")
-        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        // 0700: the sidecar refuses a socket directory that group or others may open.
+        try FileManager.default.createDirectory(
+            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(at: work) }
         let binaries =
             binDir.map { URL(fileURLWithPath: $0) }

@@ -113,7 +113,9 @@ struct StoreBench: AsyncParsableCommand {
     /// write-behind throughput with `callers` callers on as many actors.
     func endToEnd(store: String, logger: Logger) async throws -> EndToEnd {
         let directory = "/tmp/troupe-store-bench-\(getpid())"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        // 0700: the sidecar refuses a socket directory that group or others may open.
+        try FileManager.default.createDirectory(
+            atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
         defer { try? FileManager.default.removeItem(atPath: directory) }
         var configuration = SidecarConfiguration()
         configuration.system = "bench"
