@@ -16,14 +16,21 @@ extension PostgresStateStore {
     /// let store = try await PostgresStateStore.open(configuration: configuration, logger: logger)
     /// ```
     public struct Configuration: Sendable, CustomStringConvertible {
-        /// Whether connections use TLS (libpq's `sslmode`, without certificate-file options).
+        /// Whether connections use TLS and what they check, as libpq's `sslmode`.
         public enum TLSMode: String, Sendable, Hashable {
             /// Plain TCP.
             case disable
-            /// TLS if the server offers it, plain TCP otherwise: libpq's default.
+            /// TLS if the server offers it, plain TCP otherwise; the certificate is not checked
+            /// (libpq's default). Protects against eavesdroppers, not against impostors.
             case prefer
-            /// TLS with the system's trust roots and a host name check; fails without it.
+            /// TLS or no connection; the certificate is not checked.
             case require
+            /// TLS with a certificate that chains to the trusted roots (``rootCertificatePath``,
+            /// or the system's); any host name.
+            case verifyCA = "verify-ca"
+            /// TLS with a certificate that chains to the trusted roots and names the host
+            /// connected to: the mode to use across a network.
+            case verifyFull = "verify-full"
         }
 
         public var host: String
@@ -36,6 +43,9 @@ extension PostgresStateStore {
         /// letters, digits and `_`, starting with a letter or `_`, at most 63 characters.
         public var schema: String
         public var tls: TLSMode
+        /// PEM file of the CA certificates a server certificate must chain to (libpq's
+        /// `sslrootcert`) for `verify-ca` and `verify-full`; nil trusts the system's roots.
+        public var rootCertificatePath: String?
         /// The most connections the pool opens.
         public var maxConnections: Int
         /// How long one connection attempt may take before the store reports `unavailable`.
@@ -55,6 +65,7 @@ extension PostgresStateStore {
             database: String,
             schema: String = "troupe",
             tls: TLSMode = .prefer,
+            rootCertificatePath: String? = nil,
             maxConnections: Int = 8,
             connectTimeout: Duration = .seconds(5),
             maxWriteBatch: Int = 512,
@@ -67,6 +78,7 @@ extension PostgresStateStore {
             self.database = database
             self.schema = schema
             self.tls = tls
+            self.rootCertificatePath = rootCertificatePath
             self.maxConnections = maxConnections
             self.connectTimeout = connectTimeout
             self.maxWriteBatch = maxWriteBatch
@@ -76,7 +88,8 @@ extension PostgresStateStore {
         /// Parses `postgres://user:password@host:port/database?sslmode=disable&schema=name`.
         ///
         /// `postgresql://` works too. The port defaults to 5432, `sslmode` (`disable`, `prefer`,
-        /// `require`) to `prefer` and `schema` to `troupe`; user and database are required.
+        /// `require`, `verify-ca`, `verify-full`) to `prefer` and `schema` to `troupe`;
+        /// `sslrootcert` names the trusted CA file; user and database are required.
         ///
         /// - Throws: `invalidArgument`, with a message that never contains the password.
         public init(url: String) throws {
@@ -101,9 +114,12 @@ extension PostgresStateStore {
                 switch item.name {
                 case "sslmode":
                     guard let mode = item.value.flatMap(TLSMode.init(rawValue:)) else {
-                        throw invalid("sslmode must be disable, prefer or require")
+                        throw invalid("sslmode must be disable, prefer, require, verify-ca or verify-full")
                     }
                     tls = mode
+                case "sslrootcert":
+                    guard let path = item.value, !path.isEmpty else { throw invalid("sslrootcert needs a file") }
+                    rootCertificatePath = path
                 case "schema":
                     guard let schema = item.value, Self.isPlainIdentifier(schema) else {
                         throw invalid("schema must be a plain identifier")

@@ -6,14 +6,33 @@ import TroupeWire
 /// Turns a ``PostgresStateStore/Configuration`` into postgres-nio's configurations, and opens the
 /// single direct connections used outside the pool (migrations, test tooling).
 enum PostgresConnector {
+    /// What a TLS connection checks, per libpq's `sslmode`; nil for `disable`.
+    static func tlsConfiguration(_ configuration: PostgresStateStore.Configuration) -> TLSConfiguration? {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        switch configuration.tls {
+        case .disable:
+            return nil
+        case .prefer, .require:
+            tls.certificateVerification = .none
+        case .verifyCA:
+            tls.certificateVerification = .noHostnameVerification
+        case .verifyFull:
+            tls.certificateVerification = .fullVerification
+        }
+        if let roots = configuration.rootCertificatePath {
+            tls.trustRoots = .file(roots)
+        }
+        return tls
+    }
+
     static func clientConfiguration(
         _ configuration: PostgresStateStore.Configuration
     ) -> PostgresClient.Configuration {
         let tls: PostgresClient.Configuration.TLS =
-            switch configuration.tls {
-            case .disable: .disable
-            case .prefer: .prefer(.makeClientConfiguration())
-            case .require: .require(.makeClientConfiguration())
+            switch (configuration.tls, tlsConfiguration(configuration)) {
+            case (_, nil): .disable
+            case (.prefer, let settings?): .prefer(settings)
+            case (_, let settings?): .require(settings)
             }
         var client = PostgresClient.Configuration(
             host: configuration.host,
@@ -57,10 +76,10 @@ enum PostgresConnector {
         _ configuration: PostgresStateStore.Configuration
     ) throws -> PostgresConnection.Configuration {
         let tls: PostgresConnection.Configuration.TLS =
-            switch configuration.tls {
-            case .disable: .disable
-            case .prefer: .prefer(try NIOSSLContext(configuration: .makeClientConfiguration()))
-            case .require: .require(try NIOSSLContext(configuration: .makeClientConfiguration()))
+            switch (configuration.tls, tlsConfiguration(configuration)) {
+            case (_, nil): .disable
+            case (.prefer, let settings?): .prefer(try NIOSSLContext(configuration: settings))
+            case (_, let settings?): .require(try NIOSSLContext(configuration: settings))
             }
         var connection = PostgresConnection.Configuration(
             host: configuration.host,

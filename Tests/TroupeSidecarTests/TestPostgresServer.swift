@@ -13,21 +13,39 @@ final class TestPostgresServer: Sendable {
     let directory: String
     let port: Int
     private let bin: String
+    /// Extra server options (`-c name=value ...`).
+    private let options: String
 
     var url: String { "postgres://postgres@127.0.0.1:\(port)/postgres?sslmode=disable" }
 
-    /// Runs initdb and starts the server.
-    static func start() async throws -> TestPostgresServer {
+    /// Runs initdb and starts the server. With `tls` (PEM certificate and key files), the server
+    /// presents that certificate and accepts TLS connections only.
+    static func start(tls: (certificate: String, key: String)? = nil) async throws -> TestPostgresServer {
         guard let bin = serverPrograms() else {
             throw TroupeError.unavailable("PostgreSQL server programs not found: run scripts/install-deps.sh")
         }
         let directory = "/tmp/troupe-pg-\(UUID().uuidString.prefix(8))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         if getuid() == 0 { try run("/bin/chown", ["postgres:", directory]) }
-        let server = TestPostgresServer(directory: directory, port: try await freePort(), bin: bin)
+        var options = ""
+        if let tls {
+            // The server refuses a key file others can read, and reads it as its own user.
+            for (source, name) in [(tls.certificate, "server.crt"), (tls.key, "server.key")] {
+                try FileManager.default.copyItem(atPath: source, toPath: "\(directory)/\(name)")
+                try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: "\(directory)/\(name)")
+                if getuid() == 0 { try run("/bin/chown", ["postgres:", "\(directory)/\(name)"]) }
+            }
+            options = " -c ssl=on -c ssl_cert_file=\(directory)/server.crt -c ssl_key_file=\(directory)/server.key"
+        }
+        let server = TestPostgresServer(directory: directory, port: try await freePort(), bin: bin, options: options)
         do {
             try server.asServerUser(
                 "\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+            if tls != nil {
+                // TLS or nothing: a plain connection is rejected, so a test that connects proves TLS.
+                try "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\nlocal all all trust\n"
+                    .write(toFile: "\(directory)/data/pg_hba.conf", atomically: false, encoding: .utf8)
+            }
             try server.startAgain()
         } catch {
             server.remove()
@@ -36,10 +54,11 @@ final class TestPostgresServer: Sendable {
         return server
     }
 
-    private init(directory: String, port: Int, bin: String) {
+    private init(directory: String, port: Int, bin: String, options: String) {
         self.directory = directory
         self.port = port
         self.bin = bin
+        self.options = options
     }
 
     /// Starts the (stopped) server on the same port and data.
@@ -48,7 +67,7 @@ final class TestPostgresServer: Sendable {
             "\(bin)/pg_ctl",
             [
                 "-D", "\(directory)/data", "-l", "\(directory)/postgres.log", "-w", "-t", "30", "start", "-o",
-                "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=\(directory) -c fsync=off",
+                "-c listen_addresses=127.0.0.1 -c port=\(port) -c unix_socket_directories=\(directory) -c fsync=off\(options)",
             ])
     }
 

@@ -163,7 +163,7 @@ import TroupeWire
     @Test(arguments: [
         "mysql://troupe@db/state",
         "postgres://troupe:s3cret@db",
-        "postgres://troupe:s3cret@db/state?sslmode=verify-full",
+        "postgres://troupe:s3cret@db/state?sslmode=verify-everything",
         "postgres://troupe:s3cret@db/state?schema=drop%20table",
         "postgres://troupe:s3cret@db/state?pool=3",
     ])

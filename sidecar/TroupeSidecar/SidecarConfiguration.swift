@@ -153,11 +153,17 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "pg-schema", summary: "Postgres schema of the store's tables") { c, v throws(TroupeError) in
             c.postgres.schema = v
         },
-        Setting(key: "pg-sslmode", summary: "disable, prefer or require") { c, v throws(TroupeError) in
-            guard ["disable", "prefer", "require"].contains(v) else {
-                throw .invalidArgument("pg-sslmode must be disable, prefer or require, not '\(v)'")
+        Setting(key: "pg-sslmode", summary: "disable, prefer, require, verify-ca or verify-full") {
+            c, v throws(TroupeError) in
+            guard PostgresStateStore.Configuration.TLSMode(rawValue: v) != nil else {
+                throw .invalidArgument(
+                    "pg-sslmode must be disable, prefer, require, verify-ca or verify-full, not '\(v)'")
             }
             c.postgres.sslmode = v
+        },
+        Setting(key: "pg-sslrootcert", summary: "PEM file of the CAs the Postgres server must chain to") {
+            c, v throws(TroupeError) in
+            c.postgres.rootCertificatePath = v.isEmpty ? nil : v
         },
         Setting(key: "pg-pool-size", summary: "most Postgres connections") { c, v throws(TroupeError) in
             c.postgres.poolSize = Int(try number(v, "pg-pool-size", in: 1...1000))
@@ -360,6 +366,7 @@ extension SidecarConfiguration {
         public var database = ""
         public var schema = ""
         public var sslmode = ""
+        public var rootCertificatePath: String?
         public var poolSize = 8
         public var operationTimeoutMs: UInt32 = 5_000
         public var maxWriteBatch = 512
@@ -393,6 +400,7 @@ extension SidecarConfiguration {
         if !settings.sslmode.isEmpty, let mode = PostgresStateStore.Configuration.TLSMode(rawValue: settings.sslmode) {
             configuration.tls = mode
         }
+        if let roots = settings.rootCertificatePath { configuration.rootCertificatePath = roots }
         configuration.maxConnections = settings.poolSize
         configuration.operationTimeout = .milliseconds(Int64(settings.operationTimeoutMs))
         configuration.maxWriteBatch = settings.maxWriteBatch
