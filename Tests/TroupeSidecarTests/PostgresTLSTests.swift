@@ -57,7 +57,7 @@ struct PostgresTLSTests {
         let certificates = try TestCertificates()
         defer { certificates.remove() }
         // The same CA signs a certificate that names db.example only, not 127.0.0.1.
-        let elsewhere = try Self.certificate(named: "db.example", by: certificates)
+        let elsewhere = try certificates.serverCertificate(named: "db.example")
         let server = try await TestPostgresServer.start(tls: elsewhere)
         defer { server.remove() }
 
@@ -70,29 +70,6 @@ struct PostgresTLSTests {
         let chainOnly = try await PostgresStateStore.open(
             configuration: Self.configuration(server, mode: .verifyCA, roots: certificates.caFile), logger: Self.logger)
         try await chainOnly.close()
-    }
-
-    /// A server certificate and key, signed by the CA of `certificates`, that name `name` only.
-    static func certificate(named name: String, by certificates: TestCertificates) throws -> (
-        certificate: String, key: String
-    ) {
-        let directory = certificates.directory
-        let script = """
-            set -e
-            cd '\(directory)'
-            printf 'subjectAltName=DNS:\(name)\\nextendedKeyUsage=serverAuth\\n' > named.ext
-            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout named.key -out named.csr -subj /CN=\(name)
-            openssl x509 -req -in named.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out named.pem -days 2 -extfile named.ext
-            """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw TroupeError.internalError("openssl failed") }
-        return (directory + "/named.pem", directory + "/named.key")
     }
 
     @Test func sslModeAndRootCertificateComeFromTheURL() throws {

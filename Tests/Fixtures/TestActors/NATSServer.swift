@@ -109,6 +109,23 @@ public struct TestCertificates: Sendable {
             openssl req $key -keyout client.key -out client.csr -subj /CN=troupe-test-client
             openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2 -extfile client.ext
             """
+        try Self.run(script)
+    }
+
+    /// Another server certificate and key, signed by this CA, that name `dnsName` only (no IP).
+    public func serverCertificate(named dnsName: String) throws -> (certificate: String, key: String) {
+        try Self.run(
+            """
+            set -e
+            cd '\(directory)'
+            printf 'subjectAltName=DNS:\(dnsName)\\nextendedKeyUsage=serverAuth\\n' > named.ext
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout named.key -out named.csr -subj /CN=\(dnsName)
+            openssl x509 -req -in named.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out named.pem -days 2 -extfile named.ext
+            """)
+        return (directory + "/named.pem", directory + "/named.key")
+    }
+
+    private static func run(_ script: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", script]
