@@ -19,6 +19,13 @@ struct HTTPAnswer {
 /// GETs `path` from 127.0.0.1:`port` over a new TCP connection (HTTP/1.1, `Connection: close`),
 /// with an `Authorization` header when `authorization` is set.
 func httpGet(port: Int, _ path: String, authorization: String? = nil) async throws -> HTTPAnswer {
+    try await httpRequest("GET", port: port, path, authorization: authorization)
+}
+
+/// Sends one request to 127.0.0.1:`port` over a new TCP connection and reads the whole answer.
+func httpRequest(
+    _ method: String, port: Int, _ path: String, body: String? = nil, authorization: String? = nil
+) async throws -> HTTPAnswer {
     let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .connectTimeout(.seconds(5))
         .connect(host: "127.0.0.1", port: port) { channel in
@@ -27,10 +34,11 @@ func httpGet(port: Int, _ path: String, authorization: String? = nil) async thro
             }
         }
     let text = try await channel.executeThenClose { inbound, outbound in
+        let content = body.map { "Content-Type: application/json\r\nContent-Length: \($0.utf8.count)\r\n" } ?? ""
         try await outbound.write(
             ByteBuffer(
-                string: "GET \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
-                    + (authorization.map { "Authorization: \($0)\r\n" } ?? "") + "\r\n"))
+                string: "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n" + content
+                    + (authorization.map { "Authorization: \($0)\r\n" } ?? "") + "\r\n" + (body ?? "")))
         var response = ByteBuffer()
         for try await var chunk in inbound { response.writeBuffer(&chunk) }
         return String(buffer: response)

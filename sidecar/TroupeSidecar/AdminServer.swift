@@ -38,12 +38,13 @@ final class AdminServer: Service {
     private let logger: Logger
     private let bound = Mutex<Int?>(nil)
     private let token: SharedSecret?
+    private let api: AdminAPI?
     private let loopback: Bool
     private let refusals = Counter(label: "troupe_admin_unauthorized_total")
 
     init(
         listen: String, token: String? = nil, checks: [ReadinessCheck], checkTimeout: Duration = .seconds(2),
-        registry: PrometheusCollectorRegistry, group: any EventLoopGroup, logger: Logger
+        registry: PrometheusCollectorRegistry, api: AdminAPI? = nil, group: any EventLoopGroup, logger: Logger
     ) throws(TroupeError) {
         guard case .tcp(let host, let port) = try Endpoint(parsing: "tcp://" + listen) else {
             throw .invalidArgument("admin-listen must be HOST:PORT, not '\(listen)'")
@@ -53,6 +54,7 @@ final class AdminServer: Service {
         self.token = token.map(SharedSecret.init)
         self.loopback = isLoopback(host: host)
         self.checks = checks
+        self.api = api
         self.checkTimeout = checkTimeout
         self.registry = registry
         self.group = group
@@ -67,6 +69,24 @@ final class AdminServer: Service {
         router.get("healthz") { _, _ in "ok\n" }
         router.get("readyz") { _, _ in await self.readiness() }
         router.get("metrics") { request, _ in self.authorize(request) ?? self.metrics() }
+        if let api {
+            // The JSON API reads and changes actors: the same token as /metrics guards it.
+            router.post("v1/actors/:actor/:action") { request, context in
+                if let refusal = self.authorize(request) { return refusal }
+                return try await api.invoke(
+                    request, actor: try context.parameters.require("actor"),
+                    action: try context.parameters.require("action"))
+            }
+            router.post("v1/spawn") { request, _ in
+                if let refusal = self.authorize(request) { return refusal }
+                return try await api.spawn(request)
+            }
+            router.get("v1/actors") { request, _ in
+                if let refusal = self.authorize(request) { return refusal }
+                return await api.actors(request)
+            }
+            router.get("v1/members") { request, _ in self.authorize(request) ?? api.members() }
+        }
         if token == nil, !loopback {
             logger.warning(
                 "admin endpoint on a non-loopback address without admin-token: /metrics answers 403; set TROUPE_ADMIN_TOKEN to serve it",

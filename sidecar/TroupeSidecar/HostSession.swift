@@ -23,6 +23,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
     private let configuration: SidecarConfiguration
     private let directory: ActorDirectory
     private let membership: ClusterMembership?
+    private var view: SidecarView { SidecarView(configuration: configuration, directory: directory, membership: membership) }
     private let jobs: AsyncStream<@Sendable () async -> Void>.Continuation
     private let logger: Logger
     private let state = Mutex(State())
@@ -163,24 +164,13 @@ final class HostSession: PeerRequestHandler, ActorHost {
             answer(id, .broadcasted(response))
         case .listActors(let list):
             let limit = list.limit == 0 ? 1000 : Int(list.limit)
-            guard let membership else {
-                let (actors, truncated) = directory.list(actorType: list.actorType, limit: limit)
-                var response = WireListActorsResponse()
-                response.actors = actors
-                response.truncated = truncated
-                answer(id, .actors(response))
+            guard membership != nil else {
+                answer(id, .actors(view.localActors(ofType: list.actorType, limit: limit)))
                 return
             }
-            // In a cluster: every up member's actors, each with the node it lives on.
-            let nodes = membership.members.filter { $0.status == .up }.map(\.node.name)
+            // In a cluster the other members are asked, which takes a while: off the event loop.
             jobs.yield { [self] in
-                let (actors, truncated, unreachable) = await directory.list(
-                    actorType: list.actorType, limit: limit, alsoOn: nodes)
-                var response = WireListActorsResponse()
-                response.actors = actors
-                response.truncated = truncated
-                response.unreachableNodes = unreachable
-                answer(id, .actors(response))
+                answer(id, .actors(await view.actors(ofType: list.actorType, limit: limit)))
             }
         case .describeSidecar:
             var response = WireDescribeSidecarResponse()
@@ -193,7 +183,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
             response.store = directory.store.description
             answer(id, .sidecar(response))
         case .listMembers:
-            answer(id, .members(listMembers()))
+            answer(id, .members(view.members()))
         case .hello:
             answer(id, .failure(TroupeError.failedPrecondition("Hello was already received on this connection").wire))
         default:
@@ -234,31 +224,6 @@ final class HostSession: PeerRequestHandler, ActorHost {
         }
         reply.arm(deadline: deadline, on: connection.eventLoop)
         directory.invoke(invocation, reply: reply)
-    }
-
-    private func listMembers() -> WireListMembersResponse {
-        var response = WireListMembersResponse()
-        guard let membership else {
-            var info = WireMemberInfo()
-            info.node = configuration.node
-            info.status = "up"
-            info.actorTypes = directory.registeredTypes.map(\.name)
-            info.self_p = true
-            response.members = [info]
-            return response
-        }
-        response.members = membership.members.map { member in
-            var info = WireMemberInfo()
-            info.node = member.node.name
-            info.address = member.node.address
-            info.incarnation = member.node.uid
-            info.status = "\(member.status)"
-            info.swimIncarnation = member.incarnation
-            info.actorTypes = membership.actorTypes(of: member.node.name)
-            info.self_p = member.node.name == configuration.node && member.node.address == membership.address
-            return info
-        }
-        return response
     }
 
     /// Sends the answer to request `id` unless the peer cancelled it.

@@ -115,7 +115,12 @@ public final class Sidecar: Sendable {
             admin = try AdminServer(
                 listen: listen, token: configuration.adminToken,
                 checks: Self.readinessChecks(directory: directory, store: store, draining: draining),
-                registry: metrics, group: eventLoops, logger: logger)
+                registry: metrics,
+                api: AdminAPI(
+                    view: SidecarView(configuration: configuration, directory: directory, membership: cluster?.membership),
+                    defaultTimeoutMs: configuration.defaultTimeoutMs, maxBodyBytes: Int(configuration.maxFrameBytes),
+                    eventLoop: eventLoops.next()),
+                group: eventLoops, logger: logger)
         } else {
             admin = nil
         }
