@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
+import Synchronization
 import Testing
 import TroupeTestSupport
 import Troupe
@@ -405,6 +406,87 @@ struct ClusterProcessTests {
     @Test func aPausedOwnerIsReplacedAndNoAcknowledgedCountIsRepeated() async throws {
         try await withSharedSchema { url in try await pausedOwnerScenario(url) }
     }
+
+    /// Each node in turn is stopped with SIGTERM and started again while callers on the other
+    /// nodes keep appending to one journal: every append that was acknowledged is in the journal
+    /// at the end, and none twice.
+    @Test func aRollingRestartUnderLoadLosesNoAcknowledgedCall() async throws {
+        try await withSharedSchema { url in try await rollingRestartScenario(url) }
+    }
+}
+
+/// The body of `aRollingRestartUnderLoadLosesNoAcknowledgedCall`.
+private func rollingRestartScenario(_ url: String) async throws {
+    let store = ["--store", "postgres", "--pg-url", url]
+    var nodes = try await startCluster(3, store: store)
+    defer { for node in nodes { node.stop() } }
+    var acknowledged: [JournalEntry] = []
+    for index in nodes.indices {
+        let leaving = nodes[index]
+        let staying = nodes.filter { $0.name != leaving.name }
+        var callers: [TroupeClient] = []
+        for node in staying { callers.append(try await node.client()) }
+        let stop = StopFlag()
+        let load = inBackground { [callers] in
+            try await appendUntil(stop, callers, firstCaller: index * callers.count)
+        }
+        // Some appends before the restart, so the load really overlaps it.
+        try await waitFor("appends before restarting \(leaving.name)", timeout: .seconds(20)) {
+            (try? await callers[0].invoke("journal", action: "read", as: Journal.State.self))?.entries.count ?? 0
+                > acknowledged.count + 5
+        }
+        leaving.sidecar.signal(SIGTERM)
+        #expect(try await leaving.sidecar.waitForExit(timeout: .seconds(30)) == 0, "\(leaving.logs)")
+        leaving.stop()
+        let restarted = try await ClusterNodeProcess.start(
+            name: leaving.name, port: try await freeTCPPort(), seeds: staying.map(\.address), store: store)
+        nodes[index] = restarted
+        let names = nodes.map(\.name)
+        for node in nodes {
+            try await waitFor("\(node.name) to see the cluster up again", timeout: .seconds(30)) {
+                await node.sees(names)
+            }
+        }
+        stop.set()
+        acknowledged += try (await load.value).get()
+        for caller in callers { await caller.close() }
+    }
+    let client = try await nodes[0].client()
+    let journal = try await client.invoke("journal", action: "read", as: Journal.State.self)
+    await client.close()
+    let stored = Set(journal.entries)
+    #expect(stored.count == journal.entries.count, "an append was applied twice")
+    let lost = acknowledged.filter { !stored.contains($0) }
+    #expect(lost.isEmpty, "acknowledged appends missing from the journal: \(lost)")
+    #expect(acknowledged.count >= 3 * 5)
+}
+
+/// Each client appends `(caller, sequence)` entries to `journal` until `stop` is set (or a
+/// minute passes); returns the appends that were acknowledged. Failed appends are not retried
+/// with the same entry, so each entry is applied at most once by design.
+private func appendUntil(_ stop: StopFlag, _ clients: [TroupeClient], firstCaller: Int) async throws
+    -> [JournalEntry]
+{
+    try await withThrowingTaskGroup(of: [JournalEntry].self) { group in
+        for (offset, client) in clients.enumerated() {
+            group.addTask {
+                var done: [JournalEntry] = []
+                var sequence = 0
+                let deadline = ContinuousClock.now + .seconds(60)
+                while !stop.isSet, ContinuousClock.now < deadline {
+                    sequence += 1
+                    let entry = JournalEntry(caller: firstCaller + offset, sequence: sequence)
+                    if (try? await client.invoke("journal", action: "append", entry, as: Int.self, timeout: .seconds(3)))
+                        != nil
+                    {
+                        done.append(entry)
+                    }
+                }
+                return done
+            }
+        }
+        return try await group.reduce(into: []) { $0 += $1 }
+    }
 }
 
 /// The body of `aPausedOwnerIsReplacedAndNoAcknowledgedCountIsRepeated` (a closure of this size
@@ -458,4 +540,11 @@ private func drainScenario(_ url: String) async throws {
     }
     #expect(value == 15, "write-behind state lost in the hand-off: \(value)")
     await client.close()
+}
+
+/// Tells a background load to stop.
+private final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    func set() { value.store(true, ordering: .relaxed) }
 }
