@@ -57,4 +57,21 @@ struct AdminAPITests {
             #expect(slow.body.contains("deadlineExceeded"))
         }
     }
+
+    @Test func withAnAdminTokenTheJSONAPIAnswersOnlyTheBearer() async throws {
+        try await withSidecar(configure: { $0.adminToken = "s3cret-admin" }) { harness in
+            let port = try #require(harness.sidecar.adminPort)
+            try await harness.waitForRegistration(of: "counter")
+            let anonymous = try await httpRequest("POST", port: port, "/v1/actors/counter/add", body: "1")
+            #expect(anonymous.status == 401)
+            #expect(try await httpGet(port: port, "/v1/members").status == 401)
+            let wrong = try await httpRequest(
+                "POST", port: port, "/v1/actors/counter/add", body: "1", authorization: "Bearer guess")
+            #expect(wrong.status == 401)
+            let bearer = try await httpRequest(
+                "POST", port: port, "/v1/actors/counter/add", body: "1", authorization: "Bearer s3cret-admin")
+            #expect(bearer.status == 200)
+            #expect(bearer.body == "1", "only the authorized call ran: \(bearer.body)")
+        }
+    }
 }

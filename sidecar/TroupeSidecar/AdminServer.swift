@@ -150,7 +150,7 @@ final class AdminServer: Service {
             guard !loopback else { return nil }
             refusals.increment()
             return Self.refusal(
-                .forbidden, "/metrics on a non-loopback address needs the sidecar's admin-token (TROUPE_ADMIN_TOKEN)\n")
+                .forbidden, "\(request.uri.path) on a non-loopback address needs the sidecar's admin-token (TROUPE_ADMIN_TOKEN)\n")
         }
         let header = request.headers[.authorization] ?? ""
         let prefix = "Bearer "
@@ -158,7 +158,7 @@ final class AdminServer: Service {
             token.matches(String(header.dropFirst(prefix.count)))
         else {
             refusals.increment()
-            var response = Self.refusal(.unauthorized, "/metrics requires Authorization: Bearer <admin-token>\n")
+            var response = Self.refusal(.unauthorized, "\(request.uri.path) requires Authorization: Bearer <admin-token>\n")
             response.headers[.wwwAuthenticate] = "Bearer"
             return response
         }
