@@ -1,0 +1,101 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeTestActors
+import TroupeTestSupport
+
+/// Forwards, pipes and side effects returned by actions, against a real sidecar and SDK host.
+@Suite("Workflow effects: forward, pipe, side effects", .serialized)
+struct WorkflowEffectTests {
+    @Test func forwardChainRepliesWithTheLastActorsReplyAndCarriesMetadataAndCaller() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let report: ChainReport = try await client.invoke(
+                "chain-a", action: "start", "the request", metadata: ["trace": "t-42"], timeout: .seconds(10))
+            // chain-c got chain-a's original payload, not chain-a's or chain-b's return values.
+            #expect(report.text == "the request")
+            #expect(report.caller == "test/chain-b")
+            // The caller's header arrived at the end; each hop's own header replaced the one before.
+            #expect(report.metadata == ["trace": "t-42", "hop": "b"])
+            await client.close()
+        }
+    }
+
+    @Test func forwardingActorsStateIsStoredBeforeTheForwardAndItIsNotBlocked() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let first: ChainReport = try await client.invoke("chain-a", action: "start", "one", timeout: .seconds(10))
+            // While chain-c ran, chain-a's new state was already written (revision 1) and chain-a
+            // answered another call although the original caller was still waiting.
+            #expect(first.firstRevision == 1)
+            #expect(first.firstCount == 1)
+            let second: ChainReport = try await client.invoke("chain-a", action: "start", "two", timeout: .seconds(10))
+            #expect(second.firstRevision == 2)
+            #expect(second.firstCount == 2)
+            await client.close()
+        }
+    }
+
+    @Test func pipeChainRepliesWithThePipedActorsReply() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let answer: String = try await client.invoke(
+                "pipeline", action: "times-ten", 3, metadata: ["trace": "p-7"], timeout: .seconds(10))
+            // 3 × 10 = 30 → plus-one → 31 → describe, called by the pipe's last sender.
+            #expect(answer == "31 from pipeline-end trace=p-7 stage=plus-one")
+            await client.close()
+        }
+    }
+
+    @Test func forwardOrPipeToAnUnknownTargetGivesTheCallerItsTypedError() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            await expectCode(.notFound) {
+                let _: String = try await client.invoke(
+                    "redirect", action: "to", RedirectRequest(actor: "nobody", action: "x"), timeout: .seconds(10))
+            }
+            await expectCode(.notFound) {
+                let _: String = try await client.invoke(
+                    "redirect", action: "to", RedirectRequest(actor: "echo", action: "no-such-action", pipe: true),
+                    timeout: .seconds(10))
+            }
+            await expectCode(.invalidArgument) {
+                let _: String = try await client.invoke(
+                    "redirect", action: "to", RedirectRequest(actor: "", action: "echo"), timeout: .seconds(10))
+            }
+            await expectCode(.unavailable) {
+                let _: String = try await client.invoke(
+                    "redirect", action: "to", RedirectRequest(actor: "echo", action: "echo", system: "elsewhere"),
+                    timeout: .seconds(10))
+            }
+            // A forward that works, for contrast: echo gets redirect's own request payload.
+            await expectCode(.invalidArgument) {
+                // echo's "echo" takes a String, and the forwarded payload is a RedirectRequest.
+                let _: String = try await client.invoke(
+                    "redirect", action: "to", RedirectRequest(actor: "echo", action: "echo"), timeout: .seconds(10))
+            }
+            await client.close()
+        }
+    }
+
+    @Test func sideEffectsDoNotDelayTheReplyAndTheirTargetRuns() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let key = "visit-\(UUID().uuidString.prefix(8))"
+            // The gate stays closed until after the reply is here: had the reply waited for the
+            // side effect, it could never arrive (the call would fail at its deadline instead).
+            let reply: String = try await client.invoke(
+                "notifier", action: "notify", key, metadata: ["trace": "s-1"], timeout: .seconds(10))
+            #expect(reply == "notified")
+            try await waitFor("the side effect to reach the gate") { Gate.visits.withLock { $0[key] != nil } }
+            Gate.latches.open(key)
+            try await waitFor("the side effect to pass the gate") {
+                Gate.visits.withLock { $0[key]?.passed == true }
+            }
+            let visit = try #require(Gate.visits.withLock { $0[key] })
+            #expect(visit.caller == "test/notifier")
+            #expect(visit.metadata == ["trace": "s-1", "effect": "yes"])
+            await client.close()
+        }
+    }
+}
