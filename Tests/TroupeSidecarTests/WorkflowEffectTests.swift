@@ -41,7 +41,8 @@ struct WorkflowEffectTests {
             let client = try await sidecar.client()
             let answer: String = try await client.invoke(
                 "pipeline", action: "times-ten", 3, metadata: ["trace": "p-7"], timeout: .seconds(10))
-            // 3 × 10 = 30 → plus-one → 31 → describe, called by the pipe's last sender.
+            // 3 × 10 = 30 → plus-one → 31 → describe, called by the pipe's last sender. The last
+            // hop goes from pipeline-end to itself: it would wait forever if its turn were still on.
             #expect(answer == "31 from pipeline-end trace=p-7 stage=plus-one")
             await client.close()
         }
@@ -68,12 +69,38 @@ struct WorkflowEffectTests {
                     "redirect", action: "to", RedirectRequest(actor: "echo", action: "echo", system: "elsewhere"),
                     timeout: .seconds(10))
             }
-            // A forward that works, for contrast: echo gets redirect's own request payload.
+            // echo's "echo" takes a String: it got the forwarded RedirectRequest, and said so.
             await expectCode(.invalidArgument) {
-                // echo's "echo" takes a String, and the forwarded payload is a RedirectRequest.
                 let _: String = try await client.invoke(
                     "redirect", action: "to", RedirectRequest(actor: "echo", action: "echo"), timeout: .seconds(10))
             }
+            await client.close()
+        }
+    }
+
+    @Test func pipedCallKeepsTheCallersDeadline() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            // The sleeper is piped 5000 (ms) but the caller only gives the whole chain 300 ms.
+            await expectCode(.deadlineExceeded) {
+                let _: Int = try await client.invoke(
+                    "redirect", action: "to", RedirectRequest(actor: "sleeper", action: "sleep", pipe: true, value: 5000),
+                    timeout: .milliseconds(300))
+            }
+            // Within the deadline the sleeper's reply is the caller's.
+            let slept: Int = try await client.invoke(
+                "redirect", action: "to", RedirectRequest(actor: "sleeper", action: "sleep", pipe: true, value: 1),
+                timeout: .seconds(10))
+            #expect(slept == 1)
+            await client.close()
+        }
+    }
+
+    @Test func failingSideEffectDoesNotFailTheReply() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let reply: String = try await client.invoke("notifier", action: "notify-nobody", "k", timeout: .seconds(10))
+            #expect(reply == "notified")
             await client.close()
         }
     }

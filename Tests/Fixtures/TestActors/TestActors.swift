@@ -264,12 +264,15 @@ public struct RedirectRequest: Codable, Sendable {
     public var actor: String
     public var action: String
     public var system: String?
+    /// Pipe `value` instead of forwarding the request.
     public var pipe: Bool
-    public init(actor: String, action: String, system: String? = nil, pipe: Bool = false) {
+    public var value: Int
+    public init(actor: String, action: String, system: String? = nil, pipe: Bool = false, value: Int = 0) {
         self.actor = actor
         self.action = action
         self.system = system
         self.pipe = pipe
+        self.value = value
     }
 }
 
@@ -278,24 +281,27 @@ public struct Redirect: VirtualActor {
     public typealias State = Stateless
     public static let name = "redirect"
     public static func actions(_ actions: inout Actions<Self>) {
-        actions.on("to") { (context, request: RedirectRequest) -> String in
+        actions.on("to") { (context, request: RedirectRequest) -> Int in
             if request.pipe {
                 context.pipe(to: request.actor, action: request.action, system: request.system)
             } else {
                 context.forward(to: request.actor, action: request.action, system: request.system)
             }
-            return "piped"
+            return request.value
         }
     }
 }
 
-/// Answers at once and leaves a side effect for `gate`, plus one for an actor that does not exist.
+/// Answers at once and leaves a side effect: for `gate`, or for an actor that does not exist.
 public struct Notifier: VirtualActor {
     public typealias State = Stateless
     public static let name = "notifier"
     public static func actions(_ actions: inout Actions<Self>) {
         actions.on("notify") { (context, key: String) -> String in
             try context.sideEffect("gate", action: "pass", key, metadata: ["effect": "yes"])
+            return "notified"
+        }
+        actions.on("notify-nobody") { (context, key: String) -> String in
             try context.sideEffect("nobody-here", action: "pass", key)
             return "notified"
         }
