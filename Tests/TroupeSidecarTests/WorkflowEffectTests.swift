@@ -84,7 +84,8 @@ struct WorkflowEffectTests {
             // The sleeper is piped 5000 (ms) but the caller only gives the whole chain 300 ms.
             await expectCode(.deadlineExceeded) {
                 let _: Int = try await client.invoke(
-                    "redirect", action: "to", RedirectRequest(actor: "sleeper", action: "sleep", pipe: true, value: 5000),
+                    "redirect", action: "to",
+                    RedirectRequest(actor: "sleeper", action: "sleep", pipe: true, value: 5000),
                     timeout: .milliseconds(300))
             }
             // Within the deadline the sleeper's reply is the caller's.

@@ -72,6 +72,7 @@ public struct Echo: VirtualActor {
             throw TroupeError(TroupeError.Code(rawValue: code) ?? .unknown, "asked to fail")
         }
         actions.on("caller") { context -> String in "\(context.callerSystem ?? "-")/\(context.caller ?? "-")" }
+        actions.on("metadata") { context -> [String: String] in context.metadata }
     }
 }
 
