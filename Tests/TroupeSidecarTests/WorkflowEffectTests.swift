@@ -36,6 +36,33 @@ struct WorkflowEffectTests {
         }
     }
 
+    @Test func aResultWithAnInvalidTargetIsRefusedAndItsStateIsNotStored() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            await expectCode(.invalidArgument) {
+                let _: String = try await client.invoke("chain-a", action: "start-nowhere", "x", timeout: .seconds(10))
+            }
+            #expect(try await client.invoke("chain-a", action: "count", as: Int.self) == 0)
+            #expect(try await client.activeActors(ofType: "chain-a").first?.revision == 0)
+            await client.close()
+        }
+    }
+
+    @Test func aPipeCanSpawnItsTargetFromAnUnnamedType() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let request = RedirectRequest(
+                actor: "acct-piped", action: "deposit", pipe: true, value: 12, spawnFrom: "account")
+            #expect(try await client.invoke("redirect", action: "to", request, as: Int.self) == 12)
+            #expect(try await client.invoke("acct-piped", action: "balance", as: Int.self) == 12)
+            await expectCode(.notFound) {
+                let _: Int = try await client.invoke(
+                    "redirect", action: "to", RedirectRequest(actor: "acct-other", action: "deposit", pipe: true))
+            }
+            await client.close()
+        }
+    }
+
     @Test func pipeChainRepliesWithThePipedActorsReply() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()

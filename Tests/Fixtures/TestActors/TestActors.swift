@@ -202,6 +202,11 @@ public struct ChainA: VirtualActor {
             context.forward(to: "chain-b", action: "relay", metadata: ["hop": "a"])
             return "chain-a's own reply is dropped"
         }
+        actions.on("start-nowhere") { (context, _: String) -> String in
+            context.state.count += 1
+            context.forward(to: "", action: "relay")
+            return "never sent"
+        }
         actions.on("count") { context -> Int in context.state.count }
     }
 }
@@ -268,12 +273,17 @@ public struct RedirectRequest: Codable, Sendable {
     /// Pipe `value` instead of forwarding the request.
     public var pipe: Bool
     public var value: Int
-    public init(actor: String, action: String, system: String? = nil, pipe: Bool = false, value: Int = 0) {
+    public var spawnFrom: String?
+    public init(
+        actor: String, action: String, system: String? = nil, pipe: Bool = false, value: Int = 0,
+        spawnFrom: String? = nil
+    ) {
         self.actor = actor
         self.action = action
         self.system = system
         self.pipe = pipe
         self.value = value
+        self.spawnFrom = spawnFrom
     }
 }
 
@@ -284,9 +294,11 @@ public struct Redirect: VirtualActor {
     public static func actions(_ actions: inout Actions<Self>) {
         actions.on("to") { (context, request: RedirectRequest) -> Int in
             if request.pipe {
-                context.pipe(to: request.actor, action: request.action, system: request.system)
+                context.pipe(
+                    to: request.actor, action: request.action, system: request.system, spawnFrom: request.spawnFrom)
             } else {
-                context.forward(to: request.actor, action: request.action, system: request.system)
+                context.forward(
+                    to: request.actor, action: request.action, system: request.system, spawnFrom: request.spawnFrom)
             }
             return request.value
         }
