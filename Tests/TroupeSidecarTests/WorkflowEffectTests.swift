@@ -48,6 +48,32 @@ struct WorkflowEffectTests {
         }
     }
 
+    @Test func noEffectGoesOutWhenTheStateCannotBeStored() async throws {
+        let server = try await TestPostgresServer.start()
+        defer { server.remove() }
+        try await withSidecar(onFailingPostgres: server) { sidecar in
+            let client = try await sidecar.client()
+            let (lost, kept) = ("lost-\(UUID().uuidString.prefix(8))", "kept-\(UUID().uuidString.prefix(8))")
+            #expect(try await client.invoke("chain-a", action: "count", as: Int.self) == 0)
+            try server.crash()
+            await expectCode(.unavailable) {
+                let _: Int = try await client.invoke("chain-a", action: "count-and-notify", lost, timeout: .seconds(20))
+            }
+            try server.startAgain()
+            try await waitFor("the sidecar to use the store again", timeout: .seconds(60)) {
+                (try? await client.invoke("chain-a", action: "count", as: Int.self, timeout: .seconds(5))) != nil
+            }
+            #expect(try await client.invoke("chain-a", action: "count-and-notify", kept, as: Int.self) == 1)
+            // The gate runs its calls in order: had the refused call's side effect gone out, it
+            // would have reached the gate before the accepted one's.
+            Gate.latches.open(lost)
+            Gate.latches.open(kept)
+            try await waitFor("the accepted call's side effect") { Gate.visits.withLock { $0[kept]?.passed == true } }
+            #expect(Gate.visits.withLock { $0[lost] } == nil)
+            await client.close()
+        }
+    }
+
     @Test func aPipeCanSpawnItsTargetFromAnUnnamedType() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()

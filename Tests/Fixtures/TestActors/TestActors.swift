@@ -207,6 +207,11 @@ public struct ChainA: VirtualActor {
             context.forward(to: "", action: "relay")
             return "never sent"
         }
+        actions.on("count-and-notify") { (context, key: String) -> Int in
+            context.state.count += 1
+            try context.sideEffect("gate", action: "pass", key)
+            return context.state.count
+        }
         actions.on("count") { context -> Int in context.state.count }
     }
 }
