@@ -36,6 +36,16 @@ struct WorkflowEffectTests {
         }
     }
 
+    @Test func writeBehindActorsNewStateIsItsOwnBeforeTheForwardGoesOut() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            // The forward's target calls the forwarding actor back and reads the state it just set.
+            #expect(try await client.invoke("behind-forwarder", action: "add", 5, as: Int.self) == 5)
+            #expect(try await client.invoke("behind-forwarder", action: "add", 2, as: Int.self) == 7)
+            await client.close()
+        }
+    }
+
     @Test func aResultWithAnInvalidTargetIsRefusedAndItsStateIsNotStored() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()

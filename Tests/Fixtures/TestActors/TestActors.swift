@@ -383,9 +383,38 @@ public struct Gate: VirtualActor {
     }
 }
 
+/// A write-behind counter that forwards each `add` to ``CallerReader``, which reads it back.
+public struct BehindForwarder: VirtualActor {
+    public struct State: Codable, Sendable { public var value = 0 }
+    public static let name = "behind-forwarder"
+    public static let durability = Durability.writeBehind
+    public static let snapshotInterval: Duration? = .seconds(60)
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("add") { (context, amount: Int) -> NoPayload in
+            context.state.value += amount
+            context.forward(to: "caller-reader", action: "read-caller")
+            return NoPayload()
+        }
+        actions.on("get") { context -> Int in context.state.value }
+    }
+}
+
+/// Replies with its caller's `get`, called from inside the action.
+public struct CallerReader: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "caller-reader"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("read-caller") { context -> Int in
+            guard let caller = context.caller else { throw TroupeError.invalidArgument("no caller") }
+            return try await context.client.invoke(caller, action: "get", timeout: .seconds(5))
+        }
+    }
+}
+
 /// Every test actor type.
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
     Listener.self, Whereabouts.self, ChainA.self, ChainB.self, ChainC.self, Pipeline.self, PipelineEnd.self,
-    Redirect.self, Notifier.self, Gate.self,
+    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self,
 ]
