@@ -36,6 +36,8 @@ public final class ActorDirectory: Service, Sendable {
         public var drainTimeout: TimeAmount = .seconds(10)
         /// The deadline of each listener's invocation of a broadcast.
         public var broadcastTimeout: TimeAmount = .seconds(30)
+        /// The deadline of a side effect that sets none of its own.
+        public var sideEffectTimeout: TimeAmount = .seconds(30)
 
         public init(system: String, node: String) {
             self.system = system
@@ -112,6 +114,7 @@ public final class ActorDirectory: Service, Sendable {
     private let activeGauge = Gauge(label: "troupe_active_actors")
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
     private let broadcastFailures = Counter(label: "troupe_broadcast_failures_total")
+    private let sideEffectFailures = Counter(label: "troupe_side_effect_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
     private let forwarded = Counter(label: "troupe_forwarded_calls_total")
 
@@ -418,6 +421,26 @@ public final class ActorDirectory: Service, Sendable {
             }
         }
         return (listeners.count, bridged)
+    }
+
+    // MARK: Side effects
+
+    /// Starts a side effect of an action: nobody waits for its reply, and a failure is logged and
+    /// counted (`troupe_side_effect_failures_total`), never sent to the original caller.
+    func startSideEffect(_ invocation: Invocation, on loop: any EventLoop) {
+        let reply = Reply { [self] result in
+            guard case .failure(let error) = result else { return }
+            sideEffectFailures.increment()
+            logger.warning(
+                "side effect failed",
+                metadata: [
+                    "troupe.actor_id": "\(invocation.caller.map { "\($0.system)/\($0.name)" } ?? "-")",
+                    "troupe.target": "\(invocation.actor)", "troupe.action": "\(invocation.action)",
+                    "troupe.error": "\(error)",
+                ])
+        }
+        reply.arm(deadline: invocation.deadline, on: loop)
+        invoke(invocation, reply: reply)
     }
 
     /// Creates unnamed actors of `actorType` that do not exist yet; returns the ones created.

@@ -152,30 +152,39 @@ public distributed actor ActorProcess {
         call.reply.complete(outcome)
     }
 
-    /// Applies the host's answer: stores a new state first, then answers the caller, then goes on.
+    /// Applies the host's answer: checks its effects, stores a new state first, then answers the
+    /// caller (or hands the call on to its forward or pipe target), starts the side effects, and
+    /// goes on with the next call.
     private func finish(
         _ call: Call, _ result: Result<WireActorInvocationResult, any Error>, since started: NIODeadline
     ) {
-        switch result {
-        case .failure(let error):
+        let answer: WireActorInvocationResult
+        do {
+            answer = try result.get()
+            try WorkflowEffects.validate(answer)
+        } catch {
             complete(call, .failure(TroupeError(wrapping: error)), since: started)
             pump()
-        case .success(let answer) where type.stateful && answer.hasNewState && type.writeBehind:
+            return
+        }
+        guard type.stateful && answer.hasNewState else {
+            deliver(call, answer, since: started)
+            pump()
+            return
+        }
+        if type.writeBehind {
             state = answer.newState
             markDirty()
-            complete(call, .success(answer.reply), since: started)
+            deliver(call, answer, since: started)
             pump()
-        case .success(let answer) where type.stateful && answer.hasNewState:
-            let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
-            let (store, key, token) = (self.store, self.key, fencingToken)
-            host.eventLoop.makeFutureWithTask {
-                try await store.write(key, state: blob, fencingToken: token)
-            }.whenComplete { written in
-                self.assumeIsolated { $0.stored(call, answer, written, since: started) }
-            }
-        case .success(let answer):
-            complete(call, .success(answer.reply), since: started)
-            pump()
+            return
+        }
+        let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
+        let (store, key, token) = (self.store, self.key, fencingToken)
+        host.eventLoop.makeFutureWithTask {
+            try await store.write(key, state: blob, fencingToken: token)
+        }.whenComplete { written in
+            self.assumeIsolated { $0.stored(call, answer, written, since: started) }
         }
     }
 
@@ -188,15 +197,46 @@ public distributed actor ActorProcess {
             revision = newRevision
             state = answer.newState
             directory.noteRevision(key, activationID, newRevision)
-            complete(call, .success(answer.reply), since: started)
+            deliver(call, answer, since: started)
             pump()
         case .failure(let error):
             let error = TroupeError(wrapping: error)
+            // No effect goes out: they follow from a state change that did not happen.
             complete(call, .failure(error), since: started)
             // Either a newer activation owns the actor (failedPrecondition), or the store could not
             // say whether the write landed (unavailable). Either way this activation's state may
             // no longer be the stored one, so it stops; the next call activates it from the store.
             directory.deactivate(key, activationID, because: error)
+        }
+    }
+
+    /// Ends the call's turn here: answers the caller, or passes its reply slot (and so its
+    /// deadline) to the forward or pipe target, which runs as a call of its own so this actor
+    /// takes its next call meanwhile. Then starts the side effects.
+    private func deliver(_ call: Call, _ answer: WireActorInvocationResult, since started: NIODeadline) {
+        let origin = call.invocation
+        switch answer.route {
+        case .forward(let target)?:
+            meters.record(action: origin.action, failure: nil, since: started)
+            directory.invoke(
+                Invocation(effect: target, of: origin, by: key, payload: origin.payload, deadline: origin.deadline),
+                reply: call.reply)
+        case .pipe(let target)?:
+            meters.record(action: origin.action, failure: nil, since: started)
+            directory.invoke(
+                Invocation(effect: target, of: origin, by: key, payload: answer.reply, deadline: origin.deadline),
+                reply: call.reply)
+        case nil:
+            complete(call, .success(answer.reply), since: started)
+        }
+        for effect in answer.sideEffects {
+            let timeout =
+                effect.timeoutMs == 0
+                ? directory.configuration.sideEffectTimeout : .milliseconds(Int64(effect.timeoutMs))
+            directory.startSideEffect(
+                Invocation(
+                    effect: effect.target, of: origin, by: key, payload: effect.payload, deadline: .now() + timeout),
+                on: host.eventLoop)
         }
     }
 

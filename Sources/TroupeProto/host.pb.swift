@@ -772,7 +772,7 @@ public nonisolated struct WireInvokeRequest: Sendable {
   /// Relative deadline. 0 = the sidecar default. Counted from when the sidecar reads the frame.
   public var timeoutMs: UInt32 = 0
 
-  /// String headers passed to the action (and, later, along forwards and side effects).
+  /// String headers passed to the action and, unchanged, along its forwards, pipes and side effects.
   public var metadata: Dictionary<String,String> = [:]
 
   /// If the actor does not exist yet, spawn it from this unnamed template first.
@@ -1123,7 +1123,7 @@ public nonisolated struct WireActorInvocationResult: Sendable {
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  /// The reply to the caller.
+  /// The reply to the caller. Ignored when `forward` is set; the payload sent on when `pipe` is set.
   public var reply: WirePayload {
     get {_reply ?? WirePayload()}
     set {_reply = newValue}
@@ -1134,7 +1134,7 @@ public nonisolated struct WireActorInvocationResult: Sendable {
   public mutating func clearReply() {self._reply = nil}
 
   /// Set only when the action changed the state: the sidecar stores it before
-  /// the caller is answered. Unset = state unchanged.
+  /// the caller is answered and before any effect below goes out. Unset = state unchanged.
   public var newState: WirePayload {
     get {_newState ?? WirePayload()}
     set {_newState = newValue}
@@ -1144,12 +1144,117 @@ public nonisolated struct WireActorInvocationResult: Sendable {
   /// Clears the value of `newState`. Subsequent reads from it will return its default value.
   public mutating func clearNewState() {self._newState = nil}
 
+  /// At most one: who answers the caller instead of this action. The actor's turn ends with its
+  /// own action; the target runs as a separate call, within the caller's deadline, with the
+  /// call's metadata (plus the target's own) and this actor as `caller`.
+  public var route: WireActorInvocationResult.OneOf_Route? = nil
+
+  /// The call's own payload goes on to `forward`; that actor's reply is the caller's reply.
+  public var forward: WireEffectTarget {
+    get {
+      if case .forward(let v)? = route {return v}
+      return WireEffectTarget()
+    }
+    set {route = .forward(newValue)}
+  }
+
+  /// `reply` goes on to `pipe`; that actor's reply is the caller's reply.
+  public var pipe: WireEffectTarget {
+    get {
+      if case .pipe(let v)? = route {return v}
+      return WireEffectTarget()
+    }
+    set {route = .pipe(newValue)}
+  }
+
+  /// Calls started when the action's turn ends (after the state is stored), never delaying the
+  /// reply. Their replies are dropped; failures are logged and counted, not sent to the caller.
+  public var sideEffects: [WireSideEffect] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  /// At most one: who answers the caller instead of this action. The actor's turn ends with its
+  /// own action; the target runs as a separate call, within the caller's deadline, with the
+  /// call's metadata (plus the target's own) and this actor as `caller`.
+  public nonisolated enum OneOf_Route: Equatable, Sendable {
+    /// The call's own payload goes on to `forward`; that actor's reply is the caller's reply.
+    case forward(WireEffectTarget)
+    /// `reply` goes on to `pipe`; that actor's reply is the caller's reply.
+    case pipe(WireEffectTarget)
+
+  }
 
   public init() {}
 
   fileprivate var _reply: WirePayload? = nil
   fileprivate var _newState: WirePayload? = nil
+}
+
+/// Where a forward or pipe goes. An invalid target (no actor name or action) fails the call with
+/// INVALID_ARGUMENT and nothing of the result (state, effects) is applied.
+public nonisolated struct WireEffectTarget: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// `system` empty = the actor's own system; another system goes over the bridge.
+  public var actor: WireActorId {
+    get {_actor ?? WireActorId()}
+    set {_actor = newValue}
+  }
+  /// Returns true if `actor` has been explicitly set.
+  public var hasActor: Bool {self._actor != nil}
+  /// Clears the value of `actor`. Subsequent reads from it will return its default value.
+  public mutating func clearActor() {self._actor = nil}
+
+  public var action: String = String()
+
+  /// If the actor does not exist yet, spawn it from this unnamed template first.
+  public var spawnFrom: String = String()
+
+  /// Headers added to (or replacing) the ones the call carried.
+  public var metadata: Dictionary<String,String> = [:]
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _actor: WireActorId? = nil
+}
+
+/// A call started after the action, whose outcome nobody waits for.
+public nonisolated struct WireSideEffect: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var target: WireEffectTarget {
+    get {_target ?? WireEffectTarget()}
+    set {_target = newValue}
+  }
+  /// Returns true if `target` has been explicitly set.
+  public var hasTarget: Bool {self._target != nil}
+  /// Clears the value of `target`. Subsequent reads from it will return its default value.
+  public mutating func clearTarget() {self._target = nil}
+
+  public var payload: WirePayload {
+    get {_payload ?? WirePayload()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  /// Its own deadline, counted from when it starts. 0 = the sidecar's default timeout.
+  public var timeoutMs: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _target: WireEffectTarget? = nil
+  fileprivate var _payload: WirePayload? = nil
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -2734,7 +2839,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocationResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0\u{1}forward\0\u{1}pipe\0\u{3}side_effects\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2744,6 +2849,33 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._reply) }()
       case 2: try { try decoder.decodeSingularMessageField(value: &self._newState) }()
+      case 3: try {
+        var v: WireEffectTarget?
+        var hadOneofValue = false
+        if let current = self.route {
+          hadOneofValue = true
+          if case .forward(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.route = .forward(v)
+        }
+      }()
+      case 4: try {
+        var v: WireEffectTarget?
+        var hadOneofValue = false
+        if let current = self.route {
+          hadOneofValue = true
+          if case .pipe(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.route = .pipe(v)
+        }
+      }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.sideEffects) }()
       default: break
       }
     }
@@ -2760,12 +2892,121 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
     try { if let v = self._newState {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
     } }()
+    switch self.route {
+    case .forward?: try {
+      guard case .forward(let v)? = self.route else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    }()
+    case .pipe?: try {
+      guard case .pipe(let v)? = self.route else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+    }()
+    case nil: break
+    }
+    if !self.sideEffects.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.sideEffects, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: WireActorInvocationResult, rhs: WireActorInvocationResult) -> Bool {
     if lhs._reply != rhs._reply {return false}
     if lhs._newState != rhs._newState {return false}
+    if lhs.route != rhs.route {return false}
+    if lhs.sideEffects != rhs.sideEffects {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireEffectTarget: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".EffectTarget"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{1}action\0\u{3}spawn_from\0\u{1}metadata\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._actor) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.spawnFrom) }()
+      case 4: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._actor {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 2)
+    }
+    if !self.spawnFrom.isEmpty {
+      try visitor.visitSingularStringField(value: self.spawnFrom, fieldNumber: 3)
+    }
+    if !self.metadata.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 4)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireEffectTarget, rhs: WireEffectTarget) -> Bool {
+    if lhs._actor != rhs._actor {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.spawnFrom != rhs.spawnFrom {return false}
+    if lhs.metadata != rhs.metadata {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireSideEffect: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".SideEffect"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}target\0\u{1}payload\0\u{3}timeout_ms\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._target) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._target {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    if self.timeoutMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireSideEffect, rhs: WireSideEffect) -> Bool {
+    if lhs._target != rhs._target {return false}
+    if lhs._payload != rhs._payload {return false}
+    if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

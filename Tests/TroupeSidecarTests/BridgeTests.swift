@@ -91,6 +91,30 @@ struct BridgeTests {
         }
     }
 
+    @Test func forwardsAndPipesReachActorsOfAnotherSystemWithCallerAndMetadata() async throws {
+        try await withTwoSystems { _, alpha, beta in
+            let fromAlpha = try await alpha.client()
+            // Alpha's redirect pipes 7 to beta's counter: beta's reply is the caller's, beta keeps the state.
+            let piped = try await fromAlpha.invoke(
+                "redirect", action: "to",
+                RedirectRequest(actor: "counter", action: "add", system: "beta", pipe: true, value: 7), as: Int.self)
+            #expect(piped == 7)
+            let fromBeta = try await beta.client()
+            #expect(try await fromBeta.invoke("counter", action: "get", as: Int.self) == 7)
+            // A forward across: beta's echo sees alpha's redirect as its caller and the call's headers.
+            let caller = try await fromAlpha.invoke(
+                "redirect", action: "to", RedirectRequest(actor: "echo", action: "caller", system: "beta"),
+                as: String.self)
+            #expect(caller == "alpha/redirect")
+            let headers = try await fromAlpha.invoke(
+                "redirect", action: "to", RedirectRequest(actor: "echo", action: "metadata", system: "beta"),
+                as: [String: String].self, metadata: ["trace": "x-1"])
+            #expect(headers == ["trace": "x-1"])
+            await fromAlpha.close()
+            await fromBeta.close()
+        }
+    }
+
     @Test func theCLIInvokesAndBroadcastsIntoAnotherSystemThroughItsSidecar() async throws {
         try await withTwoSystems { _, alpha, beta in
             let socket = alpha.configuration.socket

@@ -8,7 +8,7 @@ import TroupeWire
 /// What a sidecar process counts, read from its /metrics as Prometheus would.
 @Suite("Operator metrics", .serialized)
 struct MetricsTests {
-    @Test func invocationsAreCountedByTypeActionAndStatusAndTheStoreIsTimed() async throws {
+    @Test func invocationsAndFailedSideEffectsAreCountedAndTheStoreIsTimed() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let socket = directory.path("troupe.sock")
@@ -31,7 +31,14 @@ struct MetricsTests {
         let client = try await TroupeClient.connect(system: "metrics", to: .unix(path: socket))
         for amount in [1, 2, 3] { let _: Int = try await client.invoke("counter", action: "add", amount) }
         await expectCode(.notFound) { let _: Int = try await client.invoke("counter", action: "no-such-action") }
+        // A side effect aimed at an actor that does not exist: the reply is fine, the failure counted.
+        let notified: String = try await client.invoke("notifier", action: "notify-nobody", "k")
+        #expect(notified == "notified")
         await client.close()
+        try await waitFor("the failed side effect to be counted") {
+            try await httpGet(port: port, "/metrics").body.split(separator: "\n")
+                .contains("troupe_side_effect_failures_total 1")
+        }
 
         let body = try await httpGet(port: port, "/metrics").body
         let lines = body.split(separator: "\n").map(String.init)

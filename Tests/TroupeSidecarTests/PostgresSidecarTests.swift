@@ -82,13 +82,7 @@ struct PostgresSidecarTests {
     @Test func postgresGoingAwayFailsCallsWithUnavailableAndLosesNothingAcknowledged() async throws {
         let server = try await TestPostgresServer.start()
         defer { server.remove() }
-        try await withSidecar(
-            store: "postgres",
-            configure: {
-                $0.postgres.url = server.url
-                $0.postgres.operationTimeoutMs = 1000
-            }
-        ) { sidecar in
+        try await withSidecar(onFailingPostgres: server) { sidecar in
             let client = try await sidecar.client()
             let _: Int = try await client.invoke("counter", action: "add", 5)
             let _: Int = try await client.invoke("quick-tally", action: "add", 1)

@@ -141,3 +141,16 @@ func freePort() async throws -> Int {
     guard port > 0 else { throw TroupeError.internalError("no free port") }
     return port
 }
+
+/// Runs an in-process sidecar (with the SDK host) on `server`, whose store operations give up
+/// after 1 s, so a test that crashes the server sees `unavailable` quickly.
+func withSidecar<T: Sendable>(
+    onFailingPostgres server: TestPostgresServer, _ body: @Sendable (SidecarHarness) async throws -> T
+) async throws -> T {
+    try await withSidecar(
+        store: "postgres",
+        configure: {
+            $0.postgres.url = server.url
+            $0.postgres.operationTimeoutMs = 1000
+        }, body)
+}

@@ -98,6 +98,88 @@ public struct ActorContext<State: Sendable>: Sendable {
     public var checkpoint = false
 
     var stateChanged = false
+    /// Set by ``forward(to:action:system:spawnFrom:metadata:)`` or ``pipe(to:action:system:spawnFrom:metadata:)``.
+    var route: WireActorInvocationResult.OneOf_Route?
+    /// Added by ``sideEffect(_:action:_:system:spawnFrom:metadata:timeout:)``.
+    var sideEffects: [WireSideEffect] = []
+
+    /// Hands the call on: once this action returns (and its state is stored), the same request
+    /// goes to `action` of `actor`, whose reply becomes the caller's reply. This action's own
+    /// return value is dropped. The caller's deadline and metadata carry over, and the target
+    /// sees this actor as its caller. This actor takes its next call meanwhile.
+    ///
+    /// ```swift
+    /// actions.on("submit") { (context, order: Order) -> NoPayload in
+    ///     context.state.submitted += 1
+    ///     context.forward(to: "billing", action: "charge")
+    ///     return NoPayload()
+    /// }
+    /// ```
+    ///
+    /// A later ``forward(to:action:system:spawnFrom:metadata:)`` or
+    /// ``pipe(to:action:system:spawnFrom:metadata:)`` in the same action replaces this one.
+    ///
+    /// - Parameters:
+    ///   - system: another ActorSystem (reached over the sidecar's bridge); nil for this one.
+    ///   - spawnFrom: spawn `actor` from this unnamed type if it does not exist.
+    ///   - metadata: headers added to (or replacing) the ones the call carried.
+    public mutating func forward(
+        to actor: String, action: String, system: String? = nil, spawnFrom: String? = nil,
+        metadata: [String: String] = [:]
+    ) {
+        route = .forward(Self.target(actor, action, system, spawnFrom, metadata))
+    }
+
+    /// Sends this action's reply on: once it returns (and its state is stored), its return value
+    /// goes to `action` of `actor` as the input, and that actor's reply becomes the caller's
+    /// reply. Deadline, metadata and caller carry over as for
+    /// ``forward(to:action:system:spawnFrom:metadata:)``.
+    ///
+    /// ```swift
+    /// actions.on("price") { (context, item: String) -> Int in
+    ///     context.pipe(to: "tax", action: "add-vat")
+    ///     return context.state.prices[item] ?? 0
+    /// }
+    /// ```
+    public mutating func pipe(
+        to actor: String, action: String, system: String? = nil, spawnFrom: String? = nil,
+        metadata: [String: String] = [:]
+    ) {
+        route = .pipe(Self.target(actor, action, system, spawnFrom, metadata))
+    }
+
+    /// Invokes `action` of `actor` with `input` after this action's turn ends (after its state
+    /// is stored), without delaying the reply. Nobody waits for its reply; the sidecar logs and
+    /// counts its failures. The call's metadata carries over, and `actor` sees this actor as its caller.
+    ///
+    /// ```swift
+    /// try context.sideEffect("audit-log", action: "record", "seat \(seat) booked")
+    /// ```
+    ///
+    /// - Parameter timeout: its deadline, from when it starts; nil for the sidecar's default.
+    /// - Throws: if `input` cannot be encoded.
+    public mutating func sideEffect<Input: Sendable>(
+        _ actor: String, action: String, _ input: Input, system: String? = nil, spawnFrom: String? = nil,
+        metadata: [String: String] = [:], timeout: Duration? = nil
+    ) throws {
+        var effect = WireSideEffect()
+        effect.target = Self.target(actor, action, system, spawnFrom, metadata)
+        effect.payload = try PayloadCoding.encode(input)
+        if let timeout { effect.timeoutMs = max(1, timeout.milliseconds) }
+        sideEffects.append(effect)
+    }
+
+    private static func target(
+        _ actor: String, _ action: String, _ system: String?, _ spawnFrom: String?, _ metadata: [String: String]
+    ) -> WireEffectTarget {
+        var target = WireEffectTarget()
+        target.actor.name = actor
+        target.actor.system = system ?? ""
+        target.action = action
+        target.spawnFrom = spawnFrom ?? ""
+        target.metadata = metadata
+        return target
+    }
 
     init(
         state: State, name: String, system: String, caller: String?, callerSystem: String?,
@@ -187,6 +269,8 @@ struct RegisteredActor: Sendable {
             if stateful, context.stateChanged || context.checkpoint {
                 result.newState = try PayloadCoding.encode(context.state)
             }
+            result.route = context.route
+            result.sideEffects = context.sideEffects
             return result
         }
     }

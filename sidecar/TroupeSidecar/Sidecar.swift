@@ -105,6 +105,7 @@ public final class Sidecar: Sendable {
         directoryConfiguration.defaultMailboxCapacity = configuration.mailboxCapacity
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
+        directoryConfiguration.sideEffectTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         self.eventLoops = eventLoops
         cluster = Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)

@@ -72,6 +72,7 @@ public struct Echo: VirtualActor {
             throw TroupeError(TroupeError.Code(rawValue: code) ?? .unknown, "asked to fail")
         }
         actions.on("caller") { context -> String in "\(context.callerSystem ?? "-")/\(context.caller ?? "-")" }
+        actions.on("metadata") { context -> [String: String] in context.metadata }
     }
 }
 
@@ -179,8 +180,241 @@ public struct Whereabouts: VirtualActor {
     }
 }
 
+/// What the end of a forward or pipe chain saw.
+public struct ChainReport: Codable, Sendable, Hashable {
+    public var text: String
+    public var caller: String
+    public var metadata: [String: String]
+    /// The revision of `chain-a` when the chain's end ran, as the sidecar lists it.
+    public var firstRevision: UInt64
+    /// `chain-a`'s count, read by calling it while the chain's caller still waits.
+    public var firstCount: Int
+}
+
+/// Start of a forward chain: counts the call in its state, then forwards the request to `chain-b`.
+public struct ChainA: VirtualActor {
+    public struct State: Codable, Sendable { public var count = 0 }
+    public static let name = "chain-a"
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("start") { (context, _: String) -> String in
+            context.state.count += 1
+            context.forward(to: "chain-b", action: "relay", metadata: ["hop": "a"])
+            return "chain-a's own reply is dropped"
+        }
+        actions.on("start-nowhere") { (context, _: String) -> String in
+            context.state.count += 1
+            context.forward(to: "", action: "relay")
+            return "never sent"
+        }
+        actions.on("count-and-notify") { (context, key: String) -> Int in
+            context.state.count += 1
+            try context.sideEffect("gate", action: "pass", key)
+            return context.state.count
+        }
+        actions.on("count") { context -> Int in context.state.count }
+    }
+}
+
+/// Middle of the forward chain: forwards the request on to `chain-c`.
+public struct ChainB: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "chain-b"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("relay") { (context, _: String) -> NoPayload in
+            context.forward(to: "chain-c", action: "end", metadata: ["hop": "b"])
+            return NoPayload()
+        }
+    }
+}
+
+/// End of the forward chain: reports what it received and reads `chain-a` from inside its action.
+public struct ChainC: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "chain-c"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("end") { (context, text: String) -> ChainReport in
+            let revision = try await context.client.activeActors(ofType: "chain-a").first?.revision ?? 0
+            let count: Int = try await context.client.invoke("chain-a", action: "count", timeout: .seconds(5))
+            return ChainReport(
+                text: text, caller: "\(context.callerSystem ?? "-")/\(context.caller ?? "-")",
+                metadata: context.metadata, firstRevision: revision, firstCount: count)
+        }
+    }
+}
+
+/// A pipe chain: `times-ten` pipes its result to `plus-one`, which pipes its result to `describe`.
+public struct Pipeline: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "pipeline"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("times-ten") { (context, value: Int) -> Int in
+            context.pipe(to: "pipeline-end", action: "plus-one")
+            return value * 10
+        }
+    }
+}
+
+/// The pipe chain's second and last stages.
+public struct PipelineEnd: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "pipeline-end"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("plus-one") { (context, value: Int) -> Int in
+            context.pipe(to: "pipeline-end", action: "describe", metadata: ["stage": "plus-one"])
+            return value + 1
+        }
+        actions.on("describe") { (context, value: Int) -> String in
+            "\(value) from \(context.caller ?? "-") trace=\(context.metadata["trace"] ?? "-") stage=\(context.metadata["stage"] ?? "-")"
+        }
+    }
+}
+
+/// Where ``Redirect`` sends a call.
+public struct RedirectRequest: Codable, Sendable {
+    public var actor: String
+    public var action: String
+    public var system: String?
+    /// Pipe `value` instead of forwarding the request.
+    public var pipe: Bool
+    public var value: Int
+    public var spawnFrom: String?
+    public init(
+        actor: String, action: String, system: String? = nil, pipe: Bool = false, value: Int = 0,
+        spawnFrom: String? = nil
+    ) {
+        self.actor = actor
+        self.action = action
+        self.system = system
+        self.pipe = pipe
+        self.value = value
+        self.spawnFrom = spawnFrom
+    }
+}
+
+/// Forwards (or pipes) to wherever the request says: for targets that do not exist.
+public struct Redirect: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "redirect"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("to") { (context, request: RedirectRequest) -> Int in
+            if request.pipe {
+                context.pipe(
+                    to: request.actor, action: request.action, system: request.system, spawnFrom: request.spawnFrom)
+            } else {
+                context.forward(
+                    to: request.actor, action: request.action, system: request.system, spawnFrom: request.spawnFrom)
+            }
+            return request.value
+        }
+    }
+}
+
+/// Answers at once and leaves a side effect: for `gate`, or for an actor that does not exist.
+public struct Notifier: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "notifier"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("notify") { (context, key: String) -> String in
+            try context.sideEffect("gate", action: "pass", key, metadata: ["effect": "yes"])
+            return "notified"
+        }
+        actions.on("notify-nobody") { (context, key: String) -> String in
+            try context.sideEffect("nobody-here", action: "pass", key)
+            return "notified"
+        }
+    }
+}
+
+/// A latch per key that tests open; ``Gate`` waits on it.
+public final class Latches: Sendable {
+    private struct Entry {
+        var open = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+    private let entries = Mutex<[String: Entry]>([:])
+
+    /// Lets every waiter of `key`, present and future, go on.
+    public func open(_ key: String) {
+        let waiters = entries.withLock { entries -> [CheckedContinuation<Void, Never>] in
+            entries[key, default: Entry()].open = true
+            defer { entries[key]?.waiters = [] }
+            return entries[key]?.waiters ?? []
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    /// Waits until `key` is opened.
+    public func wait(_ key: String) async {
+        await withCheckedContinuation { continuation in
+            let opened = entries.withLock { entries -> Bool in
+                if entries[key, default: Entry()].open { return true }
+                entries[key, default: Entry()].waiters.append(continuation)
+                return false
+            }
+            if opened { continuation.resume() }
+        }
+    }
+}
+
+/// What ``Gate`` recorded about one key.
+public struct GateVisit: Sendable, Hashable {
+    public var caller: String
+    public var metadata: [String: String]
+    public var passed: Bool
+}
+
+/// A side-effect target that blocks until the test opens its latch.
+public struct Gate: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "gate"
+    public static let latches = Latches()
+    public static let visits = Mutex<[String: GateVisit]>([:])
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("pass") { (context, key: String) -> NoPayload in
+            let visit = GateVisit(
+                caller: "\(context.callerSystem ?? "-")/\(context.caller ?? "-")", metadata: context.metadata,
+                passed: false)
+            visits.withLock { $0[key] = visit }
+            await latches.wait(key)
+            visits.withLock { $0[key]?.passed = true }
+            return NoPayload()
+        }
+    }
+}
+
+/// A write-behind counter that forwards each `add` to ``CallerReader``, which reads it back.
+public struct BehindForwarder: VirtualActor {
+    public struct State: Codable, Sendable { public var value = 0 }
+    public static let name = "behind-forwarder"
+    public static let durability = Durability.writeBehind
+    public static let snapshotInterval: Duration? = .seconds(60)
+    public static func initialState() -> State { State() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("add") { (context, amount: Int) -> NoPayload in
+            context.state.value += amount
+            context.forward(to: "caller-reader", action: "read-caller")
+            return NoPayload()
+        }
+        actions.on("get") { context -> Int in context.state.value }
+    }
+}
+
+/// Replies with its caller's `get`, called from inside the action.
+public struct CallerReader: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "caller-reader"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("read-caller") { context -> Int in
+            guard let caller = context.caller else { throw TroupeError.invalidArgument("no caller") }
+            return try await context.client.invoke(caller, action: "get", timeout: .seconds(5))
+        }
+    }
+}
+
 /// Every test actor type.
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
-    Listener.self, Whereabouts.self,
+    Listener.self, Whereabouts.self, ChainA.self, ChainB.self, ChainC.self, Pipeline.self, PipelineEnd.self,
+    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self,
 ]
