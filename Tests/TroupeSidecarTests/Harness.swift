@@ -56,6 +56,9 @@ func withSidecar<T: Sendable>(
         if configuration.adminListen != nil {
             try await waitFor("the admin endpoint") { sidecar.adminPort != nil }
         }
+        if configuration.listenTCP != nil {
+            try await waitFor("the TCP listener") { sidecar.tcpPort != nil }
+        }
         var testHost: TroupeHost?
         if host {
             var hostLogger = Logger(label: "test.host")

@@ -19,10 +19,11 @@ public func expectCode<T>(
     }
 }
 
-/// Polls `condition` every 20 ms for at most `timeout`.
+/// Polls `condition` every 20 ms for at most `timeout` (30 s by default: long enough for processes
+/// to start on a loaded 2-core machine; a condition that holds returns at once).
 ///
 /// - Throws: `deadlineExceeded` naming `what` if the condition never held.
-public func waitFor(_ what: String, timeout: Duration = .seconds(10), _ condition: () async throws -> Bool)
+public func waitFor(_ what: String, timeout: Duration = .seconds(30), _ condition: () async throws -> Bool)
     async throws
 {
     let deadline = ContinuousClock.now + timeout
