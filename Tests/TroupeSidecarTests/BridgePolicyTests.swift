@@ -85,6 +85,13 @@ struct BridgePolicyTests {
             let balance = try await fromAlpha.invoke(
                 "acct-1", action: "deposit", 30, as: Int.self, system: "beta", spawnFrom: "account")
             #expect(balance == 30)
+            // Once active, its type is known to the bridge: a call by name alone passes.
+            #expect(try await fromAlpha.invoke("acct-1", action: "deposit", 5, as: Int.self, system: "beta") == 35)
+            // A named type is what runs, whatever spawn_from claims: echo/echo stays denied.
+            await expectCode(.permissionDenied) {
+                let _: String = try await fromAlpha.invoke(
+                    "echo", action: "echo", "x", system: "beta", spawnFrom: "account")
+            }
             // Denied calls never ran: beta's counter has only alpha's 5.
             #expect(try await fromBeta.invoke("counter", action: "get", as: Int.self) == 5)
             // The policy is beta's: alpha, without one, takes everything from beta.
