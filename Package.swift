@@ -334,7 +334,7 @@ let package = Package(
             name: "TroupeSidecarTests",
             dependencies: [
                 "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore", "TroupeNATS",
-                "TroupePlacement",
+                "TroupePlacement", "TroupeBridge",
                 "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
                 "TroupeTestSupport",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -584,6 +584,23 @@ public final class ActorDirectory: Service, Sendable {
 
     // MARK: Introspection
 
+    /// The actor type a call to `key` (with `spawnFrom`) runs on, as far as this node can tell
+    /// without reading the store, following the order activation uses: the type of the actor's
+    /// running activation, a named type called `key.name`, then `spawnFrom`. Nil when it cannot
+    /// tell: an activation still resolving its type, or an unnamed actor called without
+    /// `spawnFrom` (its type is in the store).
+    public func typeOfCall(to key: ActorKey, spawnFrom: String) -> String? {
+        state.withLock { state -> String? in
+            if let slot = state.slots[key] {
+                if let type = slot.type { return type.name }
+                guard state.types[key.name]?.info.definition.kind == .named else { return nil }
+                return key.name
+            }
+            if state.types[key.name]?.info.definition.kind == .named { return key.name }
+            return spawnFrom.isEmpty ? nil : spawnFrom
+        }
+    }
+
     /// Number of active actors.
     public var activeCount: Int { state.withLock { $0.slots.count } }
 

@@ -25,12 +25,17 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         public var maxCallBytes: Int
         /// How long shutdown waits for calls taken from NATS to finish.
         public var drainTimeout: Duration
+        /// What other systems may call and broadcast here; nil allows everything.
+        public var policy: BridgePolicy?
 
-        public init(system: String, node: String, maxCallBytes: Int, drainTimeout: Duration) {
+        public init(
+            system: String, node: String, maxCallBytes: Int, drainTimeout: Duration, policy: BridgePolicy? = nil
+        ) {
             self.system = system
             self.node = node
             self.maxCallBytes = maxCallBytes
             self.drainTimeout = drainTimeout
+            self.policy = policy
         }
     }
 
@@ -49,6 +54,10 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     private let refused = Counter(label: "troupe_bridge_calls_refused_total")
     private let broadcastsSent = Counter(label: "troupe_bridge_broadcasts_sent_total")
     private let broadcastsReceived = Counter(label: "troupe_bridge_broadcasts_received_total")
+    /// Denials by caller system. Any NATS client may claim any system, so past
+    /// ``maxDeniedCallerLabels`` distinct callers the rest are counted as `other`.
+    private let callsDenied = Mutex<[String: Counter]>([:])
+    private let broadcastsDenied = Mutex<[String: Counter]>([:])
 
     /// - Parameter timerLoop: arms the deadlines of calls taken from NATS.
     public init(
@@ -91,7 +100,13 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             takeBroadcast(message)
         }
         subscriptions.withLock { $0 = [subscribed, broadcasts] }
-        logger.info("bridge serving", metadata: ["troupe.nats_subject": "\(subject)"])
+        logger.info(
+            "bridge serving",
+            metadata: [
+                "troupe.nats_subject": "\(subject)",
+                // Whether other systems are limited; the rules are in the configuration.
+                "troupe.bridge_policy": "\(configuration.policy == nil ? "off: everything allowed" : "on")",
+            ])
     }
 
     private func stop() async {
@@ -203,6 +218,17 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }
         // This system's own listeners were served by the sidecar that published it.
         guard broadcast.originSystem != configuration.system else { return }
+        if let policy = configuration.policy,
+            !policy.allowsBroadcast(from: broadcast.originSystem, channel: broadcast.channel)
+        {
+            Self.count(broadcast.originSystem, in: broadcastsDenied, "troupe_bridge_broadcasts_denied_total")
+            logger.warning(
+                "bridge broadcast denied by the policy",
+                metadata: [
+                    "troupe.caller_system": "\(broadcast.originSystem)", "troupe.channel": "\(broadcast.channel)",
+                ])
+            return
+        }
         broadcastsReceived.increment()
         _ = directory.broadcast(
             Broadcast(
@@ -225,6 +251,18 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             answer(replyTo, .failure(error))
             return
         }
+        if let denial = authorize(invocation) {
+            let caller = invocation.caller?.system ?? ""
+            Self.count(caller, in: callsDenied, "troupe_bridge_calls_denied_total")
+            logger.warning(
+                "bridge call denied by the policy",
+                metadata: [
+                    "troupe.caller_system": "\(caller)", "troupe.actor_id": "\(invocation.actor)",
+                    "troupe.action": "\(invocation.action)",
+                ])
+            answer(replyTo, .failure(denial))
+            return
+        }
         inFlight.add(1, ordering: .relaxed)
         let reply = Reply { [self] result in
             inFlight.subtract(1, ordering: .relaxed)
@@ -236,6 +274,44 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             reply.arm(deadline: invocation.deadline, on: self.timerLoop)
             directory.invoke(invocation, reply: reply)
         }
+    }
+
+    /// Why the policy denies `invocation`, or nil when there is no policy or it allows the call.
+    /// The caller is the system the sending sidecar put into the envelope (docs/security.md says
+    /// what that trusts).
+    private func authorize(_ invocation: Invocation) -> TroupeError? {
+        guard let policy = configuration.policy else { return nil }
+        let caller = invocation.caller?.system ?? ""
+        guard let type = directory.typeOfCall(to: invocation.actor, spawnFrom: invocation.spawnFrom) else {
+            return TroupeError(
+                .permissionDenied,
+                "system '\(caller)' may not call '\(invocation.actor.name)' of '\(configuration.system)': its actor type "
+                    + "is not known before the call runs (call unnamed actors with spawn_from naming their type)",
+                details: ["caller_system": caller, "actor": invocation.actor.name])
+        }
+        guard policy.allowsCall(from: caller, type: type, action: invocation.action) else {
+            return TroupeError(
+                .permissionDenied,
+                "system '\(caller)' may not call \(type)/\(invocation.action) of system '\(configuration.system)'",
+                details: ["caller_system": caller, "actor_type": type, "action": invocation.action])
+        }
+        return nil
+    }
+
+    static let maxDeniedCallerLabels = 64
+
+    /// Increments the counter `label{caller_system}`, made once per caller.
+    private static func count(
+        _ caller: String, in counters: borrowing Mutex<[String: Counter]>, _ label: String
+    ) {
+        counters.withLock { counters in
+            if let counter = counters[caller] { return counter }
+            let caller = counters.count < maxDeniedCallerLabels ? caller : "other"
+            if let counter = counters[caller] { return counter }
+            let counter = Counter(label: label, dimensions: [("caller_system", caller)])
+            counters[caller] = counter
+            return counter
+        }.increment()
     }
 
     /// The invocation a call message asks for, in this system.

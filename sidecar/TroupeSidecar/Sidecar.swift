@@ -51,6 +51,7 @@ public final class Sidecar: Sendable {
         try configuration.checkHostAuthentication()
         try SocketDirectory.prepare(forSocket: configuration.socket)
         let keyring = try configuration.stateKeyring()
+        _ = try configuration.bridgePolicy()
         let base: any StateStore
         switch configuration.store {
         case "memory":
@@ -130,7 +131,8 @@ public final class Sidecar: Sendable {
                 configuration: .init(
                     system: configuration.system, node: configuration.node,
                     maxCallBytes: Int(configuration.maxFrameBytes),
-                    drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs))),
+                    drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs)),
+                    policy: try configuration.bridgePolicy()),
                 connection: nats, directory: directory, timerLoop: eventLoops.next(), logger: logger)
             directory.attach(bridge: bridge)
             self.bridge = bridge

@@ -1,7 +1,8 @@
 import Foundation
+public import TroupeBridge
+public import TroupeNATS
 public import TroupePostgres
 public import TroupeStateEncryption
-public import TroupeNATS
 public import TroupeWire
 import Yams
 
@@ -64,6 +65,11 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var natsTLSCertificateFile: String?
     public var natsTLSKeyFile: String?
     public var natsReconnectWaitMs: UInt32 = 500
+    /// Which calls other systems may make into this one, `CALLER:TYPE/ACTION,...;...`; with
+    /// ``bridgeAllowBroadcasts``, nil for both allows everything (``bridgePolicy()``).
+    public var bridgeAllowCalls: String?
+    /// On which channels other systems may broadcast to this one, `CALLER:CHANNEL,...;...`.
+    public var bridgeAllowBroadcasts: String?
     /// Cluster listener for the other sidecars of the system, `HOST:PORT`; nil runs a single node.
     public var clusterListen: String?
     /// The address other sidecars reach this one at; `clusterListen` when nil.
@@ -272,6 +278,17 @@ public struct SidecarConfiguration: Sendable, Equatable {
             c, v throws(TroupeError) in
             c.natsReconnectWaitMs = try number(v, "nats-reconnect-wait-ms", in: 10...600_000)
         },
+        Setting(key: "bridge-allow-calls", summary: "calls other systems may make, CALLER:TYPE/ACTION,...;...") {
+            c, v throws(TroupeError) in
+            _ = try parseBridgePolicy(naming: "bridge-allow-calls", calls: v, broadcasts: "")
+            c.bridgeAllowCalls = v.isEmpty ? nil : v
+        },
+        Setting(
+            key: "bridge-allow-broadcasts", summary: "channels other systems may broadcast on, CALLER:CHANNEL,...;..."
+        ) { c, v throws(TroupeError) in
+            _ = try parseBridgePolicy(naming: "bridge-allow-broadcasts", calls: "", broadcasts: v)
+            c.bridgeAllowBroadcasts = v.isEmpty ? nil : v
+        },
         Setting(key: "cluster-listen", summary: "cluster listener for other sidecars, HOST:PORT; off by default") {
             c, v throws(TroupeError) in
             c.clusterListen = v.isEmpty ? nil : try clusterAddress(v, "cluster-listen")
@@ -421,6 +438,19 @@ extension SidecarConfiguration {
         }
     }
 
+    /// The bridge's authorization policy, or nil (everything allowed) when neither
+    /// `bridge-allow-calls` nor `bridge-allow-broadcasts` is set. Once one is, whatever it and
+    /// the other do not allow is denied.
+    ///
+    /// - Throws: `invalidArgument` naming the setting whose rules are wrong.
+    public func bridgePolicy() throws(TroupeError) -> BridgePolicy? {
+        guard bridgeAllowCalls != nil || bridgeAllowBroadcasts != nil else { return nil }
+        let calls = try parseBridgePolicy(naming: "bridge-allow-calls", calls: bridgeAllowCalls ?? "", broadcasts: "")
+        let broadcasts = try parseBridgePolicy(
+            naming: "bridge-allow-broadcasts", calls: "", broadcasts: bridgeAllowBroadcasts ?? "")
+        return calls.merging(broadcasts)
+    }
+
     /// The state encryption keys, or ``StateKeyring/none``.
     ///
     /// - Throws: `invalidArgument` naming the key id that is wrong, never a key.
@@ -433,6 +463,17 @@ extension SidecarConfiguration {
         }
         return try StateKeyring(
             parsing: encryptionKeys, activeKeyID: encryptionActiveKey.isEmpty ? nil : encryptionActiveKey)
+    }
+}
+
+/// The policy of the rule strings, its errors prefixed with `key`, the setting they came from.
+private func parseBridgePolicy(naming key: String, calls: String, broadcasts: String) throws(TroupeError)
+    -> BridgePolicy
+{
+    do throws(TroupeError) {
+        return try BridgePolicy(calls: calls, broadcasts: broadcasts)
+    } catch {
+        throw .invalidArgument("\(key): \(error.message)", details: error.details)
     }
 }
 
