@@ -77,14 +77,15 @@ struct BridgeProcessTests {
     @Test func aCallTakenFromNATSFinishesWhileItsSidecarShutsDownGracefully() async throws {
         try await withTwoSystemProcesses { _, alpha, beta in
             let call = inBackground {
-                try await alpha.client.invoke("sleeper", action: "sleep", 1_000, as: Int.self, system: "beta")
+                // Long enough that the polling below sees it running even on a loaded machine.
+                try await alpha.client.invoke("sleeper", action: "sleep", 3_000, as: Int.self, system: "beta")
             }
             try await waitFor("beta to take the call") {
                 let actors = try await beta.client.activeActors(ofType: "sleeper")
                 return actors.first?.mailboxDepth == 1
             }
             beta.sidecar.signal(SIGTERM)
-            #expect(try await call.value.get() == 1_000)
+            #expect(try await call.value.get() == 3_000)
             #expect(try await beta.sidecar.waitForExit() == 0, "sidecar log:\n\(beta.sidecar.log)")
             // Gone from NATS: the next call is unavailable at once.
             await expectCode(.unavailable) {
@@ -117,7 +118,7 @@ struct BridgeProcessTests {
             // 60 s deadline (deadlineExceeded would mean it did), and so do calls made meanwhile.
             let inFlight = inBackground {
                 try await alpha.client.invoke(
-                    "sleeper", action: "sleep", 2_000, as: Int.self, system: "beta", timeout: .seconds(60))
+                    "sleeper", action: "sleep", 5_000, as: Int.self, system: "beta", timeout: .seconds(60))
             }
             try await waitFor("beta to take the call") {
                 try await beta.client.activeActors(ofType: "sleeper").first?.mailboxDepth == 1

@@ -37,9 +37,15 @@ private struct ClusterNodeProcess: Sendable {
             ] + store,
             logPath: directory.path("sidecar.log"))
         do {
-            try await waitFor("the sidecar socket of \(name)") { FileManager.default.fileExists(atPath: socket) }
+            try await waitFor("the sidecar socket of \(name)") {
+                guard sidecar.isRunning else {
+                    throw TroupeError.unavailable("sidecar \(name) exited at start:\n\(sidecar.log)")
+                }
+                return FileManager.default.fileExists(atPath: socket)
+            }
         } catch {
             sidecar.kill9()
+            directory.remove()
             throw error
         }
         let host = try ChildProcess(
@@ -47,6 +53,22 @@ private struct ClusterNodeProcess: Sendable {
             environment: ["TROUPE_TEST_NODE": name])
         return ClusterNodeProcess(
             name: name, port: port, directory: directory, sidecar: sidecar, host: host)
+    }
+
+    /// Starts the node on a port free at that moment; if the sidecar dies at start (another
+    /// test took the port in between), tries again on a new port, three times at most.
+    static func start(name: String, seeds: [String], store: [String] = ["--store", "memory"]) async throws
+        -> ClusterNodeProcess
+    {
+        var failure: (any Error)?
+        for _ in 0..<3 {
+            do {
+                return try await start(name: name, port: try await freeTCPPort(), seeds: seeds, store: store)
+            } catch let error as TroupeError where error.code == .unavailable {
+                failure = error
+            }
+        }
+        throw failure ?? TroupeError.unavailable("sidecar \(name) did not start")
     }
 
     func client() async throws -> TroupeClient {
@@ -106,14 +128,11 @@ private struct ClusterNodeProcess: Sendable {
 private func startCluster(_ count: Int, store: [String] = ["--store", "memory"]) async throws
     -> [ClusterNodeProcess]
 {
-    var ports: [Int] = []
-    for _ in 0..<count { ports.append(try await freeTCPPort()) }
     var nodes: [ClusterNodeProcess] = []
     do {
         for index in 0..<count {
-            let seeds = index == 0 ? [] : ["127.0.0.1:\(ports[0])"]
-            nodes.append(
-                try await ClusterNodeProcess.start(name: "n\(index)", port: ports[index], seeds: seeds, store: store))
+            let seeds = nodes.first.map { [$0.address] } ?? []
+            nodes.append(try await ClusterNodeProcess.start(name: "n\(index)", seeds: seeds, store: store))
         }
         let names = nodes.map(\.name)
         for node in nodes {
@@ -375,7 +394,7 @@ struct ClusterProcessTests {
         }
 
         nodes.append(
-            try await ClusterNodeProcess.start(name: "n2", port: try await freeTCPPort(), seeds: [nodes[0].address]))
+            try await ClusterNodeProcess.start(name: "n2", seeds: [nodes[0].address]))
         let names = nodes.map(\.name)
         for node in nodes {
             try await waitFor("\(node.name) to see n2 up", timeout: .seconds(30)) { await node.sees(names) }
@@ -439,7 +458,7 @@ private func rollingRestartScenario(_ url: String) async throws {
         #expect(try await leaving.sidecar.waitForExit(timeout: .seconds(30)) == 0, "\(leaving.logs)")
         leaving.stop()
         let restarted = try await ClusterNodeProcess.start(
-            name: leaving.name, port: try await freeTCPPort(), seeds: staying.map(\.address), store: store)
+            name: leaving.name, seeds: staying.map(\.address), store: store)
         nodes[index] = restarted
         let names = nodes.map(\.name)
         for node in nodes {

@@ -74,12 +74,14 @@ struct GracefulShutdownTests {
             (try? await client.invoke("echo", action: "echo", "ready", as: String.self, timeout: .seconds(2))) != nil
         }
         let inFlight = inBackground {
-            try await client.invoke("sleeper", action: "sleep", 800, as: Int.self, timeout: .seconds(10))
+            try await client.invoke("sleeper", action: "sleep", 3_000, as: Int.self, timeout: .seconds(20))
         }
-        try await Task.sleep(for: .milliseconds(200))
+        try await waitFor("the sleeper to run the call") {
+            try await client.activeActors(ofType: "sleeper").first?.mailboxDepth == 1
+        }
         sidecar.signal(SIGTERM)
         let outcome = await inFlight.value
-        #expect((try? outcome.get()) == 800, "the call in flight should finish during the drain: \(outcome)")
+        #expect((try? outcome.get()) == 3_000, "the call in flight should finish during the drain: \(outcome)")
         #expect(try await sidecar.waitForExit() == 0, "sidecar log:\n\(sidecar.log)")
         #expect(sidecar.log.contains("sidecar stopped"))
         await client.close()
