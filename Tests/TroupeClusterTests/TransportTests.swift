@@ -198,13 +198,25 @@ func withNodes(
     _ names: [String], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
     _ body: ([TestNode]) async throws -> Void
 ) async throws {
-    var identities: [NodeIdentity] = []
-    for (index, name) in names.enumerated() {
-        identities.append(
-            NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
+    // A port found free may be taken by a parallel test before the node binds it: then the
+    // nodes start again on new ports, three times at most, before `body` ever runs.
+    for attempt in 1...3 {
+        var identities: [NodeIdentity] = []
+        for (index, name) in names.enumerated() {
+            identities.append(
+                NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
+        }
+        do {
+            try await withNodes(identities, system: system, handshakeTimeout: handshakeTimeout, body)
+            return
+        } catch is PortTaken where attempt < 3 {
+            continue
+        }
     }
-    try await withNodes(identities, system: system, handshakeTimeout: handshakeTimeout, body)
 }
+
+/// A node did not come to listen on its port.
+struct PortTaken: Error {}
 
 func withNodes(
     _ identities: [NodeIdentity], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
@@ -226,7 +238,11 @@ func withNodes(
     }
     defer { for node in nodes { node.stop() } }
     for node in nodes {
-        try await waitFor("node \(node.identity.name) to listen") { node.transport.boundPort != nil }
+        do {
+            try await waitFor("node \(node.identity.name) to listen") { node.transport.boundPort != nil }
+        } catch {
+            throw PortTaken()
+        }
         for other in nodes where other.identity != node.identity {
             node.transport.setAddress(of: other.identity)
         }
