@@ -117,6 +117,8 @@ public final class ActorDirectory: Service, Sendable {
     private let sideEffectFailures = Counter(label: "troupe_side_effect_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
     private let forwarded = Counter(label: "troupe_forwarded_calls_total")
+    /// The calls an actor holds (running and waiting) as each new one joins them.
+    private let mailboxDepth = Recorder(label: "troupe_mailbox_depth", aggregate: true)
 
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
         self.configuration = configuration
@@ -265,11 +267,13 @@ public final class ActorDirectory: Service, Sendable {
         }
         var activate: Work?
         var pump: (ActorProcess, any EventLoop)?
+        var depth = 1
         let refusal = state.withLock { state -> TroupeError? in
             if state.stopping { return .unavailable("the sidecar is shutting down") }
             let key = invocation.actor
             let call = Call(invocation: invocation, reply: reply)
             if let index = state.slots.index(forKey: key) {
+                depth = state.slots.values[index].depth + 1
                 // In place: a copy of the slot would share its queue, and every append would copy it.
                 let capacity = state.slots.values[index].type?.mailboxCapacity ?? configuration.defaultMailboxCapacity
                 if (state.slots.values[index].queue?.count ?? 0) >= capacity {
@@ -289,7 +293,10 @@ public final class ActorDirectory: Service, Sendable {
         }
         if let refusal {
             reply.complete(.failure(refusal))
-        } else if let (process, loop) = pump {
+            return
+        }
+        mailboxDepth.record(depth)
+        if let (process, loop) = pump {
             process.schedulePump(on: loop)
         } else if let activate {
             workInput.yield(activate)

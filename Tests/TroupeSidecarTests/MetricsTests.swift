@@ -58,6 +58,9 @@ struct MetricsTests {
         #expect(writes?.hasSuffix(" 3") == true, "\(writes ?? "no store write sample")\n\(body)")
         let activations = sample("troupe_store_operation_duration_seconds_count", ["operation=\"activate\""])
         #expect(activations?.hasSuffix(" 1") == true, "\(activations ?? "no store activate sample")\n\(body)")
+        // Every call that reached a mailbox recorded its depth there.
+        let depths = lines.first { $0.hasPrefix("troupe_mailbox_depth_count ") }
+        #expect(depths.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0 >= 4, "\(depths ?? "no depth")\n\(body)")
 
         sidecar.signal(SIGTERM)
         #expect(try await sidecar.waitForExit() == 0, "sidecar log:\n\(sidecar.log)")
