@@ -135,14 +135,20 @@ struct AdminEndpointTests {
 
 /// Port of the admin endpoint a sidecar process logged (it listens on port 0 in tests).
 func adminPort(of sidecar: ChildProcess) async throws -> Int {
+    try await loggedPort(of: sidecar, scheme: "http", after: "admin endpoint listening")
+}
+
+/// The port in the first `SCHEME://127.0.0.1:PORT` of a log line that contains `message`.
+func loggedPort(of sidecar: ChildProcess, scheme: String, after message: String) async throws -> Int {
     var port: Int?
-    try await waitFor("the admin endpoint of the sidecar", timeout: .seconds(20)) {
-        let log = sidecar.log
-        guard log.contains("admin endpoint listening"),
-            let range = log.range(of: #"http://127\.0\.0\.1:[0-9]+"#, options: .regularExpression)
-        else { return false }
-        port = Int(log[range].split(separator: ":").last ?? "")
-        return port != nil
+    try await waitFor("'\(message)' in the sidecar's log") {
+        guard sidecar.isRunning else { throw TroupeError.unavailable("the sidecar exited:\n\(sidecar.log)") }
+        for line in sidecar.log.split(separator: "\n") where line.contains(message) {
+            if let range = line.range(of: scheme + #"://127\.0\.0\.1:[0-9]+"#, options: .regularExpression) {
+                port = Int(line[range].split(separator: ":").last ?? "")
+            }
+        }
+        return port.map { $0 > 0 } ?? false
     }
     return try #require(port)
 }

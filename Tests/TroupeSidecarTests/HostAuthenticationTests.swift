@@ -231,18 +231,20 @@ struct AuthenticationProcessTests {
     @Test func refusalsAreCountedMetricsNeedTheTokenAndNoSecretIsLogged() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let port = try await freePort()
         let adminToken = "admin-token-7f3a"
+        // Port 0, read back from the log: a port picked free beforehand may be taken by a
+        // parallel test before the sidecar binds it.
         let sidecar = try ChildProcess(
             "troupe-sidecar",
             [
                 "--system", "auth", "--socket", directory.path("troupe.sock"), "--store", "memory",
-                "--listen-tcp", "127.0.0.1:\(port)", "--log-level", "debug",
+                "--listen-tcp", "127.0.0.1:0", "--log-level", "debug",
             ],
             logPath: directory.path("sidecar.log"),
             environment: ["TROUPE_HOST_SECRET": secret, "TROUPE_ADMIN_TOKEN": adminToken])
         defer { sidecar.kill9() }
         let admin = try await adminPort(of: sidecar)
+        let port = try await loggedPort(of: sidecar, scheme: "tcp", after: "listening for hosts")
         let endpoint = Endpoint.tcp(host: "127.0.0.1", port: port)
         try await waitFor("the TCP listener", timeout: .seconds(20)) {
             guard let client = try? await TroupeClient.connect(system: "auth", to: endpoint, secret: secret) else {

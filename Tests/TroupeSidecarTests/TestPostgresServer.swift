@@ -37,21 +37,33 @@ final class TestPostgresServer: Sendable {
             }
             options = " -c ssl=on -c ssl_cert_file=\(directory)/server.crt -c ssl_key_file=\(directory)/server.key"
         }
-        let server = TestPostgresServer(directory: directory, port: try await freePort(), bin: bin, options: options)
+        let unstarted = TestPostgresServer(directory: directory, port: 0, bin: bin, options: options)
         do {
-            try server.asServerUser(
+            try unstarted.asServerUser(
                 "\(bin)/initdb", ["-D", "\(directory)/data", "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
             if tls != nil {
                 // TLS or nothing: a plain connection is rejected, so a test that connects proves TLS.
                 try "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 0.0.0.0/0 reject\nlocal all all trust\n"
                     .write(toFile: "\(directory)/data/pg_hba.conf", atomically: false, encoding: .utf8)
             }
-            try server.startAgain()
         } catch {
-            server.remove()
+            unstarted.remove()
             throw error
         }
-        return server
+        // A port picked free may be taken by a parallel test before the server binds it: then
+        // the server starts again on a new one, three times at most.
+        var failure: (any Error)?
+        for _ in 0..<3 {
+            let server = TestPostgresServer(directory: directory, port: try await freePort(), bin: bin, options: options)
+            do {
+                try server.startAgain()
+                return server
+            } catch {
+                failure = error
+            }
+        }
+        unstarted.remove()
+        throw failure ?? TroupeError.unavailable("PostgreSQL did not start")
     }
 
     private init(directory: String, port: Int, bin: String, options: String) {

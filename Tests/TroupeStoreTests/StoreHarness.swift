@@ -99,6 +99,9 @@ enum PostgresTestServer {
         configuration.schema = "t_" + (0..<12).map { _ in String(Int.random(in: 0..<16), radix: 16) }.joined()
         // Tests run in parallel against one server with the default 100 connections.
         configuration.maxConnections = 4
+        // The whole suite shares 2 cores with that server: a flush may wait longer than the
+        // production default allows, and these tests are not about the timeout.
+        configuration.operationTimeout = .seconds(30)
         return configuration
     }
 }

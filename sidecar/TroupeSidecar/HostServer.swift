@@ -75,7 +75,10 @@ final class HostServer: Service {
                 .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: host, port: port).get()
             channels.append(channel)
-            logger.info("listening for hosts", metadata: ["troupe.endpoint": "tcp://\(tcp)"])
+            // The bound port, which differs from the configured one when that is 0.
+            logger.info(
+                "listening for hosts",
+                metadata: ["troupe.endpoint": "tcp://\(host):\(channel.localAddress?.port.map(String.init) ?? "?")"])
         }
         listening.withLock { $0 = channels }
     }
