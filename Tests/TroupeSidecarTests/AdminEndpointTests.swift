@@ -138,6 +138,40 @@ func adminPort(of sidecar: ChildProcess) async throws -> Int {
     try await loggedPort(of: sidecar, scheme: "http", after: "admin endpoint listening")
 }
 
+/// A troupe-sidecar process and a troupe-test-host serving the test actors, with the sidecar's
+/// admin endpoint on a port it chose, once `/readyz` answers 200.
+struct ReadySidecar {
+    let socket: String
+    let sidecar: ChildProcess
+    let host: ChildProcess
+    let adminPort: Int
+
+    static func start(system: String, in directory: TemporaryDirectory, _ extra: [String] = []) async throws
+        -> ReadySidecar
+    {
+        let socket = directory.path("troupe.sock")
+        let sidecar = try ChildProcess(
+            "troupe-sidecar", ["--system", system, "--socket", socket, "--admin-listen", "127.0.0.1:0"] + extra,
+            logPath: directory.path("sidecar.log"))
+        let host = try ChildProcess("troupe-test-host", [socket, system], logPath: directory.path("host.log"))
+        let ready = ReadySidecar(socket: socket, sidecar: sidecar, host: host, adminPort: 0)
+        do {
+            let port = try await TroupeSidecarTests.adminPort(of: sidecar)
+            try await waitFor("/readyz to answer 200") { (try? await httpGet(port: port, "/readyz"))?.status == 200 }
+            return ReadySidecar(socket: socket, sidecar: sidecar, host: host, adminPort: port)
+        } catch {
+            ready.kill9()
+            throw error
+        }
+    }
+
+    /// Kills both processes if they still run. For cleanup paths.
+    func kill9() {
+        sidecar.kill9()
+        host.kill9()
+    }
+}
+
 /// The port in the first `SCHEME://127.0.0.1:PORT` of a log line that contains `message`.
 func loggedPort(of sidecar: ChildProcess, scheme: String, after message: String) async throws -> Int {
     var port: Int?
@@ -158,23 +192,10 @@ struct AdminEndpointProcessTests {
     @Test func metricsCountActivationsAndReadyzFailsDuringTheDrain() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let socket = directory.path("troupe.sock")
-        let sidecar = try ChildProcess(
-            "troupe-sidecar",
-            [
-                "--system", "admin", "--socket", socket, "--store", "memory", "--drain-timeout-ms", "30000",
-                "--admin-listen", "127.0.0.1:0",
-            ],
-            logPath: directory.path("sidecar.log"))
-        let host = try ChildProcess("troupe-test-host", [socket, "admin"], logPath: directory.path("host.log"))
-        defer {
-            sidecar.kill9()
-            host.kill9()
-        }
-        let port = try await adminPort(of: sidecar)
-        try await waitFor("/readyz to answer 200", timeout: .seconds(20)) {
-            (try? await httpGet(port: port, "/readyz"))?.status == 200
-        }
+        let processes = try await ReadySidecar.start(
+            system: "admin", in: directory, ["--store", "memory", "--drain-timeout-ms", "30000"])
+        defer { processes.kill9() }
+        let (socket, sidecar, host, port) = (processes.socket, processes.sidecar, processes.host, processes.adminPort)
         let client = try await TroupeClient.connect(system: "admin", to: .unix(path: socket))
         for amount in [1, 2] { let _: Int = try await client.invoke("counter", action: "add", amount) }
         let metrics = try await httpGet(port: port, "/metrics")

@@ -11,23 +11,10 @@ struct MetricsTests {
     @Test func invocationsAndFailedSideEffectsAreCountedAndTheStoreIsTimed() async throws {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
-        let socket = directory.path("troupe.sock")
-        let sidecar = try ChildProcess(
-            "troupe-sidecar",
-            [
-                "--system", "metrics", "--socket", socket, "--data-path", directory.path("state.sqlite"),
-                "--admin-listen", "127.0.0.1:0",
-            ],
-            logPath: directory.path("sidecar.log"))
-        let host = try ChildProcess("troupe-test-host", [socket, "metrics"], logPath: directory.path("host.log"))
-        defer {
-            sidecar.kill9()
-            host.kill9()
-        }
-        let port = try await adminPort(of: sidecar)
-        try await waitFor("/readyz to answer 200", timeout: .seconds(20)) {
-            (try? await httpGet(port: port, "/readyz"))?.status == 200
-        }
+        let processes = try await ReadySidecar.start(
+            system: "metrics", in: directory, ["--data-path", directory.path("state.sqlite")])
+        defer { processes.kill9() }
+        let (socket, sidecar, host, port) = (processes.socket, processes.sidecar, processes.host, processes.adminPort)
         let client = try await TroupeClient.connect(system: "metrics", to: .unix(path: socket))
         for amount in [1, 2, 3] { let _: Int = try await client.invoke("counter", action: "add", amount) }
         await expectCode(.notFound) { let _: Int = try await client.invoke("counter", action: "no-such-action") }
