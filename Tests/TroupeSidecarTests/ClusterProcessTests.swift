@@ -37,11 +37,15 @@ private struct ClusterNodeProcess: Sendable {
             ] + store,
             logPath: directory.path("sidecar.log"))
         do {
-            try await waitFor("the sidecar socket of \(name)") {
+            // Up once both listeners are: the host socket, and the cluster port, which another
+            // test may have taken since it was picked (then the sidecar exits, and the caller
+            // tries again on a new port).
+            try await waitFor("the sidecar socket and cluster listener of \(name)") {
                 guard sidecar.isRunning else {
                     throw TroupeError.unavailable("sidecar \(name) exited at start:\n\(sidecar.log)")
                 }
                 return FileManager.default.fileExists(atPath: socket)
+                    && sidecar.log.contains("cluster transport listening")
             }
         } catch {
             sidecar.kill9()
