@@ -7,6 +7,8 @@
 #   golang-go, golang-github-masterminds-sprig-dev, golang-github-ghodss-yaml-dev,
 #   golang-github-xeipuuv-gojsonschema-dev
 #                                the Helm chart's renderer (tools/chart-render, scripts/check-chart.sh)
+#   golang-github-nats-io-jwt-dev, golang-github-nats-io-nkeys-dev
+#                                tools/nats-creds: operator, account and .creds files for tests
 # and from PyPI (pip, pinned):
 #   kubernetes-validate          validates the rendered chart against Kubernetes' schemas
 #
@@ -51,6 +53,8 @@ have go || want golang-go "Go toolchain (builds the chart renderer)"
 package_installed golang-github-masterminds-sprig-dev || want golang-github-masterminds-sprig-dev "sprig template functions (chart renderer)"
 package_installed golang-github-ghodss-yaml-dev || want golang-github-ghodss-yaml-dev "YAML through JSON as Helm reads it (chart renderer)"
 package_installed golang-github-xeipuuv-gojsonschema-dev || want golang-github-xeipuuv-gojsonschema-dev "JSON schema validation of chart values (chart renderer)"
+package_installed golang-github-nats-io-jwt-dev || want golang-github-nats-io-jwt-dev "NATS JWTs for the .creds tests (tools/nats-creds)"
+package_installed golang-github-nats-io-nkeys-dev || want golang-github-nats-io-nkeys-dev "NATS NKeys for the .creds tests (tools/nats-creds)"
 
 # kubernetes-validate carries the Kubernetes OpenAPI schemas in its package: after this install
 # it validates offline. Pinned, so the schemas checked against do not move under the tests.

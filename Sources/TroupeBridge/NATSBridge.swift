@@ -12,10 +12,13 @@ public import TroupeWire
 /// Calls between ActorSystems over NATS.
 ///
 /// Outbound, it is the directory's ``SystemBridge``: a call to an actor of system `S` becomes a
-/// NATS request on `troupe.v1.S.invoke`. Inbound, it takes the calls published for its own
-/// system (in the queue group of the system, so one sidecar of the system takes each), runs them
+/// NATS request on `troupe.v1.S.invoke.<this system>`. Inbound, it takes the calls published for
+/// its own system (in the queue group of the system, so one sidecar of the system takes each), runs them
 /// through the directory as normal invocations, and answers on the request's reply subject.
 /// Every call gets an answer: a malformed or oversized one a typed failure, never silence.
+///
+/// The caller's system is read from the subject the call was published on, so NATS subject
+/// permissions decide who may claim which name; an envelope naming another caller is refused.
 public final class NATSBridge: SystemBridge, Service, Sendable {
     public struct Configuration: Sendable {
         /// This sidecar's system: the subject it serves and the caller identity it sends.
@@ -88,7 +91,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     /// Subscribes to this system's call subject and to broadcasts; returns once NATS has
     /// registered both. ``run()`` does it if it was not done before.
     public func startServing() async throws(TroupeError) {
-        let subject = BridgeSubjects.invoke(configuration.system)
+        let subject = BridgeSubjects.invocations(of: configuration.system)
         let subscribed = try await nats.subscribe(
             to: subject, queue: BridgeSubjects.queueGroup(configuration.system)
         ) { [self] message in
@@ -153,7 +156,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }
         sent.increment()
         nats.request(
-            BridgeSubjects.invoke(target), payload: bytes, timeout: .nanoseconds(remaining.nanoseconds)
+            BridgeSubjects.invoke(target, from: configuration.system), payload: bytes, timeout: .nanoseconds(remaining.nanoseconds)
         ) { result in
             reply.complete(Self.outcome(of: result, from: target))
         }
@@ -187,7 +190,8 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         try BridgeSubjects.validate(channel: broadcast.channel)
         var message = BridgeBroadcast()
         message.version = Self.version
-        message.originSystem = broadcast.originSystem
+        // Like calls, a broadcast leaves under this sidecar's system, whatever the host claimed.
+        message.originSystem = configuration.system
         message.channel = broadcast.channel
         message.action = broadcast.action
         message.payload = broadcast.payload
@@ -196,19 +200,21 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         do { bytes = try message.serializedBytes() } catch {
             throw .internalError("cannot encode a bridge broadcast: \(error)")
         }
-        try nats.publish(to: BridgeSubjects.broadcast(broadcast.channel), payload: bytes)
+        try nats.publish(to: BridgeSubjects.broadcast(broadcast.channel, from: configuration.system), payload: bytes)
         broadcastsSent.increment()
     }
 
     // MARK: Inbound (on the subscription's libnats thread; nothing here blocks)
 
     /// Hands a broadcast of another system to this system's listeners. Broadcasts have no reply
-    /// subject, so a bad one is only counted and logged.
+    /// subject, so a bad one is only counted and logged. Its origin is the one in the subject,
+    /// and the envelope must agree with the subject.
     private func takeBroadcast(_ message: NATSMessage) {
         guard message.payload.count <= configuration.maxCallBytes,
+            let route = BridgeSubjects.origin(ofBroadcast: message.subject),
             let broadcast = try? BridgeBroadcast(serializedBytes: message.payload),
-            broadcast.version == Self.version, !broadcast.originSystem.isEmpty, !broadcast.action.isEmpty,
-            message.subject == BridgeSubjects.broadcast(broadcast.channel)
+            broadcast.version == Self.version, !broadcast.action.isEmpty,
+            broadcast.originSystem == route.origin, broadcast.channel == route.channel
         else {
             refused.increment()
             logger.warning(
@@ -245,7 +251,15 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }
         received.increment()
         let invocation: Invocation
-        do { invocation = try decode(message) } catch {
+        do { invocation = try decode(message) } catch let error where error.code == .permissionDenied {
+            let claimed = BridgeSubjects.caller(ofCall: message.subject, to: configuration.system) ?? ""
+            Self.count(claimed, in: callsDenied, "troupe_bridge_calls_denied_total")
+            logger.warning(
+                "bridge call refused: the envelope names another caller than the subject",
+                metadata: ["troupe.caller_system": "\(claimed)", "troupe.error": "\(error)"])
+            answer(replyTo, .failure(error))
+            return
+        } catch {
             refused.increment()
             logger.warning("bridge call refused", metadata: ["troupe.error": "\(error)"])
             answer(replyTo, .failure(error))
@@ -277,8 +291,8 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     }
 
     /// Why the policy denies `invocation`, or nil when there is no policy or it allows the call.
-    /// The caller is the system the sending sidecar put into the envelope (docs/security.md says
-    /// what that trusts).
+    /// The caller is the system named in the call's subject, which NATS permissions can pin to
+    /// the credentials of the connection that published it (docs/security.md).
     private func authorize(_ invocation: Invocation) -> TroupeError? {
         guard let policy = configuration.policy else { return nil }
         let caller = invocation.caller?.system ?? ""
@@ -331,6 +345,18 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
                 details: ["supported": "\(Self.version)"])
         }
         guard !call.callerSystem.isEmpty else { throw .invalidArgument("the bridge call names no caller system") }
+        guard let subjectCaller = BridgeSubjects.caller(ofCall: message.subject, to: configuration.system) else {
+            throw .invalidArgument(
+                "a bridge call must be published on troupe.v1.\(configuration.system).invoke.<caller system>",
+                details: ["subject": message.subject])
+        }
+        guard subjectCaller == call.callerSystem else {
+            throw TroupeError(
+                .permissionDenied,
+                "the bridge call claims caller system '\(call.callerSystem)' but was published on the subject of "
+                    + "'\(subjectCaller)'",
+                details: ["caller_system": subjectCaller, "claimed_caller_system": call.callerSystem])
+        }
         guard !call.actor.isEmpty, !call.action.isEmpty else {
             throw .invalidArgument("the bridge call needs an actor and an action")
         }

@@ -11,14 +11,18 @@
 /// Troupe bridge protocol, version 1: calls between ActorSystems over NATS.
 ///
 /// A sidecar that must reach an actor of another ActorSystem publishes a `Call` as a NATS
-/// request on `troupe.v1.<target system>.invoke`. Every sidecar of the target system
-/// subscribes there in the queue group `troupe.<target system>`, so exactly one of them takes
-/// the call, runs it as a normal invocation and publishes a `Result` on the request's reply
-/// subject. Both messages are protobuf-encoded NATS payloads; no NATS headers are required.
+/// request on `troupe.v1.<target system>.invoke.<caller system>`. Every sidecar of the target
+/// system subscribes to `troupe.v1.<target system>.invoke.*` in the queue group
+/// `troupe.<target system>`, so exactly one of them takes the call, runs it as a normal invocation
+/// and publishes a `Result` on the request's reply subject. Both messages are protobuf-encoded
+/// NATS payloads; no NATS headers are required. The caller system is in the subject so that NATS
+/// subject permissions can bind it to the credentials that published it; the envelope's
+/// `caller_system` must agree with it.
 ///
 /// Broadcasts travel as `Broadcast` messages, published (no reply) on
-/// `troupe.v1.broadcast.<channel>`; every system's sidecars subscribe to `troupe.v1.broadcast.>`
-/// in their system's queue group, so each system takes each broadcast once.
+/// `troupe.v1.broadcast.<origin system>.<channel>`; every system's sidecars subscribe to
+/// `troupe.v1.broadcast.*.*` in their system's queue group, so each system takes each broadcast
+/// once.
 ///
 /// See docs/protocol.md ("Bridge") and docs/bridge.md for subjects, deadlines, errors and the
 /// trust model.
@@ -46,7 +50,9 @@ public nonisolated struct BridgeCall: Sendable {
   public var version: UInt32 = 0
 
   /// The ActorSystem of the sending sidecar, written by that sidecar from its own configuration
-  /// (never copied from what a host or client claimed). The callee sees it as the caller's system.
+  /// (never copied from what a host or client claimed). It must equal the caller token of the
+  /// subject, or the call is refused with PERMISSION_DENIED. The callee sees it as the caller's
+  /// system.
   public var callerSystem: String = String()
 
   /// The sending sidecar's node, for logs.

@@ -55,7 +55,7 @@ private func publishNews(on nats: NATSConnection, from origin: String, _ text: S
     message.channel = "news"
     message.action = "hear"
     message.payload = try PayloadCoding.encode(text)
-    try nats.publish(to: "troupe.v1.broadcast.news", payload: message.serializedBytes())
+    try nats.publish(to: "troupe.v1.broadcast.\(origin).news", payload: message.serializedBytes())
 }
 
 @Suite("Cross-system authorization on the bridge", .serialized)
@@ -108,7 +108,7 @@ struct BridgePolicyTests {
             let nats = try await rawNATS(server)
             var call = try bridgeCall(actor: "counter", action: "get", text: "")
             call.callerSystem = "alpha"
-            let denied = try await rawCall(nats, "beta", call.serializedBytes()).failure
+            let denied = try await rawCall(nats, "beta", call.serializedBytes(), as: "alpha").failure
             #expect(denied.code == .permissionDenied, "\(denied)")
             #expect(denied.details["caller_system"] == "alpha")
             #expect(denied.details["actor_type"] == "counter")
@@ -117,7 +117,8 @@ struct BridgePolicyTests {
             // bridge before the call runs, so a policy cannot allow it.
             var byName = try bridgeCall(actor: "acct-9", action: "deposit", text: "")
             byName.callerSystem = "alpha"
-            #expect(try await rawCall(nats, "beta", byName.serializedBytes()).failure.code == .permissionDenied)
+            #expect(
+                try await rawCall(nats, "beta", byName.serializedBytes(), as: "alpha").failure.code == .permissionDenied)
             await nats.drain(timeout: .seconds(5))
         }
     }
@@ -234,7 +235,8 @@ struct BridgePolicyTests {
         for (caller, action) in [("alpha", "add"), ("gamma", "echo"), ("gamma", "echo")] {
             var call = try bridgeCall(actor: "counter", action: action, text: "")
             call.callerSystem = caller
-            #expect(try await rawCall(nats, "beta", call.serializedBytes()).failure.code == .permissionDenied)
+            #expect(
+                try await rawCall(nats, "beta", call.serializedBytes(), as: caller).failure.code == .permissionDenied)
         }
         try publishNews(on: nats, from: "gamma", "denied")
         var body = ""

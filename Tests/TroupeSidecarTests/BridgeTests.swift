@@ -47,9 +47,12 @@ func bridgeCall(actor: String, action: String, text: String, timeoutMs: UInt32 =
     return call
 }
 
-/// Sends raw bytes to `system`'s call subject and reads the answer.
-func rawCall(_ nats: NATSConnection, _ system: String, _ bytes: [UInt8]) async throws -> BridgeResult {
-    let message = try await nats.request("troupe.v1.\(system).invoke", payload: bytes, timeout: .seconds(10))
+/// Sends raw bytes to `system`'s call subject for calls of `caller` and reads the answer.
+func rawCall(_ nats: NATSConnection, _ system: String, _ bytes: [UInt8], as caller: String = "raw") async throws
+    -> BridgeResult
+{
+    let message = try await nats.request(
+        "troupe.v1.\(system).invoke.\(caller)", payload: bytes, timeout: .seconds(10))
     return try BridgeResult(serializedBytes: message.payload)
 }
 
@@ -294,12 +297,23 @@ struct BridgeTests {
             anonymous.callerSystem = ""
             #expect(try await rawCall(nats, "beta", anonymous.serializedBytes()).failure.code == .invalidArgument)
 
+            // The caller in the subject and in the envelope must agree.
+            var impostor = try bridgeCall(actor: "echo", action: "echo", text: "x")
+            impostor.callerSystem = "alpha"
+            #expect(try await rawCall(nats, "beta", impostor.serializedBytes()).failure.code == .permissionDenied)
+            // A call subject without a caller token is not served at all.
+            await #expect(throws: TroupeError.self) {
+                _ = try await nats.request(
+                    "troupe.v1.beta.invoke", payload: try bridgeCall(actor: "echo", action: "echo", text: "x")
+                        .serializedBytes(), timeout: .seconds(2))
+            }
+
             let big = try bridgeCall(actor: "echo", action: "echo", text: String(repeating: "x", count: 2000))
             #expect(try await rawCall(nats, "beta", big.serializedBytes()).failure.code == .resourceExhausted)
 
             // Nobody to answer to: dropped, nothing breaks.
             try nats.publish(
-                to: "troupe.v1.beta.invoke",
+                to: "troupe.v1.beta.invoke.raw",
                 payload: try bridgeCall(actor: "echo", action: "echo", text: "x").serializedBytes())
 
             let good = try await rawCall(

@@ -142,7 +142,10 @@ final class ChildProcess: Sendable {
 
     init(_ executable: String, _ arguments: [String], logPath: String, environment: [String: String] = [:]) throws {
         let process = Process()
-        process.executableURL = binaryDirectory.appendingPathComponent(executable)
+        // A bare name is one of this package's products; an absolute path is run as it is.
+        process.executableURL =
+            executable.hasPrefix("/")
+            ? URL(fileURLWithPath: executable) : binaryDirectory.appendingPathComponent(executable)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         // Sidecars run side by side in tests: each admin endpoint on a port of its own (a flag

@@ -79,6 +79,8 @@ public final class NATSServer: @unchecked Sendable {
 public struct NATSServerError: Error, CustomStringConvertible {
     public var message: String
     public var description: String { message }
+
+    public init(message: String) { self.message = message }
 }
 
 /// A throwaway CA with a server certificate for 127.0.0.1 and a client certificate, made with

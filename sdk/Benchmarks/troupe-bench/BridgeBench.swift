@@ -76,11 +76,11 @@ struct BridgeBench: AsyncParsableCommand {
             }
             print("   p50 \(local.p50) µs  p99 \(local.p99) µs")
 
-            print("== beta's half alone: a bridge Call sent straight to troupe.v1.beta.invoke, 64 B, 1 in flight")
+            print("== beta's half alone: a bridge Call sent straight to troupe.v1.beta.invoke.bench, 64 B, 1 in flight")
             let callBytes = try Self.echoCall(payload)
             let direct = try await NATSConnection.connect(NATSOptions(servers: [nats.url]), logger: logger)
             let half = try await latency(iterations) {
-                let answer = try await direct.request("troupe.v1.beta.invoke", payload: callBytes, timeout: .seconds(5))
+                let answer = try await direct.request("troupe.v1.beta.invoke.bench", payload: callBytes, timeout: .seconds(5))
                 guard case .reply = try BridgeResult(serializedBytes: answer.payload).outcome else {
                     throw TroupeError.internalError("beta did not answer the echo")
                 }
