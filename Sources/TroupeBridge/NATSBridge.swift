@@ -204,7 +204,8 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         broadcastsSent.increment()
     }
 
-    // MARK: Inbound (on the subscription's libnats thread; nothing here blocks)
+    // MARK: Inbound (on the subscription's libnats thread; nothing here blocks: the directory only
+    // queues a call and wakes the actor's loop)
 
     /// Hands a broadcast of another system to this system's listeners. Broadcasts have no reply
     /// subject, so a bad one is only counted and logged. Its origin is the one in the subject,
@@ -282,12 +283,11 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             inFlight.subtract(1, ordering: .relaxed)
             answer(replyTo, result)
         }
-        // Arming and queueing on the loop in one task wakes it once; tasks run in the order the
-        // calls arrived, so a caller's order is kept.
-        timerLoop.execute { [directory] in
-            reply.arm(deadline: invocation.deadline, on: self.timerLoop)
-            directory.invoke(invocation, reply: reply)
-        }
+        // Queued right here, on the subscription's thread: calls keep the order they arrived in,
+        // and the actor's own loop is the only one woken on the way to the host (a hop through
+        // another loop first cost a second wake-up per call).
+        reply.arm(deadline: invocation.deadline, on: timerLoop)
+        directory.invoke(invocation, reply: reply)
     }
 
     /// Why the policy denies `invocation`, or nil when there is no policy or it allows the call.
