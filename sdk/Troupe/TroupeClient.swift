@@ -27,7 +27,24 @@ public final class TroupeClient: Sendable {
         self.connection = connection
         self.ownsConnection = ownsConnection
         self.caller = caller
+        self.executor = EventLoopTaskExecutor(connection.eventLoop)
     }
+
+    /// The executor of this client's connection: its event loop.
+    ///
+    /// A task that prefers it writes each call and takes its answer on the thread that owns the
+    /// socket, so a call costs no thread switches inside the caller's process (two fewer
+    /// wake-ups per call than from the global pool). For latency-sensitive callers that do
+    /// little work between calls; long computations there delay every call of the connection.
+    ///
+    /// ```swift
+    /// try await withTaskExecutorPreference(client.executor) {
+    ///     for order in orders {
+    ///         let _: Receipt = try await client.invoke("till", action: "ring", order)
+    ///     }
+    /// }
+    /// ```
+    public let executor: any TaskExecutor
 
     /// Connects to a sidecar as a client (it may invoke, not host actors).
     ///
