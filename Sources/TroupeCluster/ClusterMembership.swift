@@ -11,7 +11,8 @@ public import TroupeProto
 public import TroupeStore
 
 /// Runs the SWIM state machine of ``TroupeMembership`` with real timers over the cluster
-/// transport, and places actors on the members it reports up.
+/// transport, and places actors on the members it reports up (or leaving: a draining member
+/// keeps its actors until it is down).
 ///
 /// Seeds (from configuration, or every A record of a DNS name) are contacted until they are
 /// members. Every member's gossip entry carries the actor types its hosts registered, and
@@ -93,7 +94,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// store: every node must compute the same owner from the key alone.
     public func owner(of actor: ActorKey, spawnFrom: String) -> String? {
         let (placement, mine, myselfUp) = state.withLock {
-            ($0.placement, $0.localTypes, $0.swim.myself.status == .up)
+            ($0.placement, $0.localTypes, $0.swim.myself.status.keepsItsActors)
         }
         var candidates: [String] = []
         if spawnFrom.isEmpty {
@@ -113,6 +114,14 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     }
 
     // MARK: Running
+
+    /// Announces that this node is draining: members see it *leaving* from now on, until it
+    /// departs (down) when ``run()`` ends. It keeps its actors meanwhile: they move only once
+    /// their state is flushed and the node is down, so no other node activates one too early.
+    public func beginLeaving() {
+        let directives = state.withLock { $0.swim.leave() }
+        execute(directives)
+    }
 
     /// Probes, gossips and discovers until graceful shutdown; then announces this node's departure.
     public func run() async throws {
@@ -206,11 +215,11 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         if changed { refreshPlacement() }
     }
 
-    /// Recomputes the up members placement uses; tells the directory when they changed.
+    /// Recomputes the members placement uses (up and leaving); tells the directory when they changed.
     private func refreshPlacement() {
         let changed = state.withLock { state -> Bool in
             var placement: [String: Set<String>] = [:]
-            for member in state.swim.members where member.status == .up && member.node != myself {
+            for member in state.swim.members where member.status.keepsItsActors && member.node != myself {
                 placement[member.node.name] = state.types[member.node.name] ?? []
             }
             defer { state.placement = placement }

@@ -28,12 +28,17 @@ public enum MemberStatus: Int, Sendable, Comparable, CustomStringConvertible {
     case up = 1
     /// Missed its probes; declared down unless it refutes in time.
     case suspect = 2
-    /// Draining on its way out; takes no new actors.
+    /// Draining on its way out: finishes its calls and flushes its actors, which stay placed on it
+    /// until it is down, so that no other node activates one before its state is stored.
     case leaving = 3
     /// Gone for good. A member that is down never comes back; its process restarts as a new member.
     case down = 4
 
     public static func < (lhs: Self, rhs: Self) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    /// True for the members placement puts actors on: up ones, and leaving ones until they are
+    /// down (their actors move only after their state is flushed).
+    public var keepsItsActors: Bool { self == .up || self == .leaving }
 
     public var description: String {
         switch self {

@@ -99,9 +99,10 @@ public struct SWIM: Sendable {
     /// Starts leaving: the cluster learns this node takes no new actors.
     public mutating func leave() -> [Directive] {
         guard myself.status < .leaving else { return [] }
+        let previous = myself.status
         myself.status = .leaving
         spread(myself)
-        return [.changed(myself, previous: .up)] + broadcast()
+        return [.changed(myself, previous: previous)] + broadcast()
     }
 
     /// The last word before exiting: members mark this node down at once, without suspicion.

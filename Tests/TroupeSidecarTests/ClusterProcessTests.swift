@@ -316,13 +316,14 @@ struct ClusterProcessTests {
         leaver.sidecar.signal(SIGTERM)
         #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")
         leaver.host.kill9()
-        // It said goodbye: the others mark it down straight from up, without suspecting it first.
+        // It said goodbye: the others mark it down straight from leaving, without suspecting it.
         for survivor in nodes[0..<2] {
             try await waitFor("\(survivor.name) to see \(leaver.name) down") {
                 survivor.sidecar.log.split(separator: "\n").contains {
-                    $0.contains("member \(leaver.name) is down") && $0.contains("troupe.previous=up")
+                    $0.contains("member \(leaver.name) is down") && $0.contains("troupe.previous=leaving")
                 }
             }
+            #expect(!survivor.sidecar.log.contains("member \(leaver.name) is suspect"))
         }
 
         let restarted = try await ClusterNodeProcess.start(
@@ -345,6 +346,33 @@ struct ClusterProcessTests {
                 RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\($0)", among: names) == leaver.name
             })
         #expect(try await whereabouts(of: actor, via: client) == leaver.name)
+        await client.close()
+    }
+
+    @Test func aDrainingNodeIsLeavingWhileItsCallsFinishKeepsItsActorsAndIsDownAfterwards() async throws {
+        let nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let names = nodes.map(\.name)
+        let owner = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/sleeper", among: names)
+        let leaver = try #require(nodes.first { $0.name == owner })
+        let other = try #require(nodes.first { $0.name != owner })
+        let client = try await other.client()
+        let slow = inBackground { try await client.invoke("sleeper", action: "sleep", 4000, as: Int.self) }
+        try await waitFor("the slow call to run on \(leaver.name)") { await leaver.isRunning("sleeper") }
+
+        leaver.sidecar.signal(SIGTERM)
+        try await waitFor("\(other.name) to list \(leaver.name) as leaving") {
+            try await other.members().contains { $0.node == leaver.name && $0.status == "leaving" }
+        }
+        // Still the owner while it drains: the slow call was not moved, and it finishes there.
+        #expect(try await slow.value.get() == 4000)
+        #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")
+        try await waitFor("\(other.name) to see \(leaver.name) down after leaving") {
+            other.sidecar.log.split(separator: "\n").contains {
+                $0.contains("member \(leaver.name) is down") && $0.contains("troupe.previous=leaving")
+            }
+        }
+        #expect(other.sidecar.log.contains("member \(leaver.name) is leaving"))
         await client.close()
     }
 

@@ -203,10 +203,11 @@ public final class Sidecar: Sendable {
         if let cluster { services += [.init(service: cluster.transport), .init(service: cluster.membership)] }
         services += [.init(service: server), .init(service: directory)]
         if let bridge { services.append(.init(service: bridge)) }
-        services.append(.init(service: DrainMarker(flag: draining)))
+        services.append(.init(service: DrainMarker(flag: draining, membership: cluster?.membership)))
         let group = ServiceGroup(
             configuration: .init(
-                // Stopped in reverse order: the drain marker first (so /readyz fails at once), then
+                // Stopped in reverse order: the drain marker first (so /readyz fails at once and
+                // the other members see this node leaving), then
                 // the bridge stops taking calls from other systems, the directory drains calls,
                 // hosts are let go, the node leaves the cluster, the transport closes, and the
                 // admin endpoint goes last, so probes are answered throughout.
@@ -234,12 +235,15 @@ final class DrainFlag: Sendable {
     func set() { value.withLock { $0 = true } }
 }
 
-/// Waits for graceful shutdown and sets the flag, so readiness fails while the rest drains.
+/// Waits for graceful shutdown and sets the flag, so readiness fails while the rest drains, and
+/// announces the node as leaving to the cluster.
 private struct DrainMarker: Service {
     let flag: DrainFlag
+    let membership: ClusterMembership?
 
     func run() async throws {
         try? await gracefulShutdown()
         flag.set()
+        membership?.beginLeaving()
     }
 }
