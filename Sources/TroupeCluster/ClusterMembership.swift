@@ -9,6 +9,7 @@ public import TroupeMembership
 import TroupePlacement
 public import TroupeProto
 public import TroupeStore
+import TroupeWire
 
 /// Runs the SWIM state machine of ``TroupeMembership`` with real timers over the cluster
 /// transport, and places actors on the members it reports up (or leaving: a draining member
@@ -42,6 +43,11 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         var placement: [String: Set<String>] = [:]
         /// This node's types, refreshed every tick, so placement never calls into the directory.
         var localTypes: Set<String> = []
+        /// Set when the cluster declared this process down while it could not answer (paused,
+        /// cut off). Down is final, so ``run()`` ends with an error and the sidecar stops.
+        var declaredDown = false
+        /// Set just before this node's own farewell, which also makes it down.
+        var departing = false
     }
 
     public let configuration: Configuration
@@ -124,12 +130,17 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     }
 
     /// Probes, gossips and discovers until graceful shutdown; then announces this node's departure.
+    ///
+    /// - Throws: `unavailable` when the other members declared this node down while it could not
+    ///   answer them (it was paused or cut off for longer than the failure detector waits). Its
+    ///   actors may be active elsewhere by then, so it must not serve any more: the sidecar stops,
+    ///   and its restart (Kubernetes restarts the container) joins as a new member.
     public func run() async throws {
         transport.onSwim { [weak self] swim, peer in self?.receive(swim, from: peer) }
         await discover()
         await cancelWhenGracefulShutdown {
             var nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
-            while !Task.isCancelled {
+            while !Task.isCancelled, !self.state.withLock({ $0.declaredDown }) {
                 try? await Task.sleep(for: .nanoseconds(self.configuration.tickInterval.nanoseconds))
                 let types = self.localTypes()
                 let (directives, typesChanged) = self.state.withLock { state in
@@ -144,7 +155,17 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                 }
             }
         }
-        let farewell = state.withLock { $0.swim.depart() }
+        if state.withLock({ $0.declaredDown }) {
+            logger.critical(
+                "the cluster declared this node down while it could not answer (paused or cut off); stopping: a restart joins as a new member"
+            )
+            throw TroupeError.unavailable(
+                "node \(myself.name) was declared down by the cluster", details: ["node": myself.name])
+        }
+        let farewell = state.withLock { state in
+            state.departing = true
+            return state.swim.depart()
+        }
         execute(farewell)
         // Give the farewell a moment to leave before the transport closes.
         try? await Task.sleep(for: .milliseconds(100))
@@ -196,6 +217,9 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                 guard member.node != myself else {
                     logger.info(
                         "this node is \(member.status)", metadata: ["troupe.incarnation": "\(member.incarnation)"])
+                    if member.status == .down {
+                        state.withLock { if !$0.departing { $0.declaredDown = true } }
+                    }
                     continue
                 }
                 if member.status == .down {

@@ -141,7 +141,13 @@ public struct SWIM: Sendable {
         }
         for rumor in rumors { directives += apply(rumor, now: now) }
         if myself.status == .joining { directives += promoteMyself() }
-        guard myself.status != .down, known[sender]?.status != .down else { return directives }
+        guard myself.status != .down else { return directives }
+        if let stale = known[sender], stale.status == .down {
+            // A process we declared down is still talking (it was paused or cut off). Down is
+            // final: tell it, so it stops instead of declaring everyone else down in turn.
+            let verdict = Message.ack(probe: 0, target: myself.node, gossip: [myself, stale])
+            return directives + [.send(verdict, to: sender)]
+        }
         switch message {
         case .ping(let id, _):
             directives.append(.send(.ack(probe: id, target: myself.node, gossip: gossip()), to: sender))
@@ -226,6 +232,13 @@ public struct SWIM: Sendable {
     /// Merges one report into what this node knows.
     private mutating func apply(_ report: Member, now: Int64 = 0) -> [Directive] {
         if report.node == myself.node {
+            if report.status == .down, myself.status != .down {
+                // The cluster declared this process down while it could not answer: that is final
+                // (its actors may be active elsewhere by now). The runtime has to stop it.
+                let previous = myself.status
+                myself.status = .down
+                return [.changed(myself, previous: previous)]
+            }
             // Only we may say we are alive: refute a suspicion with a higher incarnation.
             guard report.status == .suspect, myself.status < .leaving, report.incarnation >= myself.incarnation else {
                 return []

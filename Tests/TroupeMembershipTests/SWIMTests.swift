@@ -85,6 +85,22 @@ struct SWIMTests {
         #expect(!cluster.changes.contains { $0.member.node == c && $0.member.status == .down })
     }
 
+    @Test func aPausedNodeDeclaredDownLearnsItWhenItResumesAndDownsNobodyElse() {
+        var cluster = formed()
+        _ = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+        }
+        cluster.paused.insert(c)
+        let declared = cluster.run(until: 10_000) { allSee($0, c, as: .down, among: [a, b]) }
+        #expect(declared != nil)
+        cluster.paused.remove(c)
+        let learned = cluster.run(until: 5000) { $0.nodes[c]?.myself.status == .down }
+        #expect(learned != nil, "c still believes it is \(cluster.nodes[c]?.myself.status.description ?? "?")")
+        // It never got to declare the others down, and they stay up for each other.
+        #expect(!cluster.changes.contains { $0.observer == c && $0.member.node != c && $0.member.status == .down })
+        #expect(allSee(cluster, a, as: .up, among: [b]) && allSee(cluster, b, as: .up, among: [a]))
+    }
+
     @Test func aRestartedNodeReplacesItsOldIncarnation() {
         var cluster = formed()
         _ = cluster.run(until: 5000) { cluster in

@@ -376,6 +376,26 @@ struct ClusterProcessTests {
         await client.close()
     }
 
+    @Test func aNodePausedUntilItIsDeclaredDownStopsWhenItResumesInsteadOfServing() async throws {
+        let nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let paused = nodes[2]
+        paused.sidecar.signal(SIGSTOP)
+        for survivor in nodes[0..<2] {
+            try await waitFor("\(survivor.name) to declare \(paused.name) down") {
+                try await survivor.members().contains { $0.node == paused.name && $0.status == "down" }
+            }
+        }
+        paused.sidecar.signal(SIGCONT)
+        // It learns the verdict from the first member it talks to, and stops with an error.
+        let status = try await paused.sidecar.waitForExit(timeout: .seconds(30))
+        #expect(status != 0)
+        #expect(paused.sidecar.log.contains("the cluster declared this node down"), "\(paused.logs)")
+        // It declared nobody else down on its way out, and the survivors still see each other up.
+        #expect(!paused.sidecar.log.contains("member n0 is down") && !paused.sidecar.log.contains("member n1 is down"))
+        #expect(await nodes[0].sees([nodes[0].name, nodes[1].name]))
+    }
+
     /// With the shared Postgres store, an actor that moves keeps its last acknowledged state.
     @Test func onASharedPostgresStoreAcknowledgedStateSurvivesKill9OfTheOwner() async throws {
         try await withSharedSchema { url in
