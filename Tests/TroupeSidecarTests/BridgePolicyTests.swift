@@ -47,15 +47,20 @@ private func rawNATS(_ server: NATSServer) async throws -> NATSConnection {
     return try await NATSConnection.connect(NATSOptions(servers: [server.url]), logger: logger)
 }
 
-/// Publishes a broadcast of `hear(text)` on `news` as system `origin`'s sidecar would.
-private func publishNews(on nats: NATSConnection, from origin: String, _ text: String) throws {
+/// A broadcast of `hear(text)` on `news` whose envelope names `origin`.
+func news(from origin: String, _ text: String) throws -> [UInt8] {
     var message = BridgeBroadcast()
     message.version = 1
     message.originSystem = origin
     message.channel = "news"
     message.action = "hear"
     message.payload = try PayloadCoding.encode(text)
-    try nats.publish(to: "troupe.v1.broadcast.\(origin).news", payload: message.serializedBytes())
+    return try message.serializedBytes()
+}
+
+/// Publishes a broadcast of `hear(text)` on `news` as system `origin`'s sidecar would.
+private func publishNews(on nats: NATSConnection, from origin: String, _ text: String) throws {
+    try nats.publish(to: "troupe.v1.broadcast.\(origin).news", payload: news(from: origin, text))
 }
 
 @Suite("Cross-system authorization on the bridge", .serialized)
