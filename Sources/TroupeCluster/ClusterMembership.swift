@@ -84,6 +84,9 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// This node's cluster address.
     public var address: String { myself.address }
 
+    /// This node's own status: up once it joined (or, with no member reachable, founded) a cluster.
+    public var status: MemberStatus { state.withLock { $0.swim.myself.status } }
+
     /// Every member this node knows, itself included.
     public var members: [Member] { state.withLock { $0.swim.members } }
 

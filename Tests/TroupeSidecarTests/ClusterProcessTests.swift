@@ -360,10 +360,15 @@ struct ClusterProcessTests {
         let slow = inBackground { try await client.invoke("sleeper", action: "sleep", 4000, as: Int.self) }
         try await waitFor("the slow call to run on \(leaver.name)") { await leaver.isRunning("sleeper") }
 
+        let adminPort = try await adminPort(of: leaver.sidecar)
+        #expect(try await httpGet(port: adminPort, "/readyz").body.contains("cluster: ok"))
         leaver.sidecar.signal(SIGTERM)
         try await waitFor("\(other.name) to list \(leaver.name) as leaving") {
             try await other.members().contains { $0.node == leaver.name && $0.status == "leaving" }
         }
+        let draining = try await httpGet(port: adminPort, "/readyz")
+        #expect(draining.status == 503)
+        #expect(draining.body.contains("cluster: this node is leaving in the cluster"), "\(draining.body)")
         // Still the owner while it drains: the slow call was not moved, and it finishes there.
         #expect(try await slow.value.get() == 4000)
         #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")

@@ -116,7 +116,8 @@ public final class Sidecar: Sendable {
         if let listen = configuration.adminListen {
             admin = try AdminServer(
                 listen: listen, token: configuration.adminToken,
-                checks: Self.readinessChecks(directory: directory, store: store, draining: draining),
+                checks: Self.readinessChecks(
+                    directory: directory, store: store, draining: draining, membership: cluster?.membership),
                 registry: metrics,
                 api: AdminAPI(
                     view: SidecarView(configuration: configuration, directory: directory, membership: cluster?.membership),
@@ -166,11 +167,20 @@ public final class Sidecar: Sendable {
         return (transport, membership)
     }
 
-    /// What `/readyz` requires: not shutting down, a host registered, and the store answering a read.
-    private static func readinessChecks(directory: ActorDirectory, store: any StateStore, draining: DrainFlag)
-        -> [ReadinessCheck]
-    {
+    /// What `/readyz` requires: not shutting down, a host registered, the store answering a read,
+    /// and, in a cluster, this node up among the members.
+    private static func readinessChecks(
+        directory: ActorDirectory, store: any StateStore, draining: DrainFlag, membership: ClusterMembership?
+    ) -> [ReadinessCheck] {
         let probeKey = ActorKey(system: directory.configuration.system, name: "troupe.readyz")
+        var cluster: [ReadinessCheck] = []
+        if let membership {
+            cluster.append(
+                ReadinessCheck(name: "cluster") {
+                    let status = membership.status
+                    return status == .up ? nil : "this node is \(status) in the cluster"
+                })
+        }
         return [
             ReadinessCheck(name: "draining") {
                 draining.isSet ? "shutting down: calls in flight are finishing" : nil
@@ -186,7 +196,7 @@ public final class Sidecar: Sendable {
                     return "\(store.description) does not answer: \(error)"
                 }
             },
-        ]
+        ] + cluster
     }
 
     /// The port of the admin HTTP endpoint once ``run(signals:)`` has bound it (useful with port 0).
