@@ -264,7 +264,8 @@ struct ClusterProcessTests {
         }
         let system = ClusterNodeProcess.system
         let n0 = try await ClusterNodeProcess.start(
-            name: "n0", seeds: [], extra: tls(try ca.issue(node: "n0", system: system)))
+            name: "n0", seeds: [],
+            extra: tls(try ca.issue(node: "n0", system: system)) + ["--admin-listen", "127.0.0.1:0"])
         defer { n0.stop() }
         let n1 = try await ClusterNodeProcess.start(
             name: "n1", seeds: [n0.address], extra: tls(try ca.issue(node: "n1", system: system)))
@@ -289,6 +290,12 @@ struct ClusterProcessTests {
             n0.sidecar.log.contains("cluster TLS handshake refused") && n0.sidecar.log.contains("untrusted_certificate")
         }
         #expect(try await n0.members().contains { $0.node == "n2" } == false)
+        let metrics = try await httpGet(port: try await adminPort(of: n0.sidecar), "/metrics").body
+        let refusals = metrics.split(separator: "\n").first { line in
+            line.hasPrefix("troupe_cluster_tls_handshake_failures_total{")
+                && line.contains("reason=\"untrusted_certificate\"")
+        }
+        #expect(refusals.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0 >= 1, "\(metrics)")
 
         // A sidecar with only part of the TLS settings refuses to start, naming them.
         let (status, output) = try await runToCompletion(
