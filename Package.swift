@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
     ],
     targets: [
         // Generated from proto/ by scripts/gen-proto.sh; committed.
@@ -146,7 +148,7 @@ let package = Package(
             path: "Sources/TroupeActors",
             swiftSettings: strict
         ),
-        // The ActorSystem cluster: sidecar-to-sidecar TCP transport, SWIM driver, placement.
+        // The ActorSystem cluster: sidecar-to-sidecar TCP transport (mutual TLS), SWIM driver, placement.
         .target(
             name: "TroupeCluster",
             dependencies: [
@@ -154,6 +156,9 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "X509", package: "swift-certificates"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -310,8 +315,10 @@ let package = Package(
             name: "TroupeClusterTests",
             dependencies: [
                 "TroupeCluster", "TroupeActors", "TroupeMembership", "TroupeWire", "TroupeProto", "TroupeStore",
+                "TroupeTestSupport", "TroupeTestActors",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],

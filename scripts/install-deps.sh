@@ -4,6 +4,7 @@
 #   postgresql, postgresql-client  the Postgres store's tests and benchmarks (initdb, pg_ctl, psql, pgbench)
 #   nats-server, libnats-dev     the cross-system bridge (server for tests, C client for the build)
 #   libssl-dev, pkg-config       libnats' dependencies and how SwiftPM finds system libraries
+#   openssl                      the command that makes throwaway CAs and certificates in TLS tests
 #   golang-go, golang-github-masterminds-sprig-dev, golang-github-ghodss-yaml-dev,
 #   golang-github-xeipuuv-gojsonschema-dev
 #                                the Helm chart's renderer (tools/chart-render, scripts/check-chart.sh)
@@ -49,6 +50,7 @@ have nats-server || want nats-server "NATS server (bridge tests)"
 package_installed libnats-dev libnats || want libnats-dev "NATS C client (bridge)"
 package_installed libssl-dev openssl || want libssl-dev "OpenSSL headers (libnats)"
 have pkg-config || want pkg-config "pkg-config (system library lookup)"
+have openssl || want openssl "openssl command (test certificates for the TLS tests)"
 have go || want golang-go "Go toolchain (builds the chart renderer)"
 package_installed golang-github-masterminds-sprig-dev || want golang-github-masterminds-sprig-dev "sprig template functions (chart renderer)"
 package_installed golang-github-ghodss-yaml-dev || want golang-github-ghodss-yaml-dev "YAML through JSON as Helm reads it (chart renderer)"

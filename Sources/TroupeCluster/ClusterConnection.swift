@@ -379,7 +379,12 @@ final class ClusterChannelHandler: ChannelInboundHandler {
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         logger.debug("cluster connection error", metadata: ["troupe.error": "\(error)"])
-        context.close(promise: nil)
+        if let refusal = error as? TroupeError {
+            // A refusal before the handshake (TLS): the dialling side's calls fail with its reason.
+            close(failing: refusal)
+        } else {
+            context.close(promise: nil)
+        }
     }
 }
 

@@ -3,6 +3,7 @@ public import Logging
 import Metrics
 public import NIOCore
 import NIOPosix
+import NIOSSL
 public import ServiceLifecycle
 import Synchronization
 public import TroupeActors
@@ -30,6 +31,10 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         public var connectTimeout: TimeAmount = .seconds(1)
         public var handshakeTimeout: TimeAmount = .seconds(2)
         public var backoff = ReconnectBackoff()
+        /// Mutual TLS on every connection, both ways; nil speaks plain TCP.
+        public var tls: ClusterTLS?
+        /// How often the TLS files are read again to pick up rotated certificates.
+        public var tlsReloadInterval: Duration = .seconds(5)
 
         public init(system: String, myself: NodeIdentity, listenHost: String, listenPort: Int) {
             self.system = system
@@ -194,6 +199,22 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         let handler = ClusterChannelHandler(role: role, inbound: self, logger: logger)
         let connection = ClusterConnection(channel: channel, handler: handler)
         handler.connection = connection
+        if let tls = configuration.tls {
+            // The contexts current now: a connection opened after a rotation uses the new files.
+            let contexts = tls.current
+            let accepting: Bool
+            switch role {
+            case .accepting:
+                accepting = true
+                try channel.pipeline.syncOperations.addHandler(NIOSSLServerHandler(context: contexts.server))
+            case .connecting:
+                accepting = false
+                try channel.pipeline.syncOperations.addHandler(
+                    NIOSSLClientHandler(context: contexts.client, serverHostname: nil))
+            }
+            try channel.pipeline.syncOperations.addHandler(
+                ClusterTLSGate(tls: tls, accepting: accepting, logger: logger))
+        }
         try channel.pipeline.syncOperations.addHandler(
             ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: ClusterProtocol.maxFrameBytes)))
         try channel.pipeline.syncOperations.addHandler(handler)
@@ -262,10 +283,17 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
             .bind(host: configuration.listenHost, port: configuration.listenPort).get()
         bound.withLock { $0 = server }
         logger.info(
-            "cluster transport listening", metadata: ["troupe.address": "\(server.localAddress.map { "\($0)" } ?? "?")"]
-        )
+            "cluster transport listening",
+            metadata: [
+                "troupe.address": "\(server.localAddress.map { "\($0)" } ?? "?")",
+                "troupe.tls": "\(configuration.tls == nil ? "off" : "mutual")",
+            ])
         actorSystem.attach(transport: self)
         await withDiscardingTaskGroup { group in
+            if let tls = configuration.tls {
+                let interval = configuration.tlsReloadInterval
+                group.addTask { await cancelWhenGracefulShutdown { await tls.watch(every: interval) } }
+            }
             group.addTask {
                 try? await gracefulShutdown()
                 self.jobInput.finish()

@@ -23,9 +23,9 @@ private struct ClusterNodeProcess: Sendable {
     var socket: String { directory.path("troupe.sock") }
     var address: String { "127.0.0.1:\(port)" }
 
-    static func start(name: String, port: Int, seeds: [String], store: [String] = ["--store", "memory"]) async throws
-        -> ClusterNodeProcess
-    {
+    static func start(
+        name: String, port: Int, seeds: [String], store: [String] = ["--store", "memory"], extra: [String] = []
+    ) async throws -> ClusterNodeProcess {
         let directory = try TemporaryDirectory()
         let socket = directory.path("troupe.sock")
         let sidecar = try ChildProcess(
@@ -34,7 +34,7 @@ private struct ClusterNodeProcess: Sendable {
                 "--system", system, "--node", name, "--socket", socket, "--data-path", directory.path("state.sqlite"),
                 "--cluster-listen", "127.0.0.1:\(port)", "--cluster-seeds", seeds.joined(separator: ","),
                 "--log-level", "info",
-            ] + store,
+            ] + store + extra,
             logPath: directory.path("sidecar.log"))
         do {
             // Up once both listeners are: the host socket, and the cluster port, which another
@@ -61,13 +61,14 @@ private struct ClusterNodeProcess: Sendable {
 
     /// Starts the node on a port free at that moment; if the sidecar dies at start (another
     /// test took the port in between), tries again on a new port, three times at most.
-    static func start(name: String, seeds: [String], store: [String] = ["--store", "memory"]) async throws
-        -> ClusterNodeProcess
-    {
+    static func start(
+        name: String, seeds: [String], store: [String] = ["--store", "memory"], extra: [String] = []
+    ) async throws -> ClusterNodeProcess {
         var failure: (any Error)?
         for _ in 0..<3 {
             do {
-                return try await start(name: name, port: try await freeTCPPort(), seeds: seeds, store: store)
+                return try await start(
+                    name: name, port: try await freeTCPPort(), seeds: seeds, store: store, extra: extra)
             } catch let error as TroupeError where error.code == .unavailable {
                 failure = error
             }
@@ -249,6 +250,62 @@ struct ClusterProcessTests {
         }
         #expect(rows.count == 12, "each actor listed once: \(actorsJSON)")
         for client in clients { await client.close() }
+    }
+
+    @Test func sidecarsWithClusterTLSFormAClusterAndRefuseANodeWhoseCertificateIsOfAnotherCA() async throws {
+        let ca = try TestClusterCA()
+        let other = try TestClusterCA(name: "troupe-other-ca")
+        defer {
+            ca.remove()
+            other.remove()
+        }
+        func tls(_ files: TestClusterCA.NodeFiles) -> [String] {
+            ["--cluster-tls-cert", files.certificate, "--cluster-tls-key", files.key, "--cluster-tls-ca", files.ca]
+        }
+        let system = ClusterNodeProcess.system
+        let n0 = try await ClusterNodeProcess.start(
+            name: "n0", seeds: [],
+            extra: tls(try ca.issue(node: "n0", system: system)) + ["--admin-listen", "127.0.0.1:0"])
+        defer { n0.stop() }
+        let n1 = try await ClusterNodeProcess.start(
+            name: "n1", seeds: [n0.address], extra: tls(try ca.issue(node: "n1", system: system)))
+        defer { n1.stop() }
+        for node in [n0, n1] {
+            try await waitFor("\(node.name) to see both nodes up over TLS") { await node.sees(["n0", "n1"]) }
+        }
+        // A call through n0 to an actor placement gives n1 crosses the TLS connection.
+        let actor = try #require(
+            (0..<50).map { "tls-\($0)" }.first {
+                RendezvousPlacement.owner(of: "\(system)/\($0)", among: ["n0", "n1"]) == "n1"
+            })
+        let client = try await n0.client()
+        #expect(try await whereabouts(of: actor, via: client) == "n1")
+        await client.close()
+
+        // The intruder trusts the CA, but its own certificate is of another CA: it never gets in.
+        let intruderFiles = try other.issue(node: "n2", system: system, trusting: ca.caFile)
+        let intruder = try await ClusterNodeProcess.start(name: "n2", seeds: [n0.address], extra: tls(intruderFiles))
+        defer { intruder.stop() }
+        try await waitFor("n0 to log the refused handshake") {
+            n0.sidecar.log.contains("cluster TLS handshake refused") && n0.sidecar.log.contains("untrusted_certificate")
+        }
+        #expect(try await n0.members().contains { $0.node == "n2" } == false)
+        let metrics = try await httpGet(port: try await adminPort(of: n0.sidecar), "/metrics").body
+        let refusals = metrics.split(separator: "\n").first { line in
+            line.hasPrefix("troupe_cluster_tls_handshake_failures_total{")
+                && line.contains("reason=\"untrusted_certificate\"")
+        }
+        #expect(refusals.flatMap { Int($0.split(separator: " ").last ?? "") } ?? 0 >= 1, "\(metrics)")
+
+        // A sidecar with only part of the TLS settings refuses to start, naming them.
+        let (status, output) = try await runToCompletion(
+            "troupe-sidecar",
+            [
+                "--system", system, "--node", "half", "--socket", n0.directory.path("half.sock"), "--store", "memory",
+                "--cluster-listen", "127.0.0.1:0", "--cluster-tls-cert", intruderFiles.certificate,
+            ])
+        #expect(status != 0)
+        #expect(output.contains("cluster-tls-cert, cluster-tls-key and cluster-tls-ca"), "\(output)")
     }
 
     @Test func afterKill9OfANodeInFlightCallsFailWithUnavailableAndTheSurvivorsTakeOverItsActors() async throws {

@@ -109,7 +109,7 @@ public final class Sidecar: Sendable {
         directoryConfiguration.sideEffectTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         self.eventLoops = eventLoops
-        cluster = Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)
+        cluster = try Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)
         server = HostServer(
             configuration: configuration, directory: directory, membership: cluster?.membership, group: eventLoops,
             logger: logger)
@@ -144,7 +144,8 @@ public final class Sidecar: Sendable {
 
     private static func makeCluster(
         _ configuration: SidecarConfiguration, directory: ActorDirectory, group: any EventLoopGroup, logger: Logger
-    ) -> (ClusterTransport, ClusterMembership)? {
+    ) throws(TroupeError) -> (ClusterTransport, ClusterMembership)? {
+        let tlsFiles = try configuration.clusterTLSFiles()
         guard let listen = configuration.clusterListen, let (host, port) = ClusterTransport.split(listen) else {
             return nil
         }
@@ -153,9 +154,18 @@ public final class Sidecar: Sendable {
         // one (SWIM keeps the higher); microseconds of wall-clock time at start.
         let incarnation = UInt64(Date().timeIntervalSince1970 * 1_000_000)
         let myself = NodeIdentity(name: configuration.node, address: advertise, uid: incarnation)
+        var transportConfiguration = ClusterTransport.Configuration(
+            system: configuration.system, myself: myself, listenHost: host, listenPort: port)
+        if let tlsFiles {
+            var tlsLogger = logger
+            tlsLogger[metadataKey: "troupe.node"] = "\(configuration.node)"
+            tlsLogger[metadataKey: "troupe.system"] = "\(configuration.system)"
+            transportConfiguration.tls = try ClusterTLS(
+                files: tlsFiles, system: configuration.system, logger: tlsLogger)
+            transportConfiguration.tlsReloadInterval = .milliseconds(Int(configuration.clusterTLSReloadMs))
+        }
         let transport = ClusterTransport(
-            configuration: .init(system: configuration.system, myself: myself, listenHost: host, listenPort: port),
-            actorSystem: directory.actorSystem, group: group, logger: logger)
+            configuration: transportConfiguration, actorSystem: directory.actorSystem, group: group, logger: logger)
         var membershipConfiguration = ClusterMembership.Configuration()
         membershipConfiguration.seeds = configuration.clusterSeeds
         membershipConfiguration.dnsName = configuration.clusterDNS

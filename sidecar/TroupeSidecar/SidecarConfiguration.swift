@@ -1,5 +1,6 @@
 import Foundation
 public import TroupeBridge
+public import TroupeCluster
 public import TroupeNATS
 public import TroupePostgres
 public import TroupeStateEncryption
@@ -78,6 +79,13 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var clusterSeeds: [String] = []
     /// A DNS name whose A records are cluster peers (a headless Service), on the cluster port.
     public var clusterDNS: String?
+    /// Mutual TLS between the sidecars: this node's PEM certificate, its key and the CA every
+    /// node's certificate must chain to; all three or none (``clusterTLSFiles()``).
+    public var clusterTLSCertificateFile: String?
+    public var clusterTLSKeyFile: String?
+    public var clusterTLSCAFile: String?
+    /// How often the cluster TLS files are read again, to pick up rotated certificates.
+    public var clusterTLSReloadMs: UInt32 = 5000
 
     public init() {}
 
@@ -305,6 +313,22 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "cluster-dns", summary: "DNS name whose A records are cluster peers") { c, v throws(TroupeError) in
             c.clusterDNS = v.isEmpty ? nil : v
         },
+        Setting(key: "cluster-tls-cert", summary: "PEM certificate of this node for cluster mutual TLS (tls.crt)") {
+            c, v throws(TroupeError) in
+            c.clusterTLSCertificateFile = v.isEmpty ? nil : v
+        },
+        Setting(key: "cluster-tls-key", summary: "PEM private key of cluster-tls-cert (tls.key)") {
+            c, v throws(TroupeError) in
+            c.clusterTLSKeyFile = v.isEmpty ? nil : v
+        },
+        Setting(key: "cluster-tls-ca", summary: "PEM CA the peers' cluster certificates must chain to (ca.crt)") {
+            c, v throws(TroupeError) in
+            c.clusterTLSCAFile = v.isEmpty ? nil : v
+        },
+        Setting(key: "cluster-tls-reload-ms", summary: "how often the cluster TLS files are checked for rotation") {
+            c, v throws(TroupeError) in
+            c.clusterTLSReloadMs = try number(v, "cluster-tls-reload-ms", in: 100...3_600_000)
+        },
     ]
 
     /// Sets one setting by key.
@@ -449,6 +473,23 @@ extension SidecarConfiguration {
         let broadcasts = try parseBridgePolicy(
             naming: "bridge-allow-broadcasts", calls: "", broadcasts: bridgeAllowBroadcasts ?? "")
         return calls.merging(broadcasts)
+    }
+
+    /// The files of mutual TLS between the sidecars, or nil for plain TCP.
+    ///
+    /// - Throws: `invalidArgument` if only some of `cluster-tls-cert`, `cluster-tls-key` and
+    ///   `cluster-tls-ca` are set, or they are set without `cluster-listen`.
+    public func clusterTLSFiles() throws(TroupeError) -> ClusterTLSFiles? {
+        let set = [clusterTLSCertificateFile, clusterTLSKeyFile, clusterTLSCAFile].compactMap { $0 }
+        if set.isEmpty { return nil }
+        guard let certificate = clusterTLSCertificateFile, let key = clusterTLSKeyFile, let ca = clusterTLSCAFile else {
+            throw .invalidArgument(
+                "cluster-tls-cert, cluster-tls-key and cluster-tls-ca go together: set all three or none")
+        }
+        guard clusterListen != nil else {
+            throw .invalidArgument("cluster-tls-cert, cluster-tls-key and cluster-tls-ca need cluster-listen")
+        }
+        return ClusterTLSFiles(certificate: certificate, key: key, ca: ca)
     }
 
     /// The state encryption keys, or ``StateKeyring/none``.

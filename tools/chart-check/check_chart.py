@@ -214,6 +214,21 @@ def check_case(c, case, manifests, kube_version, values, known_settings):
                         dns.startswith(f"{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc."), dns)
     else:
         c.check(f"{case}: no peers Service when peerService.create is false", not peers)
+    tls = values.get("cluster", {}).get("tls", {})
+    if values.get("cluster", {}).get("enabled", True) and tls.get("enabled"):
+        # The three files come from one Secret volume mounted whole (a subPath mount would never
+        # see a renewed certificate), read-only.
+        tls_mount = next((m for m in sidecar.get("volumeMounts", []) if m["name"] == "troupe-cluster-tls"), {})
+        tls_dir = tls_mount.get("mountPath", "?")
+        c.check(f"{case}: cluster TLS files come from the Secret {tls.get('secretName')}, mounted whole and read-only",
+                volumes.get("troupe-cluster-tls", {}).get("secret", {}).get("secretName") == tls.get("secretName")
+                and tls_mount.get("readOnly") is True and "subPath" not in tls_mount
+                and config.get("cluster-tls-cert") == f"{tls_dir}/tls.crt"
+                and config.get("cluster-tls-key") == f"{tls_dir}/tls.key"
+                and config.get("cluster-tls-ca") == f"{tls_dir}/ca.crt", str(tls_mount))
+    else:
+        c.check(f"{case}: no cluster TLS unless enabled",
+                "troupe-cluster-tls" not in volumes and not any(k.startswith("cluster-tls") for k in config))
     if values.get("cluster", {}).get("seeds"):
         c.check(f"{case}: cluster seeds replace DNS discovery",
                 config.get("cluster-seeds") == ",".join(values["cluster"]["seeds"]) and "cluster-dns" not in config)

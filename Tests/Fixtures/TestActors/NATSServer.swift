@@ -127,7 +127,8 @@ public struct TestCertificates: Sendable {
         return (directory + "/named.pem", directory + "/named.key")
     }
 
-    private static func run(_ script: String) throws {
+    /// Runs `script` with `/bin/sh`; fails if it exits non-zero (an `openssl` step failed).
+    static func run(_ script: String) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/bin/sh")
         process.arguments = ["-c", script]

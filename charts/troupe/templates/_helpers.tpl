@@ -79,11 +79,26 @@ Secrets are not here: they reach the sidecar as TROUPE_* variables (troupe.secre
 {{- else }}
 {{- $_ := set $c "cluster-dns" (include "troupe.peerDNS" .) }}
 {{- end }}
+{{- if .Values.cluster.tls.enabled }}
+{{- $dir := include "troupe.clusterTLSDir" . }}
+{{- $_ := set $c "cluster-tls-cert" (printf "%s/tls.crt" $dir) }}
+{{- $_ := set $c "cluster-tls-key" (printf "%s/tls.key" $dir) }}
+{{- $_ := set $c "cluster-tls-ca" (printf "%s/ca.crt" $dir) }}
+{{- $_ := set $c "cluster-tls-reload-ms" (int64 .Values.cluster.tls.reloadMs) }}
+{{- end }}
 {{- end }}
 {{- if .Values.nats.url }}
 {{- $_ := set $c "nats-url" .Values.nats.url }}
 {{- end }}
 {{- toYaml (mergeOverwrite $c (deepCopy $s.config)) }}
+{{- end }}
+
+{{/*
+Where the cluster TLS Secret is mounted: a directory of its own (not under the ConfigMap's
+/etc/troupe), without subPath, so the kubelet's updates of a renewed certificate reach it.
+*/}}
+{{- define "troupe.clusterTLSDir" -}}
+/etc/troupe-cluster-tls
 {{- end }}
 
 {{/* Effective drain timeout in whole seconds, rounded up. */}}

@@ -71,4 +71,9 @@ volumeMounts:
   - name: troupe-data
     mountPath: {{ $s.data.dir }}
   {{- end }}
+  {{- if and .Values.cluster.enabled .Values.cluster.tls.enabled }}
+  - name: troupe-cluster-tls
+    mountPath: {{ include "troupe.clusterTLSDir" . }}
+    readOnly: true
+  {{- end }}
 {{- end }}
