@@ -7,6 +7,7 @@ public import TroupeActors
 public import TroupeNATS
 import TroupeProto
 import TroupeStore
+import TroupeTracing
 public import TroupeWire
 
 /// Calls between ActorSystems over NATS.
@@ -134,6 +135,11 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             reply.complete(.failure(.deadlineExceeded("the call's deadline passed before it was sent to '\(target)'")))
             return
         }
+        var metadata = invocation.metadata
+        let span = directory.tracing?.startSpan(
+            TroupeSpan.bridgeCall, kind: .client, metadata: &metadata, actorID: invocation.actor.name,
+            action: invocation.action)
+        span?.attributes[TroupeSpanAttribute.peer] = target
         var call = BridgeCall()
         call.version = Self.version
         // The identity the callee sees: this sidecar's system, whatever the host claimed.
@@ -143,19 +149,23 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         call.actor = invocation.actor.name
         call.action = invocation.action
         call.payload = invocation.payload
-        call.metadata = invocation.metadata
+        call.metadata = metadata
         call.timeoutMs = UInt32(clamping: max(1, remaining.nanoseconds / 1_000_000))
         call.spawnFrom = invocation.spawnFrom
         let bytes: [UInt8]
         do { bytes = try call.serializedBytes() } catch {
-            reply.complete(.failure(.internalError("cannot encode a bridge call: \(error)")))
+            let error = TroupeError.internalError("cannot encode a bridge call: \(error)")
+            span?.end(reporting: error)
+            reply.complete(.failure(error))
             return
         }
         sent.increment()
         nats.request(
             BridgeSubjects.invoke(target), payload: bytes, timeout: .nanoseconds(remaining.nanoseconds)
         ) { result in
-            reply.complete(Self.outcome(of: result, from: target))
+            let outcome = Self.outcome(of: result, from: target)
+            span?.end(reporting: outcome)
+            reply.complete(outcome)
         }
     }
 
@@ -244,7 +254,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             return
         }
         received.increment()
-        let invocation: Invocation
+        var invocation: Invocation
         do { invocation = try decode(message) } catch {
             refused.increment()
             logger.warning("bridge call refused", metadata: ["troupe.error": "\(error)"])
@@ -263,14 +273,19 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             answer(replyTo, .failure(denial))
             return
         }
+        let span = directory.tracing?.startSpan(
+            TroupeSpan.bridgeServe, kind: .server, metadata: &invocation.metadata, actorID: invocation.actor.name,
+            action: invocation.action)
+        span?.attributes[TroupeSpanAttribute.peer] = invocation.caller?.system ?? ""
         inFlight.add(1, ordering: .relaxed)
         let reply = Reply { [self] result in
+            span?.end(reporting: result)
             inFlight.subtract(1, ordering: .relaxed)
             answer(replyTo, result)
         }
         // Arming and queueing on the loop in one task wakes it once; tasks run in the order the
         // calls arrived, so a caller's order is kept.
-        timerLoop.execute { [directory] in
+        timerLoop.execute { [directory, invocation] in
             reply.arm(deadline: invocation.deadline, on: self.timerLoop)
             directory.invoke(invocation, reply: reply)
         }
