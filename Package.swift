@@ -29,6 +29,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
+        .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0"),
     ],
     targets: [
         // Generated from proto/ by scripts/gen-proto.sh; committed.
@@ -47,6 +49,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Sources/TroupeWire",
+            swiftSettings: strict
+        ),
+        // W3C trace context in invocation metadata, span names and attributes shared by sidecar and SDK.
+        .target(
+            name: "TroupeTracing",
+            dependencies: ["TroupeWire", .product(name: "Tracing", package: "swift-distributed-tracing")],
+            path: "Sources/TroupeTracing",
             swiftSettings: strict
         ),
         // The state-store abstraction and its in-memory implementation.
@@ -112,6 +121,7 @@ let package = Package(
         .target(
             name: "TroupeBridge",
             dependencies: [
+                "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "TroupeNATS", "TroupeActors", "TroupeProto", "TroupeStore", "TroupeWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -137,6 +147,7 @@ let package = Package(
         .target(
             name: "TroupeActors",
             dependencies: [
+                "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "TroupeWire", "TroupeStore", "TroupeProto",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -152,6 +163,7 @@ let package = Package(
         .target(
             name: "TroupeCluster",
             dependencies: [
+                "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "TroupeActors", "TroupeMembership", "TroupePlacement", "TroupeWire", "TroupeProto", "TroupeStore",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -181,6 +193,8 @@ let package = Package(
         .target(
             name: "TroupeSidecar",
             dependencies: [
+                "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "OTel", package: "swift-otel"),
                 "TroupeWire", "TroupeProto", "TroupeStore", "TroupeSQLite", "TroupePostgres", "TroupeStateEncryption",
                 "TroupeActors", "TroupeNATS", "TroupeBridge", "TroupeCluster", "TroupeMembership",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -201,6 +215,7 @@ let package = Package(
         .executableTarget(
             name: "troupe-sidecar",
             dependencies: [
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "TroupeSidecar", "TroupeWire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -215,6 +230,7 @@ let package = Package(
         .target(
             name: "Troupe",
             dependencies: [
+                "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "TroupeWire", "TroupeProto",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -245,6 +261,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             path: "sdk/Benchmarks/troupe-bench",
             swiftSettings: strict
@@ -274,7 +291,10 @@ let package = Package(
         // Expectations the test targets share.
         .target(
             name: "TroupeTestSupport",
-            dependencies: ["TroupeWire"],
+            dependencies: [
+                "TroupeWire", "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+            ],
             path: "Tests/Fixtures/TestSupport"
         ),
         .executableTarget(
@@ -314,6 +334,8 @@ let package = Package(
         .testTarget(
             name: "TroupeClusterTests",
             dependencies: [
+                "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 "TroupeCluster", "TroupeActors", "TroupeMembership", "TroupeWire", "TroupeProto", "TroupeStore",
                 "TroupeTestSupport", "TroupeTestActors",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -340,6 +362,8 @@ let package = Package(
         .testTarget(
             name: "TroupeSidecarTests",
             dependencies: [
+                "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                 "TroupeSidecar", "Troupe", "TroupeWire", "TroupeProto", "TroupeActors", "TroupeStore", "TroupeNATS",
                 "TroupePlacement", "TroupeBridge",
                 "troupe-sidecar", "seat-reservation", "TroupeCLI", "troupe-test-host", "TroupeTestActors",
@@ -348,6 +372,7 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ],

@@ -5,7 +5,8 @@
 #   2. renders the chart for the default values and every charts/troupe/ci/*-values.yaml at the
 #      pinned Kubernetes versions, validates every manifest with kubernetes-validate (strict) and
 #      checks that the pod fits the sidecar (tools/chart-check/check_chart.py);
-#   3. checks that every charts/troupe/ci/invalid/*.yaml is refused by values.schema.json.
+#   3. checks that every charts/troupe/ci/invalid/*.yaml is refused by values.schema.json;
+#   4. checks that the Dockerfile builds the image the chart runs: binary, ports, user.
 # docs/kubernetes.md explains why this rendering is faithful to helm and where it differs.
 # Needs what scripts/install-deps.sh installs. Closes with "chart: N passed, M failed"; exits 1
 # if anything failed.
@@ -44,4 +45,5 @@ note "renderer: $(go version | cut -d' ' -f3), sprig $(dpkg-query -W -f='${Versi
 args=()
 for v in "${KUBE_VERSIONS[@]}"; do args+=(--kube-version "$v"); done
 python3 tools/chart-check/check_chart.py --renderer "$out/chart-render" --chart charts/troupe \
-    "${args[@]}" --too-old "$TOO_OLD" --settings sidecar/TroupeSidecar/SidecarConfiguration.swift </dev/null
+    "${args[@]}" --too-old "$TOO_OLD" --settings sidecar/TroupeSidecar/SidecarConfiguration.swift \
+    --dockerfile Dockerfile --package Package.swift </dev/null

@@ -6,8 +6,10 @@ import NIOPosix
 public import ServiceLifecycle
 import SwiftProtobuf
 import Synchronization
+public import Tracing
 public import TroupeProto
 public import TroupeStore
+public import TroupeTracing
 public import TroupeWire
 
 /// Where an actor lives when the sidecar is one node of a cluster.
@@ -38,6 +40,9 @@ public final class ActorDirectory: Service, Sendable {
         public var broadcastTimeout: TimeAmount = .seconds(30)
         /// The deadline of a side effect that sets none of its own.
         public var sideEffectTimeout: TimeAmount = .seconds(30)
+        /// Starts a span per hop of each call (docs/observability.md); nil = no spans, and the
+        /// calls' trace headers pass through unchanged.
+        public var tracer: (any Tracer)?
 
         public init(system: String, node: String) {
             self.system = system
@@ -105,6 +110,8 @@ public final class ActorDirectory: Service, Sendable {
     public let actorSystem: TroupeActorSystem
     private let router = Mutex<(any InvocationRouter)?>(nil)
     public let store: any StateStore
+    /// The spans of each call's hops, when the configuration names a tracer.
+    public let tracing: InvocationTracer?
     private let logger: Logger
     private let state = Mutex(State())
     private let work: AsyncStream<Work>
@@ -123,6 +130,9 @@ public final class ActorDirectory: Service, Sendable {
     public init(configuration: Configuration, store: any StateStore, logger: Logger) {
         self.configuration = configuration
         self.store = store
+        self.tracing = configuration.tracer.map {
+            InvocationTracer(tracer: $0, system: configuration.system, node: configuration.node)
+        }
         self.actorSystem = TroupeActorSystem(node: configuration.node)
         var logger = logger
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
@@ -304,6 +314,7 @@ public final class ActorDirectory: Service, Sendable {
     }
 
     private func forward(_ invocation: Invocation, to owner: String, reply: Reply) {
+        var invocation = invocation
         guard invocation.hops == 0 else {
             reply.complete(
                 .failure(
@@ -312,8 +323,13 @@ public final class ActorDirectory: Service, Sendable {
                         details: ["actor": invocation.actor.name, "owner": owner])))
             return
         }
+        let span = tracing?.startSpan(
+            TroupeSpan.clusterForward, kind: .client, metadata: &invocation.metadata, actorID: invocation.actor.name,
+            action: invocation.action)
+        span?.attributes[TroupeSpanAttribute.peer] = owner
         let request: [UInt8]
         do { request = try invocation.remoteRequest() } catch {
+            span?.end(reporting: error)
             reply.complete(.failure(error))
             return
         }
@@ -322,17 +338,19 @@ public final class ActorDirectory: Service, Sendable {
             target: StableTargets.actorProcessInvoke, arguments: [Data(request)], hops: invocation.hops + 1)
         forwarded.increment()
         actorSystem.start(call, deadline: invocation.deadline).whenComplete { result in
+            let outcome: Result<WirePayload, TroupeError>
             switch result {
             case .success(let bytes):
                 do {
-                    reply.complete(.success(try WirePayload(serializedBytes: Array(bytes ?? Data()))))
+                    outcome = .success(try WirePayload(serializedBytes: Array(bytes ?? Data())))
                 } catch {
-                    reply.complete(
-                        .failure(.internalError("node \(owner) answered with an unreadable payload: \(error)")))
+                    outcome = .failure(.internalError("node \(owner) answered with an unreadable payload: \(error)"))
                 }
             case .failure(let error):
-                reply.complete(.failure(TroupeError(wrapping: error)))
+                outcome = .failure(TroupeError(wrapping: error))
             }
+            span?.end(reporting: outcome)
+            reply.complete(outcome)
         }
     }
 
@@ -357,7 +375,11 @@ public final class ActorDirectory: Service, Sendable {
             return reply(.failure(error))
         }
         invocation.deadline = min(invocation.deadline, deadline)
+        let span = tracing?.startSpan(
+            TroupeSpan.clusterServe, kind: .server, metadata: &invocation.metadata, actorID: invocation.actor.name,
+            action: invocation.action)
         let answer = Reply { result in
+            span?.end(reporting: result)
             reply(
                 result.flatMap { payload in
                     do { return .success(Data(try payload.serializedBytes() as [UInt8])) } catch {

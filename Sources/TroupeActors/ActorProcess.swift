@@ -1,8 +1,10 @@
 public import Distributed
 import Logging
 import NIOCore
+import Tracing
 import TroupeProto
 import TroupeStore
+import TroupeTracing
 import TroupeWire
 
 /// What every activation of one registered actor type shares.
@@ -107,6 +109,7 @@ public distributed actor ActorProcess {
     /// Starts one call. Returns true if it is now waiting for the host; false if it was answered
     /// at once (unknown action, deadline already passed, caller gone).
     private func start(_ call: Call) -> Bool {
+        var call = call
         let invocation = call.invocation
         guard !call.reply.isDone else { return false }
         let started = NIODeadline.now()
@@ -127,6 +130,10 @@ public distributed actor ActorProcess {
                 since: started)
             return false
         }
+        // The turn's span becomes the parent of what the host does and of the turn's effects.
+        let span = directory.tracing?.startSpan(
+            TroupeSpan.actorTurn, kind: .client, metadata: &call.invocation.metadata, actorID: key.name,
+            action: invocation.action, actorType: type.name)
         var wire = WireActorInvocation()
         wire.actor.system = key.system
         wire.actor.name = key.name
@@ -134,12 +141,13 @@ public distributed actor ActorProcess {
         wire.action = invocation.action
         if type.stateful, let state { wire.state = state }
         wire.payload = invocation.payload
-        wire.metadata = invocation.metadata
+        wire.metadata = call.invocation.metadata
         if let caller = invocation.caller { wire.caller = caller }
         wire.timeoutMs = UInt32(clamping: remaining.nanoseconds / 1_000_000)
         wire.revision = revision
         let loop = host.eventLoop
-        host.invoke(wire, timeout: remaining).hop(to: loop).whenComplete { result in
+        host.invoke(wire, timeout: remaining).hop(to: loop).whenComplete { [call] result in
+            span?.end(reporting: result.mapError { TroupeError(wrapping: $0) })
             self.assumeIsolated { $0.finish(call, result, since: started) }
         }
         return true

@@ -7,6 +7,7 @@ public import TroupeActors
 public import TroupeNATS
 import TroupeProto
 import TroupeStore
+import TroupeTracing
 public import TroupeWire
 
 /// Calls between ActorSystems over NATS.
@@ -137,6 +138,11 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             reply.complete(.failure(.deadlineExceeded("the call's deadline passed before it was sent to '\(target)'")))
             return
         }
+        var metadata = invocation.metadata
+        let span = directory.tracing?.startSpan(
+            TroupeSpan.bridgeCall, kind: .client, metadata: &metadata, actorID: invocation.actor.name,
+            action: invocation.action)
+        span?.attributes[TroupeSpanAttribute.peer] = target
         var call = BridgeCall()
         call.version = Self.version
         // The identity the callee sees: this sidecar's system, whatever the host claimed.
@@ -146,19 +152,23 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         call.actor = invocation.actor.name
         call.action = invocation.action
         call.payload = invocation.payload
-        call.metadata = invocation.metadata
+        call.metadata = metadata
         call.timeoutMs = UInt32(clamping: max(1, remaining.nanoseconds / 1_000_000))
         call.spawnFrom = invocation.spawnFrom
         let bytes: [UInt8]
         do { bytes = try call.serializedBytes() } catch {
-            reply.complete(.failure(.internalError("cannot encode a bridge call: \(error)")))
+            let error = TroupeError.internalError("cannot encode a bridge call: \(error)")
+            span?.end(reporting: error)
+            reply.complete(.failure(error))
             return
         }
         sent.increment()
         nats.request(
             BridgeSubjects.invoke(target, from: configuration.system), payload: bytes, timeout: .nanoseconds(remaining.nanoseconds)
         ) { result in
-            reply.complete(Self.outcome(of: result, from: target))
+            let outcome = Self.outcome(of: result, from: target)
+            span?.end(reporting: outcome)
+            reply.complete(outcome)
         }
     }
 
@@ -251,7 +261,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             return
         }
         received.increment()
-        let invocation: Invocation
+        var invocation: Invocation
         do { invocation = try decode(message) } catch let error where error.code == .permissionDenied {
             let claimed = BridgeSubjects.caller(ofCall: message.subject, to: configuration.system) ?? ""
             Self.count(claimed, in: callsDenied, "troupe_bridge_calls_denied_total")
@@ -278,8 +288,13 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             answer(replyTo, .failure(denial))
             return
         }
+        let span = directory.tracing?.startSpan(
+            TroupeSpan.bridgeServe, kind: .server, metadata: &invocation.metadata, actorID: invocation.actor.name,
+            action: invocation.action)
+        span?.attributes[TroupeSpanAttribute.peer] = invocation.caller?.system ?? ""
         inFlight.add(1, ordering: .relaxed)
         let reply = Reply { [self] result in
+            span?.end(reporting: result)
             inFlight.subtract(1, ordering: .relaxed)
             answer(replyTo, result)
         }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Prometheus
 import Synchronization
+import Tracing
 import Troupe
 import TroupeProto
 import TroupeSidecar
@@ -33,6 +34,7 @@ func withSidecar<T: Sendable>(
     store: String = "memory",
     host: Bool = true,
     metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
+    tracer: (any Tracer)? = nil,
     configure: (inout SidecarConfiguration) -> Void = { _ in },
     _ body: @Sendable (SidecarHarness) async throws -> T
 ) async throws -> T {
@@ -49,7 +51,8 @@ func withSidecar<T: Sendable>(
     configure(&configuration)
     var logger = Logger(label: "test.sidecar")
     logger.logLevel = .warning
-    let sidecar = try await Sidecar.start(configuration: configuration, logger: logger, metrics: metrics)
+    let sidecar = try await Sidecar.start(
+        configuration: configuration, logger: logger, metrics: metrics, tracer: tracer)
     return try await withThrowingTaskGroup(of: Void.self) { group in
         group.addTask { try await sidecar.run(signals: []) }
         try await waitFor("the sidecar socket") { FileManager.default.fileExists(atPath: configuration.socket) }

@@ -1,7 +1,9 @@
 public import Logging
 import NIOCore
 import NIOPosix
+import Tracing
 import TroupeProto
+import TroupeTracing
 
 /// Invokes actors through a sidecar.
 ///
@@ -123,7 +125,7 @@ public final class TroupeClient: Sendable {
         request.actor.name = actor
         request.action = action
         request.payload = try PayloadCoding.encode(input)
-        request.metadata = metadata
+        request.metadata = TracePropagation.outgoing(metadata)
         request.timeoutMs = timeout.milliseconds
         if let spawnFrom { request.spawnFrom = spawnFrom }
         if let caller {
@@ -166,7 +168,7 @@ public final class TroupeClient: Sendable {
         request.channel = channel
         request.action = action
         request.payload = try PayloadCoding.encode(input)
-        request.metadata = metadata
+        request.metadata = TracePropagation.outgoing(metadata)
         let answer = try await connection.call(.broadcast(request), timeout: .milliseconds(Int64(timeout.milliseconds)))
         guard case .broadcasted(let response) = answer else {
             throw TroupeError.internalError("the sidecar answered broadcast with an unexpected frame")

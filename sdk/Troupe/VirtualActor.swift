@@ -1,4 +1,6 @@
+import Tracing
 import TroupeProto
+import TroupeTracing
 
 /// Whether a type has one well-known instance or many spawned at run time.
 public enum ActorKind: Sendable {
@@ -265,7 +267,11 @@ struct RegisteredActor: Sendable {
                 metadata: invocation.metadata,
                 revision: invocation.revision, client: client)
             var result = WireActorInvocationResult()
-            result.reply = try await handler(&context, invocation.payload)
+            // In the caller's trace: spans the action starts and calls it makes continue it.
+            let trace = TracePropagation.context(continuing: invocation.metadata)
+            result.reply = try await ServiceContext.withValue(trace) {
+                try await handler(&context, invocation.payload)
+            }
             if stateful, context.stateChanged || context.checkpoint {
                 result.newState = try PayloadCoding.encode(context.state)
             }

@@ -5,6 +5,7 @@ import SwiftProtobuf
 import TroupeActors
 import TroupeProto
 import TroupeStore
+import TroupeTracing
 import TroupeWire
 
 /// The JSON API of the admin endpoint, for operators with curl (docs/http-api.md): invoke an
@@ -40,11 +41,23 @@ struct AdminAPI: Sendable {
         }
         let system = query.get("system").flatMap { $0.isEmpty ? nil : $0 } ?? view.configuration.system
         let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutMs))
-        let invocation = Invocation(
+        var invocation = Invocation(
             actor: ActorKey(system: system, name: actor), action: action, payload: payload,
             metadata: ["troupe-caller": "admin-api"], deadline: deadline, spawnFrom: query.get("spawn_from") ?? "")
+        // A curl user's W3C trace headers continue their trace, as an invoke frame's metadata does.
+        for header in TraceHeaders.all {
+            if let field = request.headers.first(where: { $0.name.canonicalName == header }) {
+                invocation.metadata[header] = field.value
+            }
+        }
+        let span = view.directory.tracing?.startSpan(
+            TroupeSpan.invoke, kind: .server, metadata: &invocation.metadata, actorID: invocation.actor.name,
+            action: invocation.action)
         let outcome = await withCheckedContinuation { continuation in
-            let reply = Reply { continuation.resume(returning: $0) }
+            let reply = Reply {
+                span?.end(reporting: $0)
+                continuation.resume(returning: $0)
+            }
             reply.arm(deadline: deadline, on: eventLoop)
             view.directory.invoke(invocation, reply: reply)
         }

@@ -7,6 +7,7 @@ import TroupeBridge
 import TroupeCluster
 import TroupeProto
 import TroupeStore
+import TroupeTracing
 import TroupeWire
 
 /// One host (or client) connection as the sidecar sees it: it answers the peer's requests and,
@@ -202,7 +203,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
         }
         let timeoutMs = request.timeoutMs == 0 ? configuration.defaultTimeoutMs : request.timeoutMs
         let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutMs))
-        let invocation = Invocation(
+        var invocation = Invocation(
             actor: ActorKey(
                 system: request.actor.system.isEmpty ? configuration.system : request.actor.system,
                 name: request.actor.name),
@@ -212,7 +213,11 @@ final class HostSession: PeerRequestHandler, ActorHost {
             caller: request.hasCaller ? request.caller : nil,
             deadline: deadline,
             spawnFrom: request.spawnFrom)
+        let span = directory.tracing?.startSpan(
+            TroupeSpan.invoke, kind: .server, metadata: &invocation.metadata, actorID: invocation.actor.name,
+            action: invocation.action)
         let reply = Reply { [self] result in
+            span?.end(reporting: result)
             switch result {
             case .success(let payload):
                 var response = WireInvokeResponse()

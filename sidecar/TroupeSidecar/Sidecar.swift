@@ -3,8 +3,9 @@ public import Logging
 import NIOCore
 import NIOPosix
 public import Prometheus
-import ServiceLifecycle
+public import ServiceLifecycle
 import Synchronization
+public import Tracing
 public import TroupeActors
 public import TroupeCluster
 import TroupeMembership
@@ -41,11 +42,14 @@ public final class Sidecar: Sendable {
     let bridge: NATSBridge?
 
     /// Opens the store, connects to NATS when `nats-url` is set (and subscribes the bridge), and
-    /// prepares the services. No host can connect until ``run(signals:)``. `/metrics` serves
-    /// `metrics`: the registry the process bootstrapped swift-metrics with.
+    /// prepares the services. No host can connect until ``run(signals:alongside:)``. `/metrics` serves
+    /// `metrics`: the registry the process bootstrapped swift-metrics with. With a `tracer`, every
+    /// hop of every call is a span (docs/observability.md); without one, trace headers pass
+    /// through unchanged.
     public static func start(
         configuration: SidecarConfiguration, logger: Logger,
-        metrics: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry
+        metrics: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry,
+        tracer: (any Tracer)? = nil
     ) async throws -> Sidecar {
         // Validated before anything is opened, so a bad key never leaves a store open behind it.
         try configuration.checkHostAuthentication()
@@ -81,7 +85,7 @@ public final class Sidecar: Sendable {
         do {
             let sidecar = try Sidecar(
                 configuration: configuration, store: store, nats: nats, eventLoops: eventLoops, metrics: metrics,
-                logger: logger)
+                tracer: tracer, logger: logger)
             // Before hosts can connect: a sidecar that answers on its socket is reachable over NATS too.
             try await sidecar.bridge?.startServing()
             return sidecar
@@ -95,7 +99,8 @@ public final class Sidecar: Sendable {
 
     init(
         configuration: SidecarConfiguration, store: any StateStore, nats: NATSConnection?,
-        eventLoops: MultiThreadedEventLoopGroup, metrics: PrometheusCollectorRegistry, logger: Logger
+        eventLoops: MultiThreadedEventLoopGroup, metrics: PrometheusCollectorRegistry, tracer: (any Tracer)?,
+        logger: Logger
     ) throws {
         self.configuration = configuration
         self.store = store
@@ -107,6 +112,7 @@ public final class Sidecar: Sendable {
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directoryConfiguration.sideEffectTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
+        directoryConfiguration.tracer = tracer
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         self.eventLoops = eventLoops
         cluster = try Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)
@@ -209,16 +215,19 @@ public final class Sidecar: Sendable {
         ] + cluster
     }
 
-    /// The port of the admin HTTP endpoint once ``run(signals:)`` has bound it (useful with port 0).
+    /// The port of the admin HTTP endpoint once ``run(signals:alongside:)`` has bound it (useful with port 0).
     public var adminPort: Int? { admin?.boundPort }
 
-    /// The TCP port hosts can connect to, once ``run(signals:)`` has bound it (useful with port 0).
+    /// The TCP port hosts can connect to, once ``run(signals:alongside:)`` has bound it (useful with port 0).
     public var tcpPort: Int? { server.tcpPort }
 
     /// Runs until a signal in `signals` arrives (or the task is cancelled), then drains: new calls
     /// are refused, queued ones finish, hosts are told Goodbye, and the store is closed.
-    public func run(signals: [UnixSignal] = [.sigterm, .sigint]) async throws {
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+    ///
+    /// - Parameter alongside: services that run as long as the sidecar and stop after it, such as
+    ///   the span exporter (``TraceExport``), which then sends the spans of the drain too.
+    public func run(signals: [UnixSignal] = [.sigterm, .sigint], alongside: [any Service] = []) async throws {
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = alongside.map { .init(service: $0) }
         if let admin { services.append(.init(service: admin)) }
         if let cluster { services += [.init(service: cluster.transport), .init(service: cluster.membership)] }
         services += [.init(service: server), .init(service: directory)]

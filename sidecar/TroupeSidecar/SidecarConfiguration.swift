@@ -86,6 +86,14 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var clusterTLSCAFile: String?
     /// How often the cluster TLS files are read again, to pick up rotated certificates.
     public var clusterTLSReloadMs: UInt32 = 5000
+    /// The OpenTelemetry collector spans are exported to over OTLP, `http(s)://HOST:PORT`; nil: no
+    /// spans are made and trace headers pass through unchanged (docs/observability.md).
+    public var otlpEndpoint: String?
+    /// `http/protobuf`, `http/json` or `grpc`.
+    public var otlpProtocol = "http/protobuf"
+    /// The fraction of new traces recorded, 0 to 1. A call that arrives with a trace follows its
+    /// caller's sampling decision.
+    public var traceSampleRatio = 1.0
 
     public init() {}
 
@@ -328,6 +336,31 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "cluster-tls-reload-ms", summary: "how often the cluster TLS files are checked for rotation") {
             c, v throws(TroupeError) in
             c.clusterTLSReloadMs = try number(v, "cluster-tls-reload-ms", in: 100...3_600_000)
+        },
+        Setting(key: "otlp-endpoint", summary: "OTLP collector for spans, http(s)://HOST:PORT; off by default") {
+            c, v throws(TroupeError) in
+            guard !v.isEmpty, v != "off" else {
+                c.otlpEndpoint = nil
+                return
+            }
+            guard let url = URL(string: v), ["http", "https"].contains(url.scheme ?? ""), url.host != nil else {
+                throw .invalidArgument("otlp-endpoint must be an http:// or https:// URL, not '\(v)'")
+            }
+            c.otlpEndpoint = v
+        },
+        Setting(key: "otlp-protocol", summary: "OTLP transport: http/protobuf, http/json or grpc") {
+            c, v throws(TroupeError) in
+            guard ["http/protobuf", "http/json", "grpc"].contains(v) else {
+                throw .invalidArgument("otlp-protocol must be http/protobuf, http/json or grpc, not '\(v)'")
+            }
+            c.otlpProtocol = v
+        },
+        Setting(key: "trace-sample-ratio", summary: "fraction of new traces recorded, 0 to 1") {
+            c, v throws(TroupeError) in
+            guard let ratio = Double(v), (0...1).contains(ratio) else {
+                throw .invalidArgument("trace-sample-ratio must be a number from 0 to 1, not '\(v)'")
+            }
+            c.traceSampleRatio = ratio
         },
     ]
 

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Metrics
 import Prometheus
+import Tracing
 import TroupeSidecar
 import TroupeWire
 
@@ -72,8 +73,16 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
         var logger = Logger(label: "troupe.sidecar")
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
-        let sidecar = try await Sidecar.start(configuration: configuration, logger: logger)
-        logger.info("sidecar starting", metadata: ["troupe.store": "\(sidecar.directory.store.description)"])
-        try await sidecar.run()
+        // Spans only with a collector to send them to; once per process, before any call.
+        let export = try TraceExport.make(configuration, logger: logger)
+        if let export { InstrumentationSystem.bootstrap(export.tracer) }
+        let sidecar = try await Sidecar.start(configuration: configuration, logger: logger, tracer: export?.tracer)
+        logger.info(
+            "sidecar starting",
+            metadata: [
+                "troupe.store": "\(sidecar.directory.store.description)",
+                "troupe.otlp_endpoint": "\(configuration.otlpEndpoint ?? "off")",
+            ])
+        try await sidecar.run(alongside: export.map { [$0.service] } ?? [])
     }
 }

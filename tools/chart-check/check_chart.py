@@ -264,6 +264,8 @@ def main():
     p.add_argument("--kube-version", required=True, action="append", help="may be repeated")
     p.add_argument("--too-old", required=True, help="a Kubernetes version the chart must refuse")
     p.add_argument("--settings", required=True, type=pathlib.Path, help="SidecarConfiguration.swift")
+    p.add_argument("--dockerfile", type=pathlib.Path, help="the sidecar image's Dockerfile")
+    p.add_argument("--package", type=pathlib.Path, help="Package.swift, for the executable's name")
     a = p.parse_args()
     c = Checks()
     known = table_settings(a.settings)
@@ -307,8 +309,40 @@ def main():
                 expect is not None and result.returncode != 0 and expect in result.stderr,
                 f"exit {result.returncode}: {result.stderr.strip()[:400]}")
 
+    if a.dockerfile:
+        check_dockerfile(c, a.dockerfile, a.package, yaml.safe_load((a.chart / "values.yaml").read_text()))
+
     print(f"chart: {c.passed} passed, {c.failed} failed")
     return 1 if c.failed or c.passed == 0 else 0
+
+
+def check_dockerfile(c, dockerfile, package, values):
+    """The image the chart runs by default is what the Dockerfile builds: the executable product
+    troupe-sidecar as ENTRYPOINT (the chart sets no command), the chart's ports, its user."""
+    text = dockerfile.read_text()
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
+    products = set(re.findall(r'\.executable\(name:\s*"([^"]+)"', package.read_text())) if package else set()
+    c.check("Dockerfile: troupe-sidecar is an executable product of Package.swift", "troupe-sidecar" in products,
+            f"products: {sorted(products)}")
+    c.check("Dockerfile: the build stage builds --product troupe-sidecar in release mode",
+            re.search(r"swift build -c release --product troupe-sidecar\b", text) is not None)
+    entry = [line for line in lines if line.startswith("ENTRYPOINT")]
+    c.check("Dockerfile: ENTRYPOINT runs troupe-sidecar", len(entry) == 1 and re.search(
+        r'\["[^"]*/troupe-sidecar"\]', entry[0]) is not None, f"{entry}")
+    copied = [line for line in lines if line.startswith("COPY --from=build")]
+    c.check("Dockerfile: the runtime stage copies the binary the ENTRYPOINT names",
+            any(line.endswith("/usr/local/bin/troupe-sidecar") for line in copied) and bool(entry)
+            and "/usr/local/bin/troupe-sidecar" in entry[0], f"{copied}")
+    exposed = {int(port) for line in lines if line.startswith("EXPOSE") for port in re.findall(r"\d+", line)}
+    wanted = {int(values["sidecar"]["admin"]["port"]), int(values["cluster"]["port"])}
+    c.check("Dockerfile: EXPOSE has the chart's admin and cluster ports", wanted <= exposed,
+            f"exposed {sorted(exposed)}, chart {sorted(wanted)}")
+    users = [line.split()[1].split(":")[0] for line in lines if line.startswith("USER")]
+    uid = values.get("podSecurityContext", {}).get("runAsUser")
+    c.check("Dockerfile: USER is the chart's runAsUser (not root)", users[-1:] == [str(uid)] and uid != 0,
+            f"USER {users}, runAsUser {uid}")
+    c.check("Dockerfile: the chart sets no command for the sidecar, so the ENTRYPOINT runs",
+            "command" not in values["sidecar"])
 
 
 def merge(defaults, user):

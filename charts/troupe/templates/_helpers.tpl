@@ -90,6 +90,13 @@ Secrets are not here: they reach the sidecar as TROUPE_* variables (troupe.secre
 {{- if .Values.nats.url }}
 {{- $_ := set $c "nats-url" .Values.nats.url }}
 {{- end }}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+{{- $_ := set $c "otlp-endpoint" .otlpEndpoint }}
+{{- $_ := set $c "otlp-protocol" .protocol }}
+{{- $_ := set $c "trace-sample-ratio" .sampleRatio }}
+{{- end }}
+{{- end }}
 {{- toYaml (mergeOverwrite $c (deepCopy $s.config)) }}
 {{- end }}
 
