@@ -165,12 +165,12 @@ final class HostSession: PeerRequestHandler, ActorHost {
         case .listActors(let list):
             let limit = list.limit == 0 ? 1000 : Int(list.limit)
             guard membership != nil else {
-                answer(id, .actors(view.localActors(ofType: list.actorType, limit: limit)))
+                answer(id, .actors(view.localActors(ofType: list.actorType, tags: list.tags, limit: limit)))
                 return
             }
             // In a cluster the other members are asked, which takes a while: off the event loop.
             jobs.yield { [self] in
-                answer(id, .actors(await view.actors(ofType: list.actorType, limit: limit)))
+                answer(id, .actors(await view.actors(ofType: list.actorType, tags: list.tags, limit: limit)))
             }
         case .describeSidecar:
             var response = WireDescribeSidecarResponse()
@@ -202,7 +202,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
         }
         let timeoutMs = request.timeoutMs == 0 ? configuration.defaultTimeoutMs : request.timeoutMs
         let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutMs))
-        let invocation = Invocation(
+        var invocation = Invocation(
             actor: ActorKey(
                 system: request.actor.system.isEmpty ? configuration.system : request.actor.system,
                 name: request.actor.name),
@@ -212,6 +212,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
             caller: request.hasCaller ? request.caller : nil,
             deadline: deadline,
             spawnFrom: request.spawnFrom)
+        invocation.chain = request.chain
         let reply = Reply { [self] result in
             switch result {
             case .success(let payload):

@@ -107,6 +107,7 @@ public final class Sidecar: Sendable {
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directoryConfiguration.sideEffectTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
+        directoryConfiguration.maxForwardHops = configuration.maxForwardHops
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         self.eventLoops = eventLoops
         cluster = Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)

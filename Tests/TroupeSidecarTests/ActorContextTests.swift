@@ -1,0 +1,58 @@
+import Foundation
+import Testing
+import Troupe
+import TroupeProto
+import TroupeTestActors
+import TroupeTestSupport
+
+/// What an action knows about itself and sets about itself, against a real sidecar and SDK host:
+/// its identity, and tags that select it in listings.
+@Suite("Actor context: identity and tags")
+struct ActorContextTests {
+    @Test func anActorReadsItsOwnIdentity() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let identity: String = try await client.invoke("p-who", action: "whoami", spawnFrom: "player")
+            #expect(identity == "test/player/p-who")
+            await client.close()
+        }
+    }
+
+    @Test func tagsAnActorSetsAreKeptWithItAndSelectItInListings() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            for (name, region) in [("p-1", "eu"), ("p-2", "us"), ("p-3", "eu")] {
+                let tags: [String: String] = try await client.invoke(
+                    name, action: "join", region, spawnFrom: "player")
+                #expect(tags == ["region": region, "kind": "player"])
+            }
+            // The next call of the activation sees the tags the last one set.
+            #expect(try await client.invoke("p-2", action: "tags", as: [String: String].self)["region"] == "us")
+
+            let europeans = try await client.activeActors(tagged: ["region": "eu"])
+            #expect(europeans.map(\.name) == ["p-1", "p-3"])
+            #expect(europeans.allSatisfy { $0.tags == ["region": "eu", "kind": "player"] })
+            #expect(try await client.activeActors(tagged: ["region": "eu", "kind": "player"]).count == 2)
+            #expect(try await client.activeActors(tagged: ["region": "asia"]).isEmpty)
+
+            // A removed tag no longer selects the actor; its other tags still do.
+            #expect(try await client.invoke("p-1", action: "leave", as: [String: String].self) == ["kind": "player"])
+            #expect(try await client.activeActors(tagged: ["region": "eu"]).map(\.name) == ["p-3"])
+            #expect(try await client.activeActors(tagged: ["kind": "player"]).count == 3)
+
+            // The admin JSON API filters the same way.
+            let port = try #require(sidecar.sidecar.adminPort)
+            let listed = try await httpGet(port: port, "/v1/actors?tag=region=eu")
+            #expect(listed.status == 200, "\(listed)")
+            let response = try WireListActorsResponse(jsonString: listed.body)
+            #expect(response.actors.map(\.actor.name) == ["p-3"])
+            #expect(response.actors.first?.tags == ["region": "eu", "kind": "player"])
+            let both = try await httpGet(port: port, "/v1/actors?tag=kind=player&tag=region=us")
+            #expect(try WireListActorsResponse(jsonString: both.body).actors.map(\.actor.name) == ["p-2"])
+            let malformed = try await httpGet(port: port, "/v1/actors?tag=region")
+            #expect(malformed.status == 400, "\(malformed)")
+            #expect(malformed.body.contains("invalidArgument"))
+            await client.close()
+        }
+    }
+}
