@@ -59,7 +59,8 @@ struct MetricsTests {
         let directory = try TemporaryDirectory()
         defer { directory.remove() }
         let processes = try await ReadySidecar.start(
-            system: "metrics", in: directory, ["--data-path", directory.path("state.sqlite"), "--max-forward-hops", "3"])
+            system: "metrics", in: directory,
+            ["--data-path", directory.path("state.sqlite"), "--max-forward-hops", "3"])
         defer { processes.kill9() }
         let client = try await TroupeClient.connect(system: "metrics", to: .unix(path: processes.socket))
         await expectCode(.failedPrecondition) {
@@ -71,7 +72,8 @@ struct MetricsTests {
         #expect(try await client.invoke("spinner", action: "count", as: Int.self) == 4)
         await client.close()
 
-        let lines = try await httpGet(port: processes.adminPort, "/metrics").body.split(separator: "\n").map(String.init)
+        let body = try await httpGet(port: processes.adminPort, "/metrics").body
+        let lines = body.split(separator: "\n").map(String.init)
         #expect(lines.contains("troupe_reentrant_calls_total{outcome=\"refused\"} 1"), "\(lines)")
         #expect(lines.contains("troupe_reentrant_calls_total{outcome=\"interleaved\"} 1"), "\(lines)")
         #expect(lines.contains("troupe_hop_limit_refusals_total 1"), "\(lines)")
