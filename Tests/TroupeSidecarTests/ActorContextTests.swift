@@ -52,6 +52,20 @@ struct ActorContextTests {
             let malformed = try await httpGet(port: port, "/v1/actors?tag=region")
             #expect(malformed.status == 400, "\(malformed)")
             #expect(malformed.body.contains("invalidArgument"))
+
+            // And so does the CLI.
+            let socket = sidecar.configuration.socket
+            let (status, output) = try await runToCompletion(
+                "troupe", ["actors", "--tag", "region=us", "--json", "--socket", socket])
+            #expect(status == 0, "\(output)")
+            let listing = try JSONSerialization.jsonObject(with: Data(output.utf8)) as? [String: Any]
+            let rows = listing?["actors"] as? [[String: Any]] ?? []
+            #expect(rows.compactMap { $0["name"] as? String } == ["p-2"], "\(output)")
+            #expect(rows.first?["tags"] as? [String: String] == ["region": "us", "kind": "player"])
+            let (badStatus, badOutput) = try await runToCompletion(
+                "troupe", ["actors", "--tag", "us", "--socket", socket])
+            #expect(badStatus == 1)
+            #expect(badOutput.contains("invalidArgument"), "\(badOutput)")
             await client.close()
         }
     }

@@ -84,14 +84,8 @@ struct AdminAPI: Sendable {
     func actors(_ request: Request) async -> Response {
         let query = request.uri.queryParameters
         let limit = query.get("limit").flatMap { Int($0) }.map { min(max($0, 1), 100_000) } ?? 1000
-        var tags: [String: String] = [:]
-        for tag in query.getAll("tag") {
-            let parts = tag.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-            guard parts.count == 2, !parts[0].isEmpty else {
-                return Self.failure(.invalidArgument("tag must be KEY=VALUE, not '\(tag)'"))
-            }
-            tags[String(parts[0])] = String(parts[1])
-        }
+        let tags: [String: String]
+        do { tags = try TagFilter.parse(query.getAll("tag")) } catch { return Self.failure(error) }
         return Self.message(await view.actors(ofType: query.get("type") ?? "", tags: tags, limit: limit))
     }
 
