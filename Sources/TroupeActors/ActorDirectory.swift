@@ -41,6 +41,10 @@ public final class ActorDirectory: Service, Sendable {
         /// How many forwards, pipes, side effects and broadcast effects one call chain may go
         /// through; a call beyond them is refused with `resourceExhausted`, so a loop ends.
         public var maxForwardHops: UInt32 = 32
+        /// How many actors one call chain may pass through (its path), so a reentrant actor that
+        /// calls itself without end is refused with `resourceExhausted` instead of recursing
+        /// until its deadline.
+        public var maxCallDepth: Int = 64
 
         public init(system: String, node: String) {
             self.system = system
@@ -141,7 +145,8 @@ public final class ActorDirectory: Service, Sendable {
     private let sideEffectFailures = Counter(label: "troupe_side_effect_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
     private let forwarded = Counter(label: "troupe_forwarded_calls_total")
-    private let reentrantCalls = Counter(label: "troupe_reentrant_calls_total", dimensions: [("outcome", "interleaved")])
+    private let reentrantCalls = Counter(
+        label: "troupe_reentrant_calls_total", dimensions: [("outcome", "interleaved")])
     private let refusedReentrantCalls = Counter(
         label: "troupe_reentrant_calls_total", dimensions: [("outcome", "refused")])
     private let hopLimitRefusals = Counter(label: "troupe_hop_limit_refusals_total")
@@ -294,6 +299,14 @@ public final class ActorDirectory: Service, Sendable {
                         details: [
                             "actor": invocation.actor.name, "max_forward_hops": "\(configuration.maxForwardHops)",
                         ])))
+            return
+        }
+        guard invocation.chain.path.count < configuration.maxCallDepth else {
+            reply.complete(
+                .failure(
+                    .resourceExhausted(
+                        "call chain \(invocation.chain.rendered(then: invocation.actor)) is \(invocation.chain.path.count + 1) calls deep, more than max-call-depth (\(configuration.maxCallDepth))",
+                        details: ["actor": invocation.actor.name, "max_call_depth": "\(configuration.maxCallDepth)"])))
             return
         }
         if invocation.actor.system != configuration.system {

@@ -74,10 +74,12 @@ extension WireCallChain {
         return next
     }
 
-    /// "a → b → a": the chain's path followed by `target`, for messages to people.
+    /// "a → b → a": the chain's path followed by `target`, for messages to people; a long path
+    /// shows its first and last steps.
     func rendered(then target: ActorKey) -> String {
-        (path.map { $0.system == target.system ? $0.name : "\($0.system)/\($0.name)" } + [target.name])
-            .joined(separator: " → ")
+        var names = path.map { $0.system == target.system ? $0.name : "\($0.system)/\($0.name)" } + [target.name]
+        if names.count > 9 { names = names.prefix(4) + ["…"] + names.suffix(4) }
+        return names.joined(separator: " → ")
     }
 }
 

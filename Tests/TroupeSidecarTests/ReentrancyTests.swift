@@ -64,6 +64,26 @@ struct ReentrancyTests {
         }
     }
 
+    @Test func anActorCallingItselfIsRefusedWhenStrictAndStopsAtTheCallDepthLimitWhenReentrant() async throws {
+        try await withSidecar(configure: { $0.maxCallDepth = 5 }) { sidecar in
+            let client = try await sidecar.client()
+            let strict = await expectCode(.failedPrecondition) {
+                let _: Int = try await client.invoke("strict-loop", action: "recurse", timeout: .seconds(30))
+            }
+            #expect(
+                strict?.message.contains("strict-loop → strict-loop refused") == true, "\(String(describing: strict))")
+            // Each level is interleaved into the one before; the sixth is one too deep.
+            let deep = await expectCode(.resourceExhausted) {
+                let _: Int = try await client.invoke("reentrant-loop", action: "recurse", timeout: .seconds(30))
+            }
+            #expect(
+                deep?.message.contains("is 6 calls deep, more than max-call-depth (5)") == true,
+                "\(String(describing: deep))")
+            #expect(deep?.details["max_call_depth"] == "5")
+            await client.close()
+        }
+    }
+
     @Test func aForwardLoopEndsAtTheDefaultHopLimitWithResourceExhausted() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()

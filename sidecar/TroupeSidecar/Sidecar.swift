@@ -108,6 +108,7 @@ public final class Sidecar: Sendable {
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directoryConfiguration.sideEffectTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directoryConfiguration.maxForwardHops = configuration.maxForwardHops
+        directoryConfiguration.maxCallDepth = Int(configuration.maxCallDepth)
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         self.eventLoops = eventLoops
         cluster = Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)

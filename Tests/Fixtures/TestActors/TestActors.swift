@@ -418,7 +418,9 @@ public struct Bouncer: VirtualActor {
     public static let name = "bouncer"
     public static func actions(_ actions: inout Actions<Self>) {
         actions.on("back") { (context, action: String) -> Int in
-            guard let caller = context.caller else { throw TroupeError.invalidArgument("bouncer needs an actor caller") }
+            guard let caller = context.caller else {
+                throw TroupeError.invalidArgument("bouncer needs an actor caller")
+            }
             return try await context.client.invoke(
                 caller, action: action, system: context.callerSystem, timeout: .seconds(10))
         }
@@ -447,6 +449,10 @@ enum LoopActions {
             context.state.count += 1
             return try await context.client.invoke(
                 "bouncer", action: "back", "count", system: system, timeout: .seconds(10))
+        }
+        // Calls itself, and so on without end: only a limit stops it.
+        actions.on("recurse") { context -> Int in
+            try await context.client.invoke(context.name, action: "recurse", timeout: .seconds(10))
         }
         actions.on("add-ten") { context -> Int in
             context.state.count += 10
