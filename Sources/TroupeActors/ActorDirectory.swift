@@ -150,6 +150,7 @@ public final class ActorDirectory: Service, Sendable {
     private let refusedReentrantCalls = Counter(
         label: "troupe_reentrant_calls_total", dimensions: [("outcome", "refused")])
     private let hopLimitRefusals = Counter(label: "troupe_hop_limit_refusals_total")
+    private let depthLimitRefusals = Counter(label: "troupe_call_depth_refusals_total")
     /// Numbers the call chains this node starts, after a prefix unique to this directory (the
     /// node name alone could repeat the ids of a previous run whose calls are still in flight).
     private let chainCounter = Atomic<UInt64>(0)
@@ -302,6 +303,7 @@ public final class ActorDirectory: Service, Sendable {
             return
         }
         guard invocation.chain.path.count < configuration.maxCallDepth else {
+            depthLimitRefusals.increment()
             reply.complete(
                 .failure(
                     .resourceExhausted(
