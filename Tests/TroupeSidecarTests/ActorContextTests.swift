@@ -9,11 +9,16 @@ import TroupeTestSupport
 /// its identity, and tags that select it in listings.
 @Suite("Actor context: identity and tags")
 struct ActorContextTests {
-    @Test func anActorReadsItsOwnIdentity() async throws {
+    @Test func anActorReadsItsOwnIdentityAndTheCallingActors() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()
             let identity: String = try await client.invoke("p-who", action: "whoami", spawnFrom: "player")
             #expect(identity == "test/player/p-who")
+            // A client is nobody's actor; an action's calls name the actor that makes them.
+            #expect(try await client.invoke("echo", action: "caller", as: String.self) == "-/-")
+            let viaRelay: String = try await client.invoke(
+                "relay", action: "call", RelayRequest(system: "test", actor: "echo", action: "caller", text: ""))
+            #expect(viaRelay == "test/relay")
             await client.close()
         }
     }
