@@ -43,6 +43,13 @@ public final class ActorDirectory: Service, Sendable {
         /// Starts a span per hop of each call (docs/observability.md); nil = no spans, and the
         /// calls' trace headers pass through unchanged.
         public var tracer: (any Tracer)?
+        /// How many forwards, pipes, side effects and broadcast effects one call chain may go
+        /// through; a call beyond them is refused with `resourceExhausted`, so a loop ends.
+        public var maxForwardHops: UInt32 = 32
+        /// How many actors one call chain may pass through (its path), so a reentrant actor that
+        /// calls itself without end is refused with `resourceExhausted` instead of recursing
+        /// until its deadline.
+        public var maxCallDepth: Int = 64
 
         public init(system: String, node: String) {
             self.system = system
@@ -74,6 +81,11 @@ public final class ActorDirectory: Service, Sendable {
         var revision: UInt64 = 0
         /// Write-behind state not stored yet: the activation must flush before it goes away.
         var dirty = false
+        /// The call chain of the turn in progress, while its action runs: a call of the same
+        /// chain arriving now comes back into that turn (A → B → A) and would wait for ever.
+        var turnChain: String?
+        /// The tags the actor set.
+        var tags: [String: String] = [:]
 
         var depth: Int { (queue?.count ?? 0) + (running ? 1 : 0) }
 
@@ -92,11 +104,27 @@ public final class ActorDirectory: Service, Sendable {
             lastActivity = .now()
             guard let call = queue?.popFirst() else {
                 running = false
+                turnChain = nil
                 queue = nil
                 return nil
             }
+            turnChain = call.invocation.chain.id
             return call
         }
+
+        /// What to do with `call` of the same chain as the turn in progress, if it is one.
+        func reentry(of call: Call) -> Reentry? {
+            guard running, let turnChain, !turnChain.isEmpty, turnChain == call.invocation.chain.id,
+                let type, let process, let loop
+            else { return nil }
+            return type.reentrant ? .interleave(process, loop) : .refuse(type.name)
+        }
+    }
+
+    private enum Reentry {
+        case interleave(ActorProcess, any EventLoop)
+        /// The actor type's name.
+        case refuse(String)
     }
 
     private struct State {
@@ -124,6 +152,16 @@ public final class ActorDirectory: Service, Sendable {
     private let sideEffectFailures = Counter(label: "troupe_side_effect_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
     private let forwarded = Counter(label: "troupe_forwarded_calls_total")
+    private let reentrantCalls = Counter(
+        label: "troupe_reentrant_calls_total", dimensions: [("outcome", "interleaved")])
+    private let refusedReentrantCalls = Counter(
+        label: "troupe_reentrant_calls_total", dimensions: [("outcome", "refused")])
+    private let hopLimitRefusals = Counter(label: "troupe_hop_limit_refusals_total")
+    private let depthLimitRefusals = Counter(label: "troupe_call_depth_refusals_total")
+    /// Numbers the call chains this node starts, after a prefix unique to this directory (the
+    /// node name alone could repeat the ids of a previous run whose calls are still in flight).
+    private let chainCounter = Atomic<UInt64>(0)
+    private let chainPrefix: String
     /// The calls an actor holds (running and waiting) as each new one joins them.
     private let mailboxDepth = Recorder(label: "troupe_mailbox_depth", aggregate: true)
 
@@ -133,6 +171,7 @@ public final class ActorDirectory: Service, Sendable {
         self.tracing = configuration.tracer.map {
             InvocationTracer(tracer: $0, system: configuration.system, node: configuration.node)
         }
+        self.chainPrefix = "\(configuration.node)-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))-"
         self.actorSystem = TroupeActorSystem(node: configuration.node)
         var logger = logger
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
@@ -148,7 +187,8 @@ public final class ActorDirectory: Service, Sendable {
             do {
                 let request = try WireListActorsRequest(serializedBytes: Array(call.arguments.first ?? Data()))
                 let (actors, truncated) = self.list(
-                    actorType: request.actorType, limit: request.limit == 0 ? 1000 : Int(request.limit))
+                    actorType: request.actorType, tags: request.tags,
+                    limit: request.limit == 0 ? 1000 : Int(request.limit))
                 var response = WireListActorsResponse()
                 response.actors = actors
                 response.truncated = truncated
@@ -257,6 +297,30 @@ public final class ActorDirectory: Service, Sendable {
     /// keep their order. A call that was forwarded already is not forwarded again: nodes that
     /// disagree about the owner answer `unavailable` rather than pass a call around.
     public func invoke(_ invocation: Invocation, reply: Reply) {
+        var invocation = invocation
+        if invocation.chain.id.isEmpty {
+            invocation.chain.id = chainPrefix + String(chainCounter.wrappingAdd(1, ordering: .relaxed).newValue)
+        }
+        guard invocation.chain.hops <= configuration.maxForwardHops else {
+            hopLimitRefusals.increment()
+            reply.complete(
+                .failure(
+                    .resourceExhausted(
+                        "call chain \(invocation.chain.rendered(then: invocation.actor)) went through \(invocation.chain.hops) forwards, pipes and effects, more than max-forward-hops (\(configuration.maxForwardHops))",
+                        details: [
+                            "actor": invocation.actor.name, "max_forward_hops": "\(configuration.maxForwardHops)",
+                        ])))
+            return
+        }
+        guard invocation.chain.path.count < configuration.maxCallDepth else {
+            depthLimitRefusals.increment()
+            reply.complete(
+                .failure(
+                    .resourceExhausted(
+                        "call chain \(invocation.chain.rendered(then: invocation.actor)) is \(invocation.chain.path.count + 1) calls deep, more than max-call-depth (\(configuration.maxCallDepth))",
+                        details: ["actor": invocation.actor.name, "max_call_depth": "\(configuration.maxCallDepth)"])))
+            return
+        }
         if invocation.actor.system != configuration.system {
             guard let bridge = bridge.withLock({ $0 }) else {
                 reply.complete(
@@ -277,12 +341,23 @@ public final class ActorDirectory: Service, Sendable {
         }
         var activate: Work?
         var pump: (ActorProcess, any EventLoop)?
+        var interleave: (ActorProcess, any EventLoop)?
         var depth = 1
+        let call = Call(invocation: invocation, reply: reply)
         let refusal = state.withLock { state -> TroupeError? in
             if state.stopping { return .unavailable("the sidecar is shutting down") }
             let key = invocation.actor
-            let call = Call(invocation: invocation, reply: reply)
             if let index = state.slots.index(forKey: key) {
+                switch state.slots.values[index].reentry(of: call) {
+                case .interleave(let process, let loop)?:
+                    interleave = (process, loop)
+                    return nil
+                case .refuse(let type)?:
+                    return .failedPrecondition(
+                        "reentrant call \(invocation.chain.rendered(then: key)) refused: actor type '\(type)' is not reentrant, and \(key.name) is busy in a turn of the same call chain",
+                        details: ["actor": key.name, "actor_type": type, "chain": invocation.chain.id])
+                case nil: break
+                }
                 depth = state.slots.values[index].depth + 1
                 // In place: a copy of the slot would share its queue, and every append would copy it.
                 let capacity = state.slots.values[index].type?.mailboxCapacity ?? configuration.defaultMailboxCapacity
@@ -302,7 +377,13 @@ public final class ActorDirectory: Service, Sendable {
             return nil
         }
         if let refusal {
+            if refusal.code == .failedPrecondition { refusedReentrantCalls.increment() }
             reply.complete(.failure(refusal))
+            return
+        }
+        if let (process, loop) = interleave {
+            reentrantCalls.increment()
+            process.scheduleInterleaved(call, on: loop)
             return
         }
         mailboxDepth.record(depth)
@@ -409,6 +490,7 @@ public final class ActorDirectory: Service, Sendable {
     /// the bridge for the other systems.
     ///
     /// - Returns: how many local listeners it was queued for, and whether the bridge took it.
+    @discardableResult
     public func broadcast(_ broadcast: Broadcast) -> (listeners: Int, bridged: Bool) {
         let listeners = state.withLock { state in
             state.types.values.compactMap { entry -> String? in
@@ -420,11 +502,16 @@ public final class ActorDirectory: Service, Sendable {
         }
         var caller = WireActorId()
         caller.system = broadcast.originSystem
+        if let sender = broadcast.sender { caller = WireActorId(sender) }
         let deadline = NIODeadline.now() + configuration.broadcastTimeout
         for name in listeners {
-            let invocation = Invocation(
+            var call = Invocation(
                 actor: ActorKey(system: configuration.system, name: name), action: broadcast.action,
                 payload: broadcast.payload, metadata: broadcast.metadata, caller: caller, deadline: deadline)
+            // A chain of its own per listener: listeners run side by side and may call each other.
+            call.chain = broadcast.chain
+            call.chain.id = ""
+            let invocation = call
             let reply = Reply { [self] result in
                 guard case .failure(let error) = result else { return }
                 broadcastFailures.increment()
@@ -634,11 +721,17 @@ public final class ActorDirectory: Service, Sendable {
     public var activeCount: Int { state.withLock { $0.slots.count } }
 
     /// The active actors, sorted by name, at most `limit` of them.
-    public func list(actorType: String = "", limit: Int = 1000) -> (actors: [WireActorInfo], truncated: Bool) {
+    ///
+    /// - Parameter tags: only actors that carry each of these tags with the same value.
+    public func list(actorType: String = "", tags: [String: String] = [:], limit: Int = 1000) -> (
+        actors: [WireActorInfo], truncated: Bool
+    ) {
         let now = NIODeadline.now()
         var infos = state.withLock { state -> [WireActorInfo] in
             state.slots.compactMap { key, slot in
-                guard let type = slot.type, actorType.isEmpty || type.name == actorType else { return nil }
+                guard let type = slot.type, actorType.isEmpty || type.name == actorType,
+                    tags.allSatisfy({ slot.tags[$0.key] == $0.value })
+                else { return nil }
                 var info = WireActorInfo()
                 info.actor.system = key.system
                 info.actor.name = key.name
@@ -647,6 +740,7 @@ public final class ActorDirectory: Service, Sendable {
                 info.revision = slot.revision
                 info.mailboxDepth = UInt32(clamping: slot.depth)
                 info.idleMs = UInt64(max(0, (now - slot.lastActivity).nanoseconds / 1_000_000))
+                info.tags = slot.tags
                 return info
             }
         }
@@ -658,11 +752,13 @@ public final class ActorDirectory: Service, Sendable {
     /// The active actors of this node and of `nodes`, sorted by name, at most `limit`. A node that
     /// does not answer within `timeout` is left out and named in `unreachable`.
     public func list(
-        actorType: String, limit: Int, alsoOn nodes: [String], timeout: TimeAmount = .seconds(2)
+        actorType: String, tags: [String: String] = [:], limit: Int, alsoOn nodes: [String],
+        timeout: TimeAmount = .seconds(2)
     ) async -> (actors: [WireActorInfo], truncated: Bool, unreachable: [String]) {
-        var (actors, truncated) = list(actorType: actorType, limit: limit)
+        var (actors, truncated) = list(actorType: actorType, tags: tags, limit: limit)
         var request = WireListActorsRequest()
         request.actorType = actorType
+        request.tags = tags
         request.limit = UInt32(clamping: limit)
         let argument = Data((try? request.serializedBytes() as [UInt8]) ?? [])
         let deadline = NIODeadline.now() + timeout
@@ -702,6 +798,21 @@ public final class ActorDirectory: Service, Sendable {
         logger.warning(
             "write-behind snapshot failed; retrying",
             metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
+    }
+
+    func noteTags(_ key: ActorKey, _ activationID: UInt64, _ tags: [String: String]) {
+        state.withLock { state in
+            guard state.slots[key]?.activationID == activationID else { return }
+            state.slots[key]?.tags = tags
+        }
+    }
+
+    /// The running turn's action answered: calls of its chain are no longer calls into it.
+    func turnEnded(_ key: ActorKey, _ activationID: UInt64) {
+        state.withLock { state in
+            guard state.slots[key]?.activationID == activationID else { return }
+            state.slots[key]?.turnChain = nil
+        }
     }
 
     func noteRevision(_ key: ActorKey, _ activationID: UInt64, _ revision: UInt64) {

@@ -16,11 +16,14 @@ final class ActorTypeInfo: Sendable {
     /// Answer before the state is stored, and store the latest state every `snapshotInterval`.
     let writeBehind: Bool
     let snapshotInterval: TimeAmount
+    /// Calls of the running turn's own chain run interleaved instead of being refused.
+    let reentrant: Bool
 
     init(definition: WireActorDefinition, defaultIdleTimeout: TimeAmount, defaultMailboxCapacity: Int) {
         self.definition = definition
         self.actions = Set(definition.actions)
         self.writeBehind = definition.durability == .writeBehind
+        self.reentrant = definition.reentrant
         self.snapshotInterval = .milliseconds(Int64(definition.snapshotIntervalMs == 0 ? 1000 : definition.snapshotIntervalMs))
         self.idleTimeout =
             definition.idleTimeoutMs == 0 ? defaultIdleTimeout : .milliseconds(Int64(definition.idleTimeoutMs))
@@ -57,6 +60,14 @@ public distributed actor ActorProcess {
     var snapshotTimer: Scheduled<Void>?
     var storing: EventLoopFuture<Void>?
     private var meters: InvocationMeters
+    /// Grows by one each time a new state is accepted. A call remembers it when it starts: a new
+    /// state it returns is accepted only if no other call's state was accepted meanwhile, which
+    /// only an interleaved (reentrant) call can do.
+    private var generation: UInt64 = 0
+    /// Write-through writes in flight: while one is, no other new state is accepted.
+    private var pendingWrites = 0
+    /// The tags the actor set, kept with this activation.
+    private var tags: [String: String] = [:]
 
     /// Runs on the executor the directory pinned this actor to (its host connection's event loop).
     public nonisolated var unownedExecutor: UnownedSerialExecutor {
@@ -99,16 +110,35 @@ public distributed actor ActorProcess {
         }
     }
 
+    /// Runs `call` now, next to the turn in progress: a reentrant call of the turn's own chain,
+    /// which the directory hands over instead of queueing it (it would wait for ever).
+    nonisolated func scheduleInterleaved(_ call: Call, on loop: any EventLoop) {
+        if loop.inEventLoop {
+            assumeIsolated { _ = $0.start(call, interleaved: true) }
+        } else {
+            loop.execute { self.assumeIsolated { _ = $0.start(call, interleaved: true) } }
+        }
+    }
+
     /// Takes calls until one has to wait for the host or the mailbox is empty.
     private func pump() {
         while let call = directory.next(key, activationID) {
-            if start(call) { return }
+            if start(call, interleaved: false) { return }
         }
+    }
+
+    /// What a started call remembers until its answer is applied.
+    private struct Turn {
+        /// Runs next to the mailbox's turn: it neither takes the next call nor ends the turn.
+        var interleaved: Bool
+        /// ``generation`` when it started.
+        var generation: UInt64
+        var started: NIODeadline
     }
 
     /// Starts one call. Returns true if it is now waiting for the host; false if it was answered
     /// at once (unknown action, deadline already passed, caller gone).
-    private func start(_ call: Call) -> Bool {
+    private func start(_ call: Call, interleaved: Bool) -> Bool {
         var call = call
         let invocation = call.invocation
         guard !call.reply.isDone else { return false }
@@ -145,12 +175,25 @@ public distributed actor ActorProcess {
         if let caller = invocation.caller { wire.caller = caller }
         wire.timeoutMs = UInt32(clamping: remaining.nanoseconds / 1_000_000)
         wire.revision = revision
+        wire.chain = invocation.chain
+        wire.chain.path.append(WireActorId(key))
+        wire.tags = tags
+        // A call that starts while a write is in flight sees the state before it: what it
+        // returns is computed from an older state than the one being stored.
+        let turn = Turn(
+            interleaved: interleaved, generation: pendingWrites > 0 ? generation &- 1 : generation, started: started)
         let loop = host.eventLoop
         host.invoke(wire, timeout: remaining).hop(to: loop).whenComplete { [call] result in
             span?.end(reporting: result.mapError { TroupeError(wrapping: $0) })
-            self.assumeIsolated { $0.finish(call, result, since: started) }
+            self.assumeIsolated { $0.finish(call, result, turn) }
         }
         return true
+    }
+
+    /// Goes on after a call's answer was applied: the mailbox's turn takes the next call; an
+    /// interleaved call leaves that to the turn it ran in.
+    private func next(after turn: Turn) {
+        if !turn.interleaved { pump() }
     }
 
     /// Answers `call` and counts the outcome.
@@ -163,54 +206,70 @@ public distributed actor ActorProcess {
     /// Applies the host's answer: checks its effects, stores a new state first, then answers the
     /// caller (or hands the call on to its forward or pipe target), starts the side effects, and
     /// goes on with the next call.
-    private func finish(
-        _ call: Call, _ result: Result<WireActorInvocationResult, any Error>, since started: NIODeadline
-    ) {
+    private func finish(_ call: Call, _ result: Result<WireActorInvocationResult, any Error>, _ turn: Turn) {
+        // The action has returned, so nothing of its chain waits inside it any more: a call of
+        // the chain that comes now (say a forward to this actor itself) queues as usual.
+        if !turn.interleaved { directory.turnEnded(key, activationID) }
         let answer: WireActorInvocationResult
         do {
             answer = try result.get()
             try WorkflowEffects.validate(answer)
         } catch {
-            complete(call, .failure(TroupeError(wrapping: error)), since: started)
-            pump()
+            complete(call, .failure(TroupeError(wrapping: error)), since: turn.started)
+            next(after: turn)
             return
         }
         guard type.stateful && answer.hasNewState else {
-            deliver(call, answer, since: started)
-            pump()
+            deliver(call, answer, turn)
+            next(after: turn)
             return
         }
+        guard turn.generation == generation, pendingWrites == 0 else {
+            // An interleaved call of the same chain changed the state after this call read it:
+            // storing this one would silently undo that change. Nothing of this result applies.
+            complete(
+                call,
+                .failure(
+                    TroupeError(
+                        .aborted,
+                        "\(key) changed its state in a reentrant call while this call ran; its new state and effects were not applied",
+                        details: ["actor": key.name])), since: turn.started)
+            next(after: turn)
+            return
+        }
+        generation &+= 1
         if type.writeBehind {
             state = answer.newState
             markDirty()
-            deliver(call, answer, since: started)
-            pump()
+            deliver(call, answer, turn)
+            next(after: turn)
             return
         }
+        pendingWrites += 1
         let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
         let (store, key, token) = (self.store, self.key, fencingToken)
         host.eventLoop.makeFutureWithTask {
             try await store.write(key, state: blob, fencingToken: token)
         }.whenComplete { written in
-            self.assumeIsolated { $0.stored(call, answer, written, since: started) }
+            self.assumeIsolated { $0.stored(call, answer, written, turn) }
         }
     }
 
     private func stored(
-        _ call: Call, _ answer: WireActorInvocationResult, _ written: Result<UInt64, any Error>,
-        since started: NIODeadline
+        _ call: Call, _ answer: WireActorInvocationResult, _ written: Result<UInt64, any Error>, _ turn: Turn
     ) {
+        pendingWrites -= 1
         switch written {
         case .success(let newRevision):
             revision = newRevision
             state = answer.newState
             directory.noteRevision(key, activationID, newRevision)
-            deliver(call, answer, since: started)
-            pump()
+            deliver(call, answer, turn)
+            next(after: turn)
         case .failure(let error):
             let error = TroupeError(wrapping: error)
             // No effect goes out: they follow from a state change that did not happen.
-            complete(call, .failure(error), since: started)
+            complete(call, .failure(error), since: turn.started)
             // Either a newer activation owns the actor (failedPrecondition), or the store could not
             // say whether the write landed (unavailable). Either way this activation's state may
             // no longer be the stored one, so it stops; the next call activates it from the store.
@@ -218,22 +277,31 @@ public distributed actor ActorProcess {
         }
     }
 
-    /// Ends the call's turn here: answers the caller, or passes its reply slot (and so its
-    /// deadline) to the forward or pipe target, which runs as a call of its own so this actor
-    /// takes its next call meanwhile. Then starts the side effects.
-    private func deliver(_ call: Call, _ answer: WireActorInvocationResult, since started: NIODeadline) {
+    /// Ends the call's turn here: keeps the tags it set, answers the caller, or passes its reply
+    /// slot (and so its deadline) to the forward or pipe target, which runs as a call of its own
+    /// so this actor takes its next call meanwhile. Then starts the side effects and broadcasts.
+    private func deliver(_ call: Call, _ answer: WireActorInvocationResult, _ turn: Turn) {
         let origin = call.invocation
+        let started = turn.started
+        if !answer.setTags.isEmpty {
+            for (name, value) in answer.setTags {
+                tags[name] = value.isEmpty ? nil : value
+            }
+            directory.noteTags(key, activationID, tags)
+        }
         switch answer.route {
         case .forward(let target)?:
             meters.record(action: origin.action, failure: nil, since: started)
             directory.invoke(
-                Invocation(effect: target, of: origin, by: key, payload: origin.payload, deadline: origin.deadline),
-                reply: call.reply)
+                Invocation(
+                    effect: target, of: origin, by: key, payload: origin.payload, deadline: origin.deadline,
+                    sameChain: true), reply: call.reply)
         case .pipe(let target)?:
             meters.record(action: origin.action, failure: nil, since: started)
             directory.invoke(
-                Invocation(effect: target, of: origin, by: key, payload: answer.reply, deadline: origin.deadline),
-                reply: call.reply)
+                Invocation(
+                    effect: target, of: origin, by: key, payload: answer.reply, deadline: origin.deadline,
+                    sameChain: true), reply: call.reply)
         case nil:
             complete(call, .success(answer.reply), since: started)
         }
@@ -243,8 +311,16 @@ public distributed actor ActorProcess {
                 ? directory.configuration.sideEffectTimeout : .milliseconds(Int64(effect.timeoutMs))
             directory.startSideEffect(
                 Invocation(
-                    effect: effect.target, of: origin, by: key, payload: effect.payload, deadline: .now() + timeout),
-                on: host.eventLoop)
+                    effect: effect.target, of: origin, by: key, payload: effect.payload, deadline: .now() + timeout,
+                    sameChain: false), on: host.eventLoop)
+        }
+        for request in answer.broadcasts {
+            var broadcast = Broadcast(
+                channel: request.channel, action: request.action, payload: request.payload,
+                metadata: origin.metadata.merging(request.metadata) { _, own in own },
+                originSystem: directory.configuration.system, sender: key)
+            broadcast.chain = origin.chain.continued(by: key, keepingID: false)
+            _ = directory.broadcast(broadcast)
         }
     }
 

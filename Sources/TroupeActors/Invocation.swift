@@ -38,16 +38,21 @@ public struct Broadcast: Sendable {
     public var metadata: [String: String]
     /// The system it was broadcast in.
     public var originSystem: String
+    /// The actor whose action broadcast it (a broadcast effect); nil for a client's broadcast.
+    public var sender: ActorKey?
+    /// The chain of the action that broadcast it: each listener's call continues it with a new id.
+    public var chain = WireCallChain()
 
     public init(
         channel: String, action: String, payload: WirePayload = WirePayload(), metadata: [String: String] = [:],
-        originSystem: String
+        originSystem: String, sender: ActorKey? = nil
     ) {
         self.channel = channel
         self.action = action
         self.payload = payload
         self.metadata = metadata
         self.originSystem = originSystem
+        self.sender = sender
     }
 }
 
@@ -63,6 +68,8 @@ public struct Invocation: Sendable {
     public var spawnFrom: String
     /// How many nodes forwarded the call already.
     public var hops: UInt32 = 0
+    /// The call chain it belongs to; an empty id gets a new one when the call is queued.
+    public var chain = WireCallChain()
 
     public init(
         actor: ActorKey, action: String, payload: WirePayload = WirePayload(), metadata: [String: String] = [:],
@@ -98,6 +105,7 @@ extension Invocation {
             deadline: .now() + .milliseconds(Int64(request.timeoutMs == 0 ? 30_000 : request.timeoutMs)),
             spawnFrom: request.spawnFrom)
         self.hops = hops
+        self.chain = request.chain
     }
 
     /// This call as a serialized `InvokeRequest` for another node, with the time left until its deadline.
@@ -110,6 +118,7 @@ extension Invocation {
         request.metadata = metadata
         if let caller { request.caller = caller }
         request.spawnFrom = spawnFrom
+        if !chain.id.isEmpty || !chain.path.isEmpty { request.chain = chain }
         request.timeoutMs = UInt32(clamping: max(1, (deadline - .now()).nanoseconds / 1_000_000))
         do { return try request.serializedBytes() } catch {
             throw .internalError("cannot encode an invocation of \(actor): \(error)")

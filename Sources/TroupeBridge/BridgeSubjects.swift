@@ -1,3 +1,4 @@
+import TroupeActors
 public import TroupeWire
 
 /// The NATS subjects and queue groups of the bridge protocol, version 1 (docs/protocol.md, "Bridge").
@@ -64,12 +65,6 @@ public enum BridgeSubjects {
     }
 
     private static func validateToken(_ value: String, _ what: String) throws(TroupeError) {
-        guard !value.isEmpty,
-            !value.contains(where: { $0 == "." || $0 == "*" || $0 == ">" || $0.isWhitespace || $0.isNewline })
-        else {
-            throw .invalidArgument(
-                "\(what) name '\(value)' cannot travel over NATS: it must be non-empty, without '.', '*', '>' or spaces",
-                details: [what: value])
-        }
+        try SubjectToken.validate(value, as: what)
     }
 }

@@ -155,6 +155,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         call.metadata = metadata
         call.timeoutMs = UInt32(clamping: max(1, remaining.nanoseconds / 1_000_000))
         call.spawnFrom = invocation.spawnFrom
+        call.chain = invocation.chain
         let bytes: [UInt8]
         do { bytes = try call.serializedBytes() } catch {
             let error = TroupeError.internalError("cannot encode a bridge call: \(error)")
@@ -206,6 +207,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         message.action = broadcast.action
         message.payload = broadcast.payload
         message.metadata = broadcast.metadata
+        message.senderActor = broadcast.sender?.name ?? ""
         let bytes: [UInt8]
         do { bytes = try message.serializedBytes() } catch {
             throw .internalError("cannot encode a bridge broadcast: \(error)")
@@ -247,10 +249,12 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             return
         }
         broadcastsReceived.increment()
-        _ = directory.broadcast(
+        directory.broadcast(
             Broadcast(
                 channel: broadcast.channel, action: broadcast.action, payload: broadcast.payload,
-                metadata: broadcast.metadata, originSystem: broadcast.originSystem))
+                metadata: broadcast.metadata, originSystem: broadcast.originSystem,
+                sender: broadcast.senderActor.isEmpty
+                    ? nil : ActorKey(system: broadcast.originSystem, name: broadcast.senderActor)))
     }
 
     private func take(_ message: NATSMessage) {
@@ -379,10 +383,12 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         var caller = WireActorId()
         caller.system = call.callerSystem
         caller.name = call.callerActor
-        return Invocation(
+        var invocation = Invocation(
             actor: ActorKey(system: configuration.system, name: call.actor), action: call.action, payload: call.payload,
             metadata: call.metadata, caller: caller, deadline: .now() + .milliseconds(Int64(call.timeoutMs)),
             spawnFrom: call.spawnFrom)
+        invocation.chain = call.chain
+        return invocation
     }
 
     private func answer(_ replyTo: String, _ result: Result<WirePayload, TroupeError>) {

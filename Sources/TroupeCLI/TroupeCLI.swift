@@ -162,6 +162,8 @@ struct Actors: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Lists the active actors.")
 
     @Option(name: .customLong("type"), help: "Only actors of this type.") var actorType: String = ""
+    @Option(name: .customLong("tag"), help: "Only actors with this tag, KEY=VALUE (repeatable: all of them).")
+    var tags: [String] = []
     @Option(help: "At most this many.") var limit: UInt32 = 1000
     @Flag(help: "Print JSON for scripts.") var json = false
     @OptionGroup var sidecar: SidecarOptions
@@ -170,6 +172,7 @@ struct Actors: AsyncParsableCommand {
         var request = WireListActorsRequest()
         request.actorType = actorType
         request.limit = limit
+        do { request.tags = try TagFilter.parse(tags) } catch { throw fail(error) }
         let answer: WireFrame.OneOf_Body
         do { answer = try await sidecar.request(.listActors(request)) } catch { throw fail(error) }
         guard case .actors(let response) = answer else { throw fail(TroupeError.internalError("unexpected answer")) }
@@ -181,6 +184,7 @@ struct Actors: AsyncParsableCommand {
                     [
                         "system": $0.actor.system, "name": $0.actor.name, "type": $0.actorType, "node": $0.node,
                         "revision": $0.revision, "mailbox_depth": $0.mailboxDepth, "idle_ms": $0.idleMs,
+                        "tags": $0.tags,
                     ] as [String: Any]
                 },
             ])

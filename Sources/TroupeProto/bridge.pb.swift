@@ -85,11 +85,22 @@ public nonisolated struct BridgeCall: Sendable {
   /// If the actor does not exist yet, spawn it from this unnamed type first.
   public var spawnFrom: String = String()
 
+  /// The caller's call chain, so a chain that comes back to this system is recognised.
+  public var chain: WireCallChain {
+    get {_chain ?? WireCallChain()}
+    set {_chain = newValue}
+  }
+  /// Returns true if `chain` has been explicitly set.
+  public var hasChain: Bool {self._chain != nil}
+  /// Clears the value of `chain`. Subsequent reads from it will return its default value.
+  public mutating func clearChain() {self._chain = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _payload: WirePayload? = nil
+  fileprivate var _chain: WireCallChain? = nil
 }
 
 /// The answer to a Call: the reply payload or a typed failure.
@@ -154,6 +165,10 @@ public nonisolated struct BridgeBroadcast: Sendable {
 
   public var metadata: Dictionary<String,String> = [:]
 
+  /// The actor of origin_system whose action broadcast it (a broadcast effect); empty when a
+  /// client broadcast. Listeners see it as their caller.
+  public var senderActor: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -167,7 +182,7 @@ fileprivate nonisolated let _protobuf_package = "troupe.bridge.v1"
 
 nonisolated extension BridgeCall: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Call"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}caller_system\0\u{3}caller_node\0\u{3}caller_actor\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{1}metadata\0\u{3}timeout_ms\0\u{3}spawn_from\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}caller_system\0\u{3}caller_node\0\u{3}caller_actor\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{1}metadata\0\u{3}timeout_ms\0\u{3}spawn_from\0\u{2}\u{14}chain\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -185,6 +200,7 @@ nonisolated extension BridgeCall: SwiftProtobuf.Message, SwiftProtobuf._MessageI
       case 8: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
       case 10: try { try decoder.decodeSingularStringField(value: &self.spawnFrom) }()
+      case 30: try { try decoder.decodeSingularMessageField(value: &self._chain) }()
       default: break
       }
     }
@@ -225,6 +241,9 @@ nonisolated extension BridgeCall: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if !self.spawnFrom.isEmpty {
       try visitor.visitSingularStringField(value: self.spawnFrom, fieldNumber: 10)
     }
+    try { if let v = self._chain {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -239,6 +258,7 @@ nonisolated extension BridgeCall: SwiftProtobuf.Message, SwiftProtobuf._MessageI
     if lhs.metadata != rhs.metadata {return false}
     if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.spawnFrom != rhs.spawnFrom {return false}
+    if lhs._chain != rhs._chain {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -313,7 +333,7 @@ nonisolated extension BridgeResult: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension BridgeBroadcast: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Broadcast"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}origin_system\0\u{1}channel\0\u{1}action\0\u{1}payload\0\u{1}metadata\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}version\0\u{3}origin_system\0\u{1}channel\0\u{1}action\0\u{1}payload\0\u{1}metadata\0\u{4}\u{18}sender_actor\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -327,6 +347,7 @@ nonisolated extension BridgeBroadcast: SwiftProtobuf.Message, SwiftProtobuf._Mes
       case 4: try { try decoder.decodeSingularStringField(value: &self.action) }()
       case 5: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
       case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
+      case 30: try { try decoder.decodeSingularStringField(value: &self.senderActor) }()
       default: break
       }
     }
@@ -355,6 +376,9 @@ nonisolated extension BridgeBroadcast: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if !self.metadata.isEmpty {
       try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 6)
     }
+    if !self.senderActor.isEmpty {
+      try visitor.visitSingularStringField(value: self.senderActor, fieldNumber: 30)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -365,6 +389,7 @@ nonisolated extension BridgeBroadcast: SwiftProtobuf.Message, SwiftProtobuf._Mes
     if lhs.action != rhs.action {return false}
     if lhs._payload != rhs._payload {return false}
     if lhs.metadata != rhs.metadata {return false}
+    if lhs.senderActor != rhs.senderActor {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -552,6 +552,33 @@ public nonisolated struct WireActorId: Sendable {
   public init() {}
 }
 
+/// The call chain an invocation belongs to: every call made while serving one request from
+/// outside (a client, the admin API, a broadcast, a side effect) shares its id. The sidecar gives
+/// a call without a chain a new one; an actor's calls made from inside an action must carry the
+/// chain of its ActorInvocation unchanged (the Swift SDK does that), so the sidecar can tell a
+/// call that comes back to an actor still busy in a turn of the same chain (A -> B -> A): it runs
+/// interleaved if the actor type is reentrant, and fails at once with FAILED_PRECONDITION if not.
+public nonisolated struct WireCallChain: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Opaque; unique per originating request.
+  public var id: String = String()
+
+  /// The actors that took part so far, the first caller first. In an ActorInvocation it ends
+  /// with the invoked actor itself. For error messages and logs.
+  public var path: [WireActorId] = []
+
+  /// Forwards, pipes, side effects and broadcast effects the chain went through. The sidecar
+  /// refuses another one beyond its max-forward-hops setting with RESOURCE_EXHAUSTED.
+  public var hops: UInt32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// First frame from the host (correlation id 1). Nothing else may be sent before the Welcome.
 public nonisolated struct WireHello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
@@ -712,6 +739,13 @@ public nonisolated struct WireActorDefinition: Sendable {
   /// invokes the broadcast's action on the actor.
   public var channels: [String] = []
 
+  /// Calls that come back to an actor of this type while it is in a turn of the same call chain
+  /// (A -> B -> A) run interleaved instead of being refused with FAILED_PRECONDITION. The state
+  /// such a call sees is the state before the running turn; whichever of the interleaved calls
+  /// returns a new state first stores it, and a later one that returns a state computed from the
+  /// older state is refused with ABORTED and nothing of its result is applied (no lost update).
+  public var reentrant: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -788,6 +822,16 @@ public nonisolated struct WireInvokeRequest: Sendable {
   /// Clears the value of `caller`. Subsequent reads from it will return its default value.
   public mutating func clearCaller() {self._caller = nil}
 
+  /// The call chain; an action's calls copy ActorInvocation.chain here. Unset = a new chain.
+  public var chain: WireCallChain {
+    get {_chain ?? WireCallChain()}
+    set {_chain = newValue}
+  }
+  /// Returns true if `chain` has been explicitly set.
+  public var hasChain: Bool {self._chain != nil}
+  /// Clears the value of `chain`. Subsequent reads from it will return its default value.
+  public mutating func clearChain() {self._chain = nil}
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -795,6 +839,7 @@ public nonisolated struct WireInvokeRequest: Sendable {
   fileprivate var _actor: WireActorId? = nil
   fileprivate var _payload: WirePayload? = nil
   fileprivate var _caller: WireActorId? = nil
+  fileprivate var _chain: WireCallChain? = nil
 }
 
 public nonisolated struct WireInvokeResponse: Sendable {
@@ -861,6 +906,9 @@ public nonisolated struct WireListActorsRequest: Sendable {
   /// At most this many entries; 0 = 1000.
   public var limit: UInt32 = 0
 
+  /// Only actors that carry every one of these tags with the same value.
+  public var tags: Dictionary<String,String> = [:]
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -891,6 +939,9 @@ public nonisolated struct WireActorInfo: Sendable {
 
   /// Milliseconds since the actor's last call.
   public var idleMs: UInt64 = 0
+
+  /// The tags the actor set (ActorInvocationResult.set_tags).
+  public var tags: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1053,69 +1104,97 @@ public nonisolated struct WireListMembersResponse: Sendable {
   public init() {}
 }
 
-public nonisolated struct WireActorInvocation: Sendable {
+public nonisolated struct WireActorInvocation: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
   public var actor: WireActorId {
-    get {_actor ?? WireActorId()}
-    set {_actor = newValue}
+    get {_storage._actor ?? WireActorId()}
+    set {_uniqueStorage()._actor = newValue}
   }
   /// Returns true if `actor` has been explicitly set.
-  public var hasActor: Bool {self._actor != nil}
+  public var hasActor: Bool {_storage._actor != nil}
   /// Clears the value of `actor`. Subsequent reads from it will return its default value.
-  public mutating func clearActor() {self._actor = nil}
+  public mutating func clearActor() {_uniqueStorage()._actor = nil}
 
   /// The registered type of the actor (differs from actor.name for unnamed actors).
-  public var actorType: String = String()
+  public var actorType: String {
+    get {_storage._actorType}
+    set {_uniqueStorage()._actorType = newValue}
+  }
 
-  public var action: String = String()
+  public var action: String {
+    get {_storage._action}
+    set {_uniqueStorage()._action = newValue}
+  }
 
   /// The actor's current state; unset for stateless actors or when no state was stored yet.
   public var state: WirePayload {
-    get {_state ?? WirePayload()}
-    set {_state = newValue}
+    get {_storage._state ?? WirePayload()}
+    set {_uniqueStorage()._state = newValue}
   }
   /// Returns true if `state` has been explicitly set.
-  public var hasState: Bool {self._state != nil}
+  public var hasState: Bool {_storage._state != nil}
   /// Clears the value of `state`. Subsequent reads from it will return its default value.
-  public mutating func clearState() {self._state = nil}
+  public mutating func clearState() {_uniqueStorage()._state = nil}
 
   public var payload: WirePayload {
-    get {_payload ?? WirePayload()}
-    set {_payload = newValue}
+    get {_storage._payload ?? WirePayload()}
+    set {_uniqueStorage()._payload = newValue}
   }
   /// Returns true if `payload` has been explicitly set.
-  public var hasPayload: Bool {self._payload != nil}
+  public var hasPayload: Bool {_storage._payload != nil}
   /// Clears the value of `payload`. Subsequent reads from it will return its default value.
-  public mutating func clearPayload() {self._payload = nil}
+  public mutating func clearPayload() {_uniqueStorage()._payload = nil}
 
-  public var metadata: Dictionary<String,String> = [:]
+  public var metadata: Dictionary<String,String> {
+    get {_storage._metadata}
+    set {_uniqueStorage()._metadata = newValue}
+  }
 
   public var caller: WireActorId {
-    get {_caller ?? WireActorId()}
-    set {_caller = newValue}
+    get {_storage._caller ?? WireActorId()}
+    set {_uniqueStorage()._caller = newValue}
   }
   /// Returns true if `caller` has been explicitly set.
-  public var hasCaller: Bool {self._caller != nil}
+  public var hasCaller: Bool {_storage._caller != nil}
   /// Clears the value of `caller`. Subsequent reads from it will return its default value.
-  public mutating func clearCaller() {self._caller = nil}
+  public mutating func clearCaller() {_uniqueStorage()._caller = nil}
 
   /// Time left before the caller's deadline. The host should give up after it.
-  public var timeoutMs: UInt32 = 0
+  public var timeoutMs: UInt32 {
+    get {_storage._timeoutMs}
+    set {_uniqueStorage()._timeoutMs = newValue}
+  }
 
   /// The state's revision (grows by one per write). 0 = never written.
-  public var revision: UInt64 = 0
+  public var revision: UInt64 {
+    get {_storage._revision}
+    set {_uniqueStorage()._revision = newValue}
+  }
+
+  /// The chain this call belongs to, ending with this actor. Calls the action makes carry it.
+  public var chain: WireCallChain {
+    get {_storage._chain ?? WireCallChain()}
+    set {_uniqueStorage()._chain = newValue}
+  }
+  /// Returns true if `chain` has been explicitly set.
+  public var hasChain: Bool {_storage._chain != nil}
+  /// Clears the value of `chain`. Subsequent reads from it will return its default value.
+  public mutating func clearChain() {_uniqueStorage()._chain = nil}
+
+  /// The tags this activation set so far.
+  public var tags: Dictionary<String,String> {
+    get {_storage._tags}
+    set {_uniqueStorage()._tags = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _actor: WireActorId? = nil
-  fileprivate var _state: WirePayload? = nil
-  fileprivate var _payload: WirePayload? = nil
-  fileprivate var _caller: WireActorId? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 public nonisolated struct WireActorInvocationResult: Sendable {
@@ -1170,6 +1249,16 @@ public nonisolated struct WireActorInvocationResult: Sendable {
   /// Calls started when the action's turn ends (after the state is stored), never delaying the
   /// reply. Their replies are dropped; failures are logged and counted, not sent to the caller.
   public var sideEffects: [WireSideEffect] = []
+
+  /// Sent when the action's turn ends (after the state is stored), like side effects: each one
+  /// invokes its action once on every actor listening to its channel, here and over the bridge.
+  /// An invalid channel or an empty action fails the call with INVALID_ARGUMENT and nothing of
+  /// the result is applied.
+  public var broadcasts: [WireBroadcastRequest] = []
+
+  /// Tags to set on this actor (key -> value; an empty value removes the key). They are kept
+  /// with the activation, listed with it, and filter ListActorsRequest; they are not stored.
+  public var setTags: Dictionary<String,String> = [:]
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1811,6 +1900,46 @@ nonisolated extension WireActorId: SwiftProtobuf.Message, SwiftProtobuf._Message
   }
 }
 
+nonisolated extension WireCallChain: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".CallChain"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}path\0\u{1}hops\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.id) }()
+      case 2: try { try decoder.decodeRepeatedMessageField(value: &self.path) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.hops) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.id.isEmpty {
+      try visitor.visitSingularStringField(value: self.id, fieldNumber: 1)
+    }
+    if !self.path.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.path, fieldNumber: 2)
+    }
+    if self.hops != 0 {
+      try visitor.visitSingularUInt32Field(value: self.hops, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireCallChain, rhs: WireCallChain) -> Bool {
+    if lhs.id != rhs.id {return false}
+    if lhs.path != rhs.path {return false}
+    if lhs.hops != rhs.hops {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}system\0\u{1}role\0\u{1}name\0\u{3}sdk_name\0\u{3}sdk_version\0\u{3}max_frame_bytes\0\u{1}secret\0")
@@ -2052,7 +2181,7 @@ nonisolated extension WireCancel: SwiftProtobuf.Message, SwiftProtobuf._MessageI
 
 nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorDefinition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0\u{2}\u{14}reentrant\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2070,6 +2199,7 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
       case 8: try { try decoder.decodeSingularEnumField(value: &self.durability) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotIntervalMs) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.channels) }()
+      case 30: try { try decoder.decodeSingularBoolField(value: &self.reentrant) }()
       default: break
       }
     }
@@ -2110,6 +2240,9 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.channels.isEmpty {
       try visitor.visitRepeatedStringField(value: self.channels, fieldNumber: 10)
     }
+    if self.reentrant != false {
+      try visitor.visitSingularBoolField(value: self.reentrant, fieldNumber: 30)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2124,6 +2257,7 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.durability != rhs.durability {return false}
     if lhs.snapshotIntervalMs != rhs.snapshotIntervalMs {return false}
     if lhs.channels != rhs.channels {return false}
+    if lhs.reentrant != rhs.reentrant {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2191,7 +2325,7 @@ nonisolated extension WireRegisterResponse: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InvokeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{3}timeout_ms\0\u{1}metadata\0\u{3}spawn_from\0\u{1}caller\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{3}timeout_ms\0\u{1}metadata\0\u{3}spawn_from\0\u{1}caller\0\u{2}\u{17}chain\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2206,6 +2340,7 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.spawnFrom) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 30: try { try decoder.decodeSingularMessageField(value: &self._chain) }()
       default: break
       }
     }
@@ -2237,6 +2372,9 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     try { if let v = self._caller {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    try { if let v = self._chain {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+    } }()
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2248,6 +2386,7 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.metadata != rhs.metadata {return false}
     if lhs.spawnFrom != rhs.spawnFrom {return false}
     if lhs._caller != rhs._caller {return false}
+    if lhs._chain != rhs._chain {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2359,7 +2498,7 @@ nonisolated extension WireSpawnResponse: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension WireListActorsRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ListActorsRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}actor_type\0\u{1}limit\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}actor_type\0\u{1}limit\0\u{2}\u{1c}tags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2369,6 +2508,7 @@ nonisolated extension WireListActorsRequest: SwiftProtobuf.Message, SwiftProtobu
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularStringField(value: &self.actorType) }()
       case 2: try { try decoder.decodeSingularUInt32Field(value: &self.limit) }()
+      case 30: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.tags) }()
       default: break
       }
     }
@@ -2381,12 +2521,16 @@ nonisolated extension WireListActorsRequest: SwiftProtobuf.Message, SwiftProtobu
     if self.limit != 0 {
       try visitor.visitSingularUInt32Field(value: self.limit, fieldNumber: 2)
     }
+    if !self.tags.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.tags, fieldNumber: 30)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: WireListActorsRequest, rhs: WireListActorsRequest) -> Bool {
     if lhs.actorType != rhs.actorType {return false}
     if lhs.limit != rhs.limit {return false}
+    if lhs.tags != rhs.tags {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2394,7 +2538,7 @@ nonisolated extension WireListActorsRequest: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension WireActorInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInfo"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}node\0\u{1}revision\0\u{3}mailbox_depth\0\u{3}idle_ms\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}node\0\u{1}revision\0\u{3}mailbox_depth\0\u{3}idle_ms\0\u{2}\u{18}tags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2408,6 +2552,7 @@ nonisolated extension WireActorInfo: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 4: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.mailboxDepth) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.idleMs) }()
+      case 30: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.tags) }()
       default: break
       }
     }
@@ -2436,6 +2581,9 @@ nonisolated extension WireActorInfo: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if self.idleMs != 0 {
       try visitor.visitSingularUInt64Field(value: self.idleMs, fieldNumber: 6)
     }
+    if !self.tags.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.tags, fieldNumber: 30)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2446,6 +2594,7 @@ nonisolated extension WireActorInfo: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.revision != rhs.revision {return false}
     if lhs.mailboxDepth != rhs.mailboxDepth {return false}
     if lhs.idleMs != rhs.idleMs {return false}
+    if lhs.tags != rhs.tags {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2765,73 +2914,139 @@ nonisolated extension WireListMembersResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0\u{2}\u{15}chain\0\u{1}tags\0")
+
+  fileprivate class _StorageClass {
+    var _actor: WireActorId? = nil
+    var _actorType: String = String()
+    var _action: String = String()
+    var _state: WirePayload? = nil
+    var _payload: WirePayload? = nil
+    var _metadata: Dictionary<String,String> = [:]
+    var _caller: WireActorId? = nil
+    var _timeoutMs: UInt32 = 0
+    var _revision: UInt64 = 0
+    var _chain: WireCallChain? = nil
+    var _tags: Dictionary<String,String> = [:]
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _actor = source._actor
+      _actorType = source._actorType
+      _action = source._action
+      _state = source._state
+      _payload = source._payload
+      _metadata = source._metadata
+      _caller = source._caller
+      _timeoutMs = source._timeoutMs
+      _revision = source._revision
+      _chain = source._chain
+      _tags = source._tags
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularMessageField(value: &self._actor) }()
-      case 2: try { try decoder.decodeSingularStringField(value: &self.actorType) }()
-      case 3: try { try decoder.decodeSingularStringField(value: &self.action) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._state) }()
-      case 5: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
-      case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
-      case 7: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
-      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularMessageField(value: &_storage._actor) }()
+        case 2: try { try decoder.decodeSingularStringField(value: &_storage._actorType) }()
+        case 3: try { try decoder.decodeSingularStringField(value: &_storage._action) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._state) }()
+        case 5: try { try decoder.decodeSingularMessageField(value: &_storage._payload) }()
+        case 6: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._metadata) }()
+        case 7: try { try decoder.decodeSingularMessageField(value: &_storage._caller) }()
+        case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._timeoutMs) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
+        case 30: try { try decoder.decodeSingularMessageField(value: &_storage._chain) }()
+        case 31: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._tags) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    try { if let v = self._actor {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
-    } }()
-    if !self.actorType.isEmpty {
-      try visitor.visitSingularStringField(value: self.actorType, fieldNumber: 2)
-    }
-    if !self.action.isEmpty {
-      try visitor.visitSingularStringField(value: self.action, fieldNumber: 3)
-    }
-    try { if let v = self._state {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    try { if let v = self._payload {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
-    } }()
-    if !self.metadata.isEmpty {
-      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.metadata, fieldNumber: 6)
-    }
-    try { if let v = self._caller {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
-    } }()
-    if self.timeoutMs != 0 {
-      try visitor.visitSingularUInt32Field(value: self.timeoutMs, fieldNumber: 8)
-    }
-    if self.revision != 0 {
-      try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 9)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      try { if let v = _storage._actor {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+      } }()
+      if !_storage._actorType.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._actorType, fieldNumber: 2)
+      }
+      if !_storage._action.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._action, fieldNumber: 3)
+      }
+      try { if let v = _storage._state {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      try { if let v = _storage._payload {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 5)
+      } }()
+      if !_storage._metadata.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._metadata, fieldNumber: 6)
+      }
+      try { if let v = _storage._caller {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
+      } }()
+      if _storage._timeoutMs != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._timeoutMs, fieldNumber: 8)
+      }
+      if _storage._revision != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 9)
+      }
+      try { if let v = _storage._chain {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
+      } }()
+      if !_storage._tags.isEmpty {
+        try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: _storage._tags, fieldNumber: 31)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: WireActorInvocation, rhs: WireActorInvocation) -> Bool {
-    if lhs._actor != rhs._actor {return false}
-    if lhs.actorType != rhs.actorType {return false}
-    if lhs.action != rhs.action {return false}
-    if lhs._state != rhs._state {return false}
-    if lhs._payload != rhs._payload {return false}
-    if lhs.metadata != rhs.metadata {return false}
-    if lhs._caller != rhs._caller {return false}
-    if lhs.timeoutMs != rhs.timeoutMs {return false}
-    if lhs.revision != rhs.revision {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._actor != rhs_storage._actor {return false}
+        if _storage._actorType != rhs_storage._actorType {return false}
+        if _storage._action != rhs_storage._action {return false}
+        if _storage._state != rhs_storage._state {return false}
+        if _storage._payload != rhs_storage._payload {return false}
+        if _storage._metadata != rhs_storage._metadata {return false}
+        if _storage._caller != rhs_storage._caller {return false}
+        if _storage._timeoutMs != rhs_storage._timeoutMs {return false}
+        if _storage._revision != rhs_storage._revision {return false}
+        if _storage._chain != rhs_storage._chain {return false}
+        if _storage._tags != rhs_storage._tags {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2839,7 +3054,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocationResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0\u{1}forward\0\u{1}pipe\0\u{3}side_effects\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0\u{1}forward\0\u{1}pipe\0\u{3}side_effects\0\u{2}\u{19}broadcasts\0\u{3}set_tags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2876,6 +3091,8 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
         }
       }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.sideEffects) }()
+      case 30: try { try decoder.decodeRepeatedMessageField(value: &self.broadcasts) }()
+      case 31: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.setTags) }()
       default: break
       }
     }
@@ -2906,6 +3123,12 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
     if !self.sideEffects.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.sideEffects, fieldNumber: 5)
     }
+    if !self.broadcasts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.broadcasts, fieldNumber: 30)
+    }
+    if !self.setTags.isEmpty {
+      try visitor.visitMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: self.setTags, fieldNumber: 31)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2914,6 +3137,8 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
     if lhs._newState != rhs._newState {return false}
     if lhs.route != rhs.route {return false}
     if lhs.sideEffects != rhs.sideEffects {return false}
+    if lhs.broadcasts != rhs.broadcasts {return false}
+    if lhs.setTags != rhs.setTags {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

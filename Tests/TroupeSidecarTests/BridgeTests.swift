@@ -278,7 +278,8 @@ struct BridgeTests {
     }
 
     @Test func badCallMessagesGetTypedAnswersAndTheSubscriberKeepsServing() async throws {
-        try await withTwoSystems(betaMaxFrameBytes: 1024) { server, _, _ in
+        // Small, but large enough for the test host's registration of every test actor type.
+        try await withTwoSystems(betaMaxFrameBytes: 8192) { server, _, _ in
             var logger = Logger(label: "test.raw-nats")
             logger.logLevel = .warning
             let nats = try await NATSConnection.connect(NATSOptions(servers: [server.url]), logger: logger)
@@ -308,7 +309,7 @@ struct BridgeTests {
                         .serializedBytes(), timeout: .seconds(2))
             }
 
-            let big = try bridgeCall(actor: "echo", action: "echo", text: String(repeating: "x", count: 2000))
+            let big = try bridgeCall(actor: "echo", action: "echo", text: String(repeating: "x", count: 10_000))
             #expect(try await rawCall(nats, "beta", big.serializedBytes()).failure.code == .resourceExhausted)
 
             // Nobody to answer to: dropped, nothing breaks.

@@ -308,6 +308,31 @@ struct ClusterProcessTests {
         #expect(output.contains("cluster-tls-cert, cluster-tls-key and cluster-tls-ca"), "\(output)")
     }
 
+    @Test func aCallBackIntoATurnOnAnotherNodeIsRefusedAtOnceOrInterleavedWhenReentrant() async throws {
+        let nodes = try await startCluster(3)
+        defer { for node in nodes { node.stop() } }
+        let names = nodes.map(\.name)
+        let owner = { (actor: String) in
+            RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: names)
+        }
+        // The chain crosses nodes: the bouncer lives elsewhere than the strict actor it calls back.
+        try #require(owner("bouncer") != owner("strict-loop"))
+        let client = try await nodes[0].client()
+        let clock = ContinuousClock()
+        let started = clock.now
+        let error = await expectCode(.failedPrecondition) {
+            let _: Int = try await client.invoke(
+                "strict-loop", action: "add-one-and-bounce", "count", timeout: .seconds(30))
+        }
+        // Refused, not waited out: well inside the deadline of the bouncer's call back.
+        #expect(clock.now - started < ReentrancyTests.callBackTimeout)
+        #expect(error?.message.contains("strict-loop → bouncer → strict-loop") == true, "\(String(describing: error))")
+        // A reentrant type in the same cluster interleaves the call back instead.
+        #expect(try await client.invoke("reentrant-loop", action: "bounce", "add-ten", as: Int.self) == 10)
+        #expect(try await client.invoke("reentrant-loop", action: "count", as: Int.self) == 10)
+        await client.close()
+    }
+
     @Test func afterKill9OfANodeInFlightCallsFailWithUnavailableAndTheSurvivorsTakeOverItsActors() async throws {
         let nodes = try await startCluster(3)
         defer { for node in nodes { node.stop() } }

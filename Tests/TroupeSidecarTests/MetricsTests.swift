@@ -54,4 +54,33 @@ struct MetricsTests {
         host.signal(SIGTERM)
         try await host.waitForExit()
     }
+
+    @Test func refusedAndInterleavedCallsBackIntoATurnAndHopLimitRefusalsAreCounted() async throws {
+        let directory = try TemporaryDirectory()
+        defer { directory.remove() }
+        let processes = try await ReadySidecar.start(
+            system: "metrics", in: directory,
+            ["--data-path", directory.path("state.sqlite"), "--max-forward-hops", "3", "--max-call-depth", "3"])
+        defer { processes.kill9() }
+        let client = try await TroupeClient.connect(system: "metrics", to: .unix(path: processes.socket))
+        await expectCode(.failedPrecondition) {
+            let _: Int = try await client.invoke("strict-loop", action: "add-one-and-bounce", "count")
+        }
+        #expect(try await client.invoke("reentrant-loop", action: "bounce", "count", as: Int.self) == 0)
+        await expectCode(.resourceExhausted) { let _: Int = try await client.invoke("spinner", action: "forward-spin") }
+        // Three forwards went out, the fourth was refused.
+        #expect(try await client.invoke("spinner", action: "count", as: Int.self) == 4)
+        // Two calls of the actor into itself were interleaved, the third was one too deep.
+        await expectCode(.resourceExhausted) {
+            let _: Int = try await client.invoke("reentrant-loop", action: "recurse")
+        }
+        await client.close()
+
+        let body = try await httpGet(port: processes.adminPort, "/metrics").body
+        let lines = body.split(separator: "\n").map(String.init)
+        #expect(lines.contains("troupe_reentrant_calls_total{outcome=\"refused\"} 1"), "\(lines)")
+        #expect(lines.contains("troupe_reentrant_calls_total{outcome=\"interleaved\"} 3"), "\(lines)")
+        #expect(lines.contains("troupe_hop_limit_refusals_total 1"), "\(lines)")
+        #expect(lines.contains("troupe_call_depth_refusals_total 1"), "\(lines)")
+    }
 }

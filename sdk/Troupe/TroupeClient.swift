@@ -23,13 +23,19 @@ public final class TroupeClient: Sendable {
     private let ownsConnection: Bool
     /// Whose calls these are, when the client belongs to an actor.
     let caller: String?
+    /// The call chain of the action the client belongs to, which its calls continue.
+    let chain: WireCallChain?
 
-    init(system: String, connection: PeerConnection, ownsConnection: Bool, caller: String? = nil) {
+    init(
+        system: String, connection: PeerConnection, ownsConnection: Bool, caller: String? = nil,
+        chain: WireCallChain? = nil
+    ) {
         self.system = system
         self.connection = connection
         self.ownsConnection = ownsConnection
         self.caller = caller
         self.executor = EventLoopTaskExecutor(connection.eventLoop)
+        self.chain = chain
     }
 
     /// The executor of this client's connection: its event loop.
@@ -132,6 +138,9 @@ public final class TroupeClient: Sendable {
             request.caller.system = self.system
             request.caller.name = caller
         }
+        // Any client used inside an action continues the action's chain, so the sidecar can tell
+        // a call that comes back into a running turn.
+        if let chain = chain ?? CallChainScope.current { request.chain = chain }
         // The sidecar enforces the deadline; the local one is a backstop for a sidecar that went silent.
         let answer = try await connection.call(
             .invoke(request), timeout: .milliseconds(Int64(timeout.milliseconds) + 2000))
@@ -192,10 +201,19 @@ public final class TroupeClient: Sendable {
     }
 
     /// The active actors, as the sidecar lists them.
-    public func activeActors(ofType actorType: String = "", limit: Int = 1000) async throws -> [ActiveActor] {
+    ///
+    /// ```swift
+    /// let europeans = try await client.activeActors(ofType: "player", tagged: ["region": "eu"])
+    /// ```
+    ///
+    /// - Parameter tags: only actors that carry each of these tags with the same value.
+    public func activeActors(ofType actorType: String = "", tagged tags: [String: String] = [:], limit: Int = 1000)
+        async throws -> [ActiveActor]
+    {
         var request = WireListActorsRequest()
         request.actorType = actorType
         request.limit = UInt32(clamping: limit)
+        request.tags = tags
         let answer = try await connection.call(.listActors(request), timeout: .seconds(10))
         guard case .actors(let response) = answer else {
             throw TroupeError.internalError("the sidecar answered list_actors with an unexpected frame")
@@ -203,13 +221,13 @@ public final class TroupeClient: Sendable {
         return response.actors.map {
             ActiveActor(
                 name: $0.actor.name, actorType: $0.actorType, node: $0.node, revision: $0.revision,
-                mailboxDepth: Int($0.mailboxDepth))
+                mailboxDepth: Int($0.mailboxDepth), tags: $0.tags)
         }
     }
 
-    /// A client that calls on behalf of actor `name` over the same connection.
-    func acting(as name: String) -> TroupeClient {
-        TroupeClient(system: system, connection: connection, ownsConnection: false, caller: name)
+    /// A client that calls on behalf of actor `name`, in call chain `chain`, over the same connection.
+    func acting(as name: String, in chain: WireCallChain) -> TroupeClient {
+        TroupeClient(system: system, connection: connection, ownsConnection: false, caller: name, chain: chain)
     }
 
     /// Says Goodbye and closes the connection, if this client owns it.
@@ -244,7 +262,7 @@ extension Duration {
     }
 }
 
-/// One active actor, as ``TroupeClient/activeActors(ofType:limit:)`` lists it.
+/// One active actor, as ``TroupeClient/activeActors(ofType:tagged:limit:)`` lists it.
 public struct ActiveActor: Sendable, Hashable {
     public var name: String
     public var actorType: String
@@ -253,6 +271,13 @@ public struct ActiveActor: Sendable, Hashable {
     public var revision: UInt64
     /// Calls waiting, including the running one.
     public var mailboxDepth: Int
+    /// The tags the actor set (``ActorContext/tag(_:_:)``).
+    public var tags: [String: String] = [:]
+}
+
+/// The call chain of the action running in this task, for clients other than the action's own.
+enum CallChainScope {
+    @TaskLocal static var current: WireCallChain?
 }
 
 /// How ``TroupeClient`` retries a call answered `unavailable`: a node went away with the call in

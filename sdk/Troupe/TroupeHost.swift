@@ -147,7 +147,9 @@ public final class TroupeHost: Service, Sendable {
         Task(executorPreference: executor) {
             defer { self.running.wrappingSubtract(1, ordering: .relaxed) }
             do {
-                let result = try await actor.run(invocation, client.acting(as: invocation.actor.name))
+                let result = try await CallChainScope.$current.withValue(invocation.chain) {
+                    try await actor.run(invocation, client.acting(as: invocation.actor.name, in: invocation.chain))
+                }
                 connection.respond(to: id, with: .actorResult(result))
             } catch let error as TroupeError {
                 connection.fail(id, with: error)

@@ -60,10 +60,17 @@ public protocol VirtualActor: Sendable {
     /// Named channels this actor listens to (named actors only): a broadcast on one of them
     /// invokes the broadcast's action on the actor, in this ActorSystem and from the others.
     static var channels: [String] { get }
+    /// Whether a call that comes back to the actor while it is in a turn of the same call chain
+    /// (A → B → A) runs interleaved (true) or is refused at once with `failedPrecondition`
+    /// (false, the default). An interleaved call sees the state from before the running turn;
+    /// if it changes the state, the turn it interleaved with may not change it too: that turn's
+    /// result is refused with `aborted` rather than silently overwrite the change.
+    static var reentrant: Bool { get }
 }
 
 extension VirtualActor {
     public static var kind: ActorKind { .named }
+    public static var reentrant: Bool { false }
     public static var idleTimeout: Duration? { nil }
     public static var durability: Durability { .writeThrough }
     public static var snapshotInterval: Duration? { nil }
@@ -83,6 +90,8 @@ public struct ActorContext<State: Sendable>: Sendable {
     }
     /// This actor's instance name.
     public let name: String
+    /// This actor's type (for a named actor the same as ``name``).
+    public let actorType: String
     /// This actor's ActorSystem.
     public let system: String
     /// The caller, when the caller is an actor.
@@ -98,6 +107,13 @@ public struct ActorContext<State: Sendable>: Sendable {
     public let client: TroupeClient
     /// Forces storing the state even if the action did not change it.
     public var checkpoint = false
+
+    /// The tags this actor carries: those set by earlier calls of this activation, and by this one.
+    public private(set) var tags: [String: String]
+    /// Tags set by this action, sent with its result ("" removes one).
+    var setTags: [String: String] = [:]
+    /// Added by ``broadcast(_:action:_:metadata:)``.
+    var broadcasts: [WireBroadcastRequest] = []
 
     var stateChanged = false
     /// Set by ``forward(to:action:system:spawnFrom:metadata:)`` or ``pipe(to:action:system:spawnFrom:metadata:)``.
@@ -171,6 +187,39 @@ public struct ActorContext<State: Sendable>: Sendable {
         sideEffects.append(effect)
     }
 
+    /// Tags this actor with `value` under `key` (nil removes the tag) once the action returns.
+    /// Tags stay with the activation (they are not stored with the state) and select actors in
+    /// ``TroupeClient/activeActors(ofType:tagged:limit:)`` and `GET /v1/actors?tag=KEY=VALUE`.
+    ///
+    /// ```swift
+    /// context.tag("region", "eu")
+    /// ```
+    public mutating func tag(_ key: String, _ value: String?) {
+        tags[key] = value
+        setTags[key] = value ?? ""
+    }
+
+    /// Sends `input` to every actor that listens to `channel` once this action's turn ends
+    /// (after its state is stored), without delaying the reply: each listener's `action` runs
+    /// once with it, here and, over the sidecar's bridge, in other ActorSystems. The call's
+    /// metadata carries over, and the listeners see this actor as their caller.
+    ///
+    /// ```swift
+    /// try context.broadcast("prices", action: "price-changed", newPrice)
+    /// ```
+    ///
+    /// - Throws: if `input` cannot be encoded.
+    public mutating func broadcast<Input: Sendable>(
+        _ channel: String, action: String, _ input: Input, metadata: [String: String] = [:]
+    ) throws {
+        var request = WireBroadcastRequest()
+        request.channel = channel
+        request.action = action
+        request.payload = try PayloadCoding.encode(input)
+        request.metadata = metadata
+        broadcasts.append(request)
+    }
+
     private static func target(
         _ actor: String, _ action: String, _ system: String?, _ spawnFrom: String?, _ metadata: [String: String]
     ) -> WireEffectTarget {
@@ -184,11 +233,13 @@ public struct ActorContext<State: Sendable>: Sendable {
     }
 
     init(
-        state: State, name: String, system: String, caller: String?, callerSystem: String?,
-        metadata: [String: String], revision: UInt64, client: TroupeClient
+        state: State, name: String, actorType: String, system: String, caller: String?, callerSystem: String?,
+        metadata: [String: String], tags: [String: String], revision: UInt64, client: TroupeClient
     ) {
         self.state = state
         self.name = name
+        self.actorType = actorType
+        self.tags = tags
         self.system = system
         self.caller = caller
         self.callerSystem = callerSystem
@@ -245,6 +296,7 @@ struct RegisteredActor: Sendable {
         definition.stateful = stateful
         definition.actions = handlers.keys.sorted()
         definition.channels = A.channels
+        definition.reentrant = A.reentrant
         if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
         definition.durability = A.durability == .writeBehind ? .writeBehind : .writeThrough
         if let interval = A.snapshotInterval { definition.snapshotIntervalMs = interval.milliseconds }
@@ -261,10 +313,10 @@ struct RegisteredActor: Sendable {
                 stateful && invocation.hasState
                 ? try PayloadCoding.decode(A.State.self, from: invocation.state) : A.initialState()
             var context = ActorContext(
-                state: state, name: invocation.actor.name, system: invocation.actor.system,
+                state: state, name: invocation.actor.name, actorType: A.name, system: invocation.actor.system,
                 caller: invocation.caller.name.isEmpty ? nil : invocation.caller.name,
                 callerSystem: invocation.caller.system.isEmpty ? nil : invocation.caller.system,
-                metadata: invocation.metadata,
+                metadata: invocation.metadata, tags: invocation.tags,
                 revision: invocation.revision, client: client)
             var result = WireActorInvocationResult()
             // In the caller's trace: spans the action starts and calls it makes continue it.
@@ -277,6 +329,8 @@ struct RegisteredActor: Sendable {
             }
             result.route = context.route
             result.sideEffects = context.sideEffects
+            result.broadcasts = context.broadcasts
+            result.setTags = context.setTags
             return result
         }
     }

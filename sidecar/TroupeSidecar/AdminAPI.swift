@@ -92,11 +92,14 @@ struct AdminAPI: Sendable {
         }
     }
 
-    /// `GET /v1/actors?type=&limit=`: a `ListActorsResponse`, cluster-wide.
+    /// `GET /v1/actors?type=&limit=&tag=KEY=VALUE`: a `ListActorsResponse`, cluster-wide; with
+    /// `tag` (repeatable) only the actors that carry each of those tags.
     func actors(_ request: Request) async -> Response {
         let query = request.uri.queryParameters
         let limit = query.get("limit").flatMap { Int($0) }.map { min(max($0, 1), 100_000) } ?? 1000
-        return Self.message(await view.actors(ofType: query.get("type") ?? "", limit: limit))
+        let tags: [String: String]
+        do { tags = try TagFilter.parse(query.getAll("tag")) } catch { return Self.failure(error) }
+        return Self.message(await view.actors(ofType: query.get("type") ?? "", tags: tags, limit: limit))
     }
 
     /// `GET /v1/members`: a `ListMembersResponse`.

@@ -166,12 +166,12 @@ final class HostSession: PeerRequestHandler, ActorHost {
         case .listActors(let list):
             let limit = list.limit == 0 ? 1000 : Int(list.limit)
             guard membership != nil else {
-                answer(id, .actors(view.localActors(ofType: list.actorType, limit: limit)))
+                answer(id, .actors(view.localActors(ofType: list.actorType, tags: list.tags, limit: limit)))
                 return
             }
             // In a cluster the other members are asked, which takes a while: off the event loop.
             jobs.yield { [self] in
-                answer(id, .actors(await view.actors(ofType: list.actorType, limit: limit)))
+                answer(id, .actors(await view.actors(ofType: list.actorType, tags: list.tags, limit: limit)))
             }
         case .describeSidecar:
             var response = WireDescribeSidecarResponse()
@@ -213,6 +213,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
             caller: request.hasCaller ? request.caller : nil,
             deadline: deadline,
             spawnFrom: request.spawnFrom)
+        invocation.chain = request.chain
         let span = directory.tracing?.startSpan(
             TroupeSpan.invoke, kind: .server, metadata: &invocation.metadata, actorID: invocation.actor.name,
             action: invocation.action)

@@ -113,6 +113,8 @@ public final class Sidecar: Sendable {
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directoryConfiguration.sideEffectTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directoryConfiguration.tracer = tracer
+        directoryConfiguration.maxForwardHops = configuration.maxForwardHops
+        directoryConfiguration.maxCallDepth = Int(configuration.maxCallDepth)
         directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
         self.eventLoops = eventLoops
         cluster = try Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)

@@ -48,6 +48,10 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var handshakeTimeoutMs: UInt32 = 5_000
     public var drainTimeoutMs: UInt32 = 10_000
     public var maxConcurrentRequests: UInt32 = 4096
+    /// Forwards, pipes, side effects and broadcast effects one call chain may go through.
+    public var maxForwardHops: UInt32 = 32
+    /// Actors one call chain may pass through, nested calls and effects included.
+    public var maxCallDepth: UInt32 = 64
     /// Threads serving connections and running actors. One keeps every call on one thread.
     public var eventLoopThreads = 1
     public var logLevel = "info"
@@ -216,6 +220,14 @@ public struct SidecarConfiguration: Sendable, Equatable {
         },
         Setting(key: "idle-timeout-ms", summary: "deactivate actors idle this long") { c, v throws(TroupeError) in
             c.idleTimeoutMs = try number(v, "idle-timeout-ms", in: 1...UInt32.max)
+        },
+        Setting(key: "max-forward-hops", summary: "forwards, pipes and effects one call chain may go through") {
+            c, v throws(TroupeError) in
+            c.maxForwardHops = try number(v, "max-forward-hops", in: 1...10_000)
+        },
+        Setting(key: "max-call-depth", summary: "actors one call chain may pass through") {
+            c, v throws(TroupeError) in
+            c.maxCallDepth = try number(v, "max-call-depth", in: 2...10_000)
         },
         Setting(key: "heartbeat-interval-ms", summary: "host ping interval") { c, v throws(TroupeError) in
             c.heartbeatIntervalMs = try number(v, "heartbeat-interval-ms", in: 10...600_000)

@@ -36,19 +36,20 @@ struct SidecarView: Sendable {
     }
 
     /// The active actors of this node.
-    func localActors(ofType actorType: String, limit: Int) -> WireListActorsResponse {
+    func localActors(ofType actorType: String, tags: [String: String] = [:], limit: Int) -> WireListActorsResponse {
         var response = WireListActorsResponse()
-        (response.actors, response.truncated) = directory.list(actorType: actorType, limit: limit)
+        (response.actors, response.truncated) = directory.list(actorType: actorType, tags: tags, limit: limit)
         return response
     }
 
     /// The active actors, in a cluster those of every up member, each with the node it lives on.
-    func actors(ofType actorType: String, limit: Int) async -> WireListActorsResponse {
-        guard let membership else { return localActors(ofType: actorType, limit: limit) }
+    /// Only those with each of `tags` (same value) are listed.
+    func actors(ofType actorType: String, tags: [String: String] = [:], limit: Int) async -> WireListActorsResponse {
+        guard let membership else { return localActors(ofType: actorType, tags: tags, limit: limit) }
         var response = WireListActorsResponse()
         let nodes = membership.members.filter { $0.status == .up }.map(\.node.name)
         (response.actors, response.truncated, response.unreachableNodes) = await directory.list(
-            actorType: actorType, limit: limit, alsoOn: nodes)
+            actorType: actorType, tags: tags, limit: limit, alsoOn: nodes)
         return response
     }
 }

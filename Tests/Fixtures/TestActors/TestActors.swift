@@ -412,9 +412,172 @@ public struct CallerReader: VirtualActor {
     }
 }
 
+/// Calls its caller back: `back` invokes the action it is given on the actor that called it.
+public struct Bouncer: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "bouncer"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("back") { (context, action: String) -> Int in
+            guard let caller = context.caller else {
+                throw TroupeError.invalidArgument("bouncer needs an actor caller")
+            }
+            return try await context.client.invoke(
+                caller, action: action, system: context.callerSystem, timeout: .seconds(10))
+        }
+    }
+}
+
+/// The state of ``StrictLoop`` and ``ReentrantLoop``.
+public struct LoopState: Codable, Sendable {
+    public var count = 0
+}
+
+/// The actions of an actor whose call to ``Bouncer`` comes back to it (A → B → A).
+enum LoopActions {
+    static func declare<A: VirtualActor>(_ actions: inout Actions<A>) where A.State == LoopState {
+        // Leaves the state alone and replies with what the call back into it answered.
+        actions.on("bounce") { (context, action: String) -> Int in
+            try await context.client.invoke("bouncer", action: "back", action, timeout: .seconds(10))
+        }
+        // Changes the state, then has the bouncer call back.
+        actions.on("add-one-and-bounce") { (context, action: String) -> Int in
+            context.state.count += 1
+            return try await context.client.invoke("bouncer", action: "back", action, timeout: .seconds(10))
+        }
+        // The same through the bouncer of another ActorSystem, over the bridge.
+        actions.on("add-one-and-bounce-in") { (context, system: String) -> Int in
+            context.state.count += 1
+            return try await context.client.invoke(
+                "bouncer", action: "back", "count", system: system, timeout: .seconds(10))
+        }
+        // Calls itself, and so on without end: only a limit stops it.
+        actions.on("recurse") { context -> Int in
+            try await context.client.invoke(context.name, action: "recurse", timeout: .seconds(10))
+        }
+        actions.on("add-ten") { context -> Int in
+            context.state.count += 10
+            return context.state.count
+        }
+        actions.on("count") { context -> Int in context.state.count }
+    }
+}
+
+/// Strict turns (the default): a call back into a running turn is refused.
+public struct StrictLoop: VirtualActor {
+    public typealias State = LoopState
+    public static let name = "strict-loop"
+    public static func initialState() -> LoopState { LoopState() }
+    public static func actions(_ actions: inout Actions<Self>) { LoopActions.declare(&actions) }
+}
+
+/// A reentrant actor: a call back into a running turn runs interleaved.
+public struct ReentrantLoop: VirtualActor {
+    public typealias State = LoopState
+    public static let name = "reentrant-loop"
+    public static let reentrant = true
+    public static func initialState() -> LoopState { LoopState() }
+    public static func actions(_ actions: inout Actions<Self>) { LoopActions.declare(&actions) }
+}
+
+/// Forwards or pipes to itself for ever, counting each turn: only the hop limit stops it.
+public struct Spinner: VirtualActor {
+    public typealias State = LoopState
+    public static let name = "spinner"
+    public static func initialState() -> LoopState { LoopState() }
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("forward-spin") { context -> Int in
+            context.state.count += 1
+            context.forward(to: "spinner", action: "forward-spin")
+            return context.state.count
+        }
+        actions.on("pipe-spin") { (context, value: Int) -> Int in
+            context.state.count += 1
+            context.pipe(to: "spinner", action: "pipe-spin")
+            return value + 1
+        }
+        actions.on("count") { context -> Int in context.state.count }
+    }
+}
+
+/// An unnamed actor that tags itself with the region it joins.
+public struct Player: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "player"
+    public static let kind = ActorKind.unnamed
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("join") { (context, region: String) -> [String: String] in
+            context.tag("region", region)
+            context.tag("kind", context.actorType)
+            return context.tags
+        }
+        actions.on("leave") { context -> [String: String] in
+            context.tag("region", nil)
+            return context.tags
+        }
+        actions.on("tags") { context -> [String: String] in context.tags }
+        actions.on("whoami") { context -> String in "\(context.system)/\(context.actorType)/\(context.name)" }
+    }
+}
+
+/// Broadcasts each number it is given on channel `ticks`, as an effect of its action.
+public struct Announcer: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "announcer"
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("announce") { (context, number: Int) -> Int in
+            try context.broadcast("ticks", action: "tick", number, metadata: ["announced": "yes"])
+            return number
+        }
+        actions.on("announce-badly") { (context, number: Int) -> Int in
+            try context.broadcast("no.such channel", action: "tick", number)
+            return number
+        }
+    }
+}
+
+/// What a ``TickCounter`` received.
+public struct TickLog: Codable, Sendable, Hashable {
+    public var numbers: [Int] = []
+    /// "system/actor" of each caller, and the `announced` header each call carried.
+    public var callers: Set<String> = []
+    public var headers: Set<String> = []
+}
+
+/// Listens to channel `ticks` and keeps every number it heard, in order.
+enum TickActions {
+    static func declare<A: VirtualActor>(_ actions: inout Actions<A>) where A.State == TickLog {
+        actions.on("tick") { (context, number: Int) -> Int in
+            context.state.numbers.append(number)
+            context.state.callers.insert("\(context.callerSystem ?? "-")/\(context.caller ?? "-")")
+            context.state.headers.insert(context.metadata["announced"] ?? "-")
+            return context.state.numbers.count
+        }
+        actions.on("log") { context -> TickLog in context.state }
+    }
+}
+
+/// The first listener of `ticks`.
+public struct TickCounterOne: VirtualActor {
+    public typealias State = TickLog
+    public static let name = "tick-counter-1"
+    public static let channels = ["ticks"]
+    public static func initialState() -> TickLog { TickLog() }
+    public static func actions(_ actions: inout Actions<Self>) { TickActions.declare(&actions) }
+}
+
+/// The second listener of `ticks`.
+public struct TickCounterTwo: VirtualActor {
+    public typealias State = TickLog
+    public static let name = "tick-counter-2"
+    public static let channels = ["ticks"]
+    public static func initialState() -> TickLog { TickLog() }
+    public static func actions(_ actions: inout Actions<Self>) { TickActions.declare(&actions) }
+}
+
 /// Every test actor type.
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
     Listener.self, Whereabouts.self, ChainA.self, ChainB.self, ChainC.self, Pipeline.self, PipelineEnd.self,
-    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self,
+    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self, Bouncer.self, StrictLoop.self,
+    ReentrantLoop.self, Spinner.self, Player.self, Announcer.self, TickCounterOne.self, TickCounterTwo.self,
 ]
