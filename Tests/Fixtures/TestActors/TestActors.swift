@@ -413,8 +413,38 @@ public struct CallerReader: VirtualActor {
 }
 
 /// Every test actor type.
+/// A pool of 2...8 stateless workers that retire after 300 ms without calls: sleeps for the
+/// requested milliseconds and answers with the name it was called by.
+public struct PoolWorker: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "pool-worker"
+    public static let kind = ActorKind.pooled(min: 2, max: 8)
+    public static let idleTimeout: Duration? = .milliseconds(300)
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("work") { (context, milliseconds: Int) -> String in
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return context.name
+        }
+    }
+}
+
+/// A pool of at most 2 workers with room for 3 waiting calls, to fill its queue.
+public struct NarrowPool: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "narrow-pool"
+    public static let kind = ActorKind.pooled(min: 1, max: 2)
+    public static let mailboxCapacity: Int? = 3
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("work") { (_, milliseconds: Int) -> Int in
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return milliseconds
+        }
+    }
+}
+
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
     Listener.self, Whereabouts.self, ChainA.self, ChainB.self, ChainC.self, Pipeline.self, PipelineEnd.self,
-    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self,
+    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self, PoolWorker.self,
+    NarrowPool.self,
 ]
