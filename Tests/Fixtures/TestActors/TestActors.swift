@@ -414,7 +414,8 @@ public struct CallerReader: VirtualActor {
 
 /// Every test actor type.
 /// A pool of 2...8 stateless workers that retire after 300 ms without calls: sleeps for the
-/// requested milliseconds and answers with the name it was called by.
+/// requested milliseconds and answers with the name it was called by; `where` tells the
+/// `TROUPE_TEST_NODE` of its host process.
 public struct PoolWorker: VirtualActor {
     public typealias State = Stateless
     public static let name = "pool-worker"
@@ -425,6 +426,7 @@ public struct PoolWorker: VirtualActor {
             try await Task.sleep(for: .milliseconds(milliseconds))
             return context.name
         }
+        actions.on("where") { _ -> String in ProcessInfo.processInfo.environment["TROUPE_TEST_NODE"] ?? "unknown" }
     }
 }
 
