@@ -319,7 +319,9 @@ let package = Package(
         .testTarget(
             name: "TroupeActorsTests",
             dependencies: [
-                "TroupeActors", "TroupeWire", "TroupeTestSupport", .product(name: "NIOCore", package: "swift-nio"),
+                "TroupeActors", "TroupeWire", "TroupeProto", "TroupeStore", "TroupeTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             path: "Tests/TroupeActorsTests"
         ),

@@ -130,6 +130,9 @@ public final class ActorDirectory: Service, Sendable {
     private struct State {
         var types: [String: TypeEntry] = [:]
         var slots: [ActorKey: Slot] = [:]
+        /// The pools of pooled types, by type name. Kept apart from `slots`: pool instances are
+        /// not activations of an actor id, and they are counted by the pool metrics instead.
+        var pools: [String: ActorPool] = [:]
         var nextActivationID: UInt64 = 1
         var stopping = false
     }
@@ -214,9 +217,10 @@ public final class ActorDirectory: Service, Sendable {
     public func register(_ definitions: [WireActorDefinition], host: any ActorHost) throws(TroupeError) -> [String] {
         for definition in definitions {
             guard !definition.name.isEmpty else { throw .invalidArgument("an actor definition has an empty name") }
-            guard definition.kind == .named || definition.kind == .unnamed else {
-                throw .invalidArgument("actor '\(definition.name)' has no kind (named or unnamed)")
+            guard definition.kind == .named || definition.kind == .unnamed || definition.kind == .pooled else {
+                throw .invalidArgument("actor '\(definition.name)' has no kind (named, unnamed or pooled)")
             }
+            if definition.kind == .pooled { try Self.validatePool(definition) }
             guard definition.channels.isEmpty || definition.kind == .named else {
                 throw .invalidArgument(
                     "actor type '\(definition.name)' is unnamed: only named actors can listen to channels")
@@ -225,7 +229,8 @@ public final class ActorDirectory: Service, Sendable {
                 throw .invalidArgument("actor type '\(definition.name)' listens to an empty channel name '\(channel)'")
             }
         }
-        return try state.withLock { (state) throws(TroupeError) -> [String] in
+        var growths: [ActorPool.Growth] = []
+        let names = try state.withLock { (state) throws(TroupeError) -> [String] in
             for definition in definitions {
                 if let existing = state.types[definition.name]?.info.definition,
                     existing.kind != definition.kind || existing.stateful != definition.stateful
@@ -242,8 +247,31 @@ public final class ActorDirectory: Service, Sendable {
                 entry.info = info
                 if !entry.hosts.contains(where: { $0 === host }) { entry.hosts.append(host) }
                 state.types[definition.name] = entry
+                if info.pooled {
+                    state.pools[definition.name, default: ActorPool(info: info)].update(info)
+                    growths += state.pools[definition.name]!.refill(hosts: entry.hosts)
+                }
             }
             return definitions.map(\.name)
+        }
+        for growth in growths { createInstance(growth) }
+        return names
+    }
+
+    /// A pooled type is stateless and listens to no channel, and its sizes make sense.
+    private static func validatePool(_ definition: WireActorDefinition) throws(TroupeError) {
+        let name = definition.name
+        guard !definition.stateful else {
+            throw .invalidArgument("pooled actor type '\(name)' must be stateless: its instances are interchangeable")
+        }
+        let maximum = definition.poolMax == 0 ? ActorTypeInfo.defaultPoolMax : Int(definition.poolMax)
+        guard maximum <= 100_000 else {
+            throw .invalidArgument("pooled actor type '\(name)' asks for \(maximum) instances; at most 100000")
+        }
+        guard !definition.hasPoolMin || Int(definition.poolMin) <= maximum else {
+            throw .invalidArgument(
+                "pooled actor type '\(name)' keeps at least \(definition.poolMin) instances "
+                    + "but grows to at most \(maximum)")
         }
     }
 
@@ -251,11 +279,17 @@ public final class ActorDirectory: Service, Sendable {
     public func hostDisconnected(_ host: any ActorHost) {
         let id = ObjectIdentifier(host)
         var flushes: [ActorProcess] = []
+        var growths: [ActorPool.Growth] = []
         let orphaned = state.withLock { state -> [Call] in
             for name in Array(state.types.keys) {
                 state.types[name]?.hosts.removeAll { $0 === host }
             }
             var calls: [Call] = []
+            for name in Array(state.pools.keys) {
+                let hosts = state.types[name]?.hosts ?? []
+                calls += state.pools[name]!.remove(host: id, hostsLeft: !hosts.isEmpty)
+                growths += state.pools[name]!.refill(hosts: hosts)
+            }
             for (key, slot) in state.slots where slot.host == id {
                 calls.append(contentsOf: slot.queue ?? [])
                 if slot.dirty, let process = slot.process { flushes.append(process) }
@@ -266,6 +300,7 @@ public final class ActorDirectory: Service, Sendable {
         }
         // The store needs no host: unsaved write-behind state is written all the same.
         for process in flushes { workInput.yield(.flush(process)) }
+        for growth in growths { createInstance(growth) }
         activeGauge.record(activeCount)
         let error = TroupeError.unavailable("the actor host \(host.hostName) disconnected")
         for call in orphaned { call.reply.complete(.failure(error)) }
@@ -333,6 +368,7 @@ public final class ActorDirectory: Service, Sendable {
             bridge.forward(invocation, reply: reply)
             return
         }
+        if invokePooled(invocation, reply: reply) { return }
         if let router = router.withLock({ $0 }),
             let owner = router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom)
         {
@@ -392,6 +428,83 @@ public final class ActorDirectory: Service, Sendable {
         } else if let activate {
             workInput.yield(activate)
         }
+    }
+
+    // MARK: Pools
+
+    /// Serves a call to a pooled type: false if `invocation.actor` names no pooled type known
+    /// here, and the call goes on as any other.
+    ///
+    /// Each node keeps its own pool of each pooled type its hosts serve, and a call is served by
+    /// the pool of the node that received it. A node none of whose hosts serves the type hands
+    /// the call to the node placement picks for the type name.
+    private func invokePooled(_ invocation: Invocation, reply: Reply) -> Bool {
+        enum Step {
+            case notPooled
+            case noLocalHost
+            case admitted(ActorPool.Admission)
+        }
+        let name = invocation.actor.name
+        let step = state.withLock { state -> Step in
+            guard state.pools[name] != nil else { return .notPooled }
+            if state.stopping { return .admitted(.refused(.unavailable("the sidecar is shutting down"))) }
+            let hosts = state.types[name]?.hosts ?? []
+            if hosts.isEmpty { return .noLocalHost }
+            return .admitted(state.pools[name]!.admit(Call(invocation: invocation, reply: reply), hosts: hosts))
+        }
+        switch step {
+        case .notPooled:
+            return false
+        case .noLocalHost:
+            if let router = router.withLock({ $0 }),
+                let owner = router.remoteOwner(of: invocation.actor, spawnFrom: "")
+            {
+                forward(invocation, to: owner, reply: reply)
+            } else {
+                reply.complete(
+                    .failure(
+                        .unavailable("no host is registered for actor type '\(name)'", details: ["actor_type": name])))
+            }
+        case .admitted(.wake(let process, let loop)):
+            process.schedulePump(on: loop)
+        case .admitted(.grow(let growth)):
+            createInstance(growth)
+        case .admitted(.queued):
+            break
+        case .admitted(.refused(let error)):
+            reply.complete(.failure(error))
+        }
+        return true
+    }
+
+    /// Creates the process of a new pool instance, pinned to its host's event loop, and starts
+    /// it on the call it was handed, if any. Pooled types are stateless: nothing is loaded.
+    private func createInstance(_ growth: ActorPool.Growth) {
+        let type = growth.info
+        let key = ActorKey(system: configuration.system, name: "\(type.name)#\(growth.id)")
+        let id = TroupeActorID(node: configuration.node, path: key.description)
+        let loop = growth.host.eventLoop
+        actorSystem.pin(id, to: loop.executor.asUnownedSerialExecutor())
+        let process = TroupeActorSystem.$preassignedID.withValue(id) {
+            ActorProcess(
+                actorSystem: actorSystem, key: key, activationID: growth.id, type: type, host: growth.host,
+                store: store, directory: self, activation: nil)
+        }
+        let start = state.withLock { state in
+            state.pools[type.name]?.created(growth.id, process: process, loop: loop) ?? false
+        }
+        if start { process.schedulePump(on: loop) }
+    }
+
+    /// The next call for instance `instanceID` of pooled type `type`, or nil when there is none
+    /// (the instance is idle from now on) or the instance was retired.
+    func nextPooled(_ type: String, _ instanceID: UInt64) -> Call? {
+        state.withLock { $0.pools[type]?.next(for: instanceID) }
+    }
+
+    /// The pools of this sidecar, sorted by type: sizes, busy instances and waiting calls.
+    public var pools: [WireActorPoolInfo] {
+        state.withLock { $0.pools.values.map(\.wireInfo) }.sorted { $0.actorType < $1.actorType }
     }
 
     private func forward(_ invocation: Invocation, to owner: String, reply: Reply) {
@@ -702,17 +815,19 @@ public final class ActorDirectory: Service, Sendable {
 
     /// The actor type a call to `key` (with `spawnFrom`) runs on, as far as this node can tell
     /// without reading the store, following the order activation uses: the type of the actor's
-    /// running activation, a named type called `key.name`, then `spawnFrom`. Nil when it cannot
+    /// running activation, a named or pooled type called `key.name`, then `spawnFrom`. Nil when it cannot
     /// tell: an activation still resolving its type, or an unnamed actor called without
     /// `spawnFrom` (its type is in the store).
     public func typeOfCall(to key: ActorKey, spawnFrom: String) -> String? {
         state.withLock { state -> String? in
+            // A named or pooled type is called by its type name.
+            let kind = state.types[key.name]?.info.definition.kind
+            let byTypeName = kind == .named || kind == .pooled
             if let slot = state.slots[key] {
                 if let type = slot.type { return type.name }
-                guard state.types[key.name]?.info.definition.kind == .named else { return nil }
-                return key.name
+                return byTypeName ? key.name : nil
             }
-            if state.types[key.name]?.info.definition.kind == .named { return key.name }
+            if byTypeName { return key.name }
             return spawnFrom.isEmpty ? nil : spawnFrom
         }
     }
@@ -853,15 +968,21 @@ public final class ActorDirectory: Service, Sendable {
         state.withLock { $0.stopping = true }
         let deadline = NIODeadline.now() + configuration.drainTimeout
         while NIODeadline.now() < deadline, !Task.isCancelled {
-            let busy = state.withLock { $0.slots.values.contains { $0.depth > 0 } }
+            let busy = state.withLock { state in
+                state.slots.values.contains { $0.depth > 0 } || state.pools.values.contains { $0.pendingCount > 0 }
+            }
             if !busy { break }
             try? await Task.sleep(for: .milliseconds(10))
         }
         let unsaved = state.withLock { $0.slots.values.compactMap { $0.dirty ? $0.process : nil } }
         for process in unsaved { await process.whenLocal { await $0.flushForDeactivation() } }
         let leftovers = state.withLock { state -> [Call] in
-            let calls = state.slots.values.flatMap { Array($0.queue ?? []) }
+            var calls = state.slots.values.flatMap { Array($0.queue ?? []) }
             state.slots.removeAll()
+            for name in Array(state.pools.keys) {
+                calls += state.pools[name]!.takeQueue()
+                state.pools[name]!.removeAll()
+            }
             return calls
         }
         let error = TroupeError.unavailable("the sidecar shut down before the call ran")
@@ -905,6 +1026,12 @@ public final class ActorDirectory: Service, Sendable {
                 return count
             }
             for (process, loop) in unsaved { process.requestSnapshot(on: loop) }
+            let retired = state.withLock { state in
+                var retired = 0
+                for name in Array(state.pools.keys) { retired += state.pools[name]!.retireIdle(now: now) }
+                return retired
+            }
+            if retired > 0 { logger.debug("idle pool instances retired", metadata: ["troupe.count": "\(retired)"]) }
             if removed > 0 {
                 deactivations.increment(by: removed)
                 activeGauge.record(activeCount)

@@ -18,6 +18,15 @@ final class ActorTypeInfo: Sendable {
     let snapshotInterval: TimeAmount
     /// Calls of the running turn's own chain run interleaved instead of being refused.
     let reentrant: Bool
+    /// A pooled type: its instances take calls from the type's ``ActorPool``.
+    let pooled: Bool
+    /// For a pooled type, the instances kept when idle and the most it grows to.
+    let poolMin: Int
+    let poolMax: Int
+
+    /// The largest pool a type gets unless it says otherwise: eight instances per core, as each
+    /// mostly waits for its host.
+    static var defaultPoolMax: Int { System.coreCount * 8 }
 
     init(definition: WireActorDefinition, defaultIdleTimeout: TimeAmount, defaultMailboxCapacity: Int) {
         self.definition = definition
@@ -29,6 +38,9 @@ final class ActorTypeInfo: Sendable {
             definition.idleTimeoutMs == 0 ? defaultIdleTimeout : .milliseconds(Int64(definition.idleTimeoutMs))
         self.mailboxCapacity =
             definition.mailboxCapacity == 0 ? defaultMailboxCapacity : Int(definition.mailboxCapacity)
+        self.pooled = definition.kind == .pooled
+        self.poolMax = definition.poolMax == 0 ? Self.defaultPoolMax : Int(definition.poolMax)
+        self.poolMin = definition.hasPoolMin ? Int(definition.poolMin) : min(1, poolMax)
     }
 
     var name: String { definition.name }
@@ -122,7 +134,9 @@ public distributed actor ActorProcess {
 
     /// Takes calls until one has to wait for the host or the mailbox is empty.
     private func pump() {
-        while let call = directory.next(key, activationID) {
+        while let call = type.pooled
+            ? directory.nextPooled(type.name, activationID) : directory.next(key, activationID)
+        {
             if start(call, interleaved: false) { return }
         }
     }
@@ -166,7 +180,8 @@ public distributed actor ActorProcess {
             action: invocation.action, actorType: type.name)
         var wire = WireActorInvocation()
         wire.actor.system = key.system
-        wire.actor.name = key.name
+        // Pool instances are interchangeable: the host sees the type name, the pool's address.
+        wire.actor.name = type.pooled ? type.name : key.name
         wire.actorType = type.name
         wire.action = invocation.action
         if type.stateful, let state { wire.state = state }

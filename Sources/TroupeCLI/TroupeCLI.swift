@@ -268,7 +268,7 @@ struct Spawn: AsyncParsableCommand {
 
 struct Describe: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Shows the sidecar's system, node, store and registered actor types.")
+        abstract: "Shows the sidecar's system, node, store, registered actor types and pools.")
 
     @OptionGroup var sidecar: SidecarOptions
 
@@ -283,8 +283,20 @@ struct Describe: AsyncParsableCommand {
         )
         print("store \(info.store), \(info.activeActors) active actor(s)")
         for type in info.registered {
+            let kind =
+                switch type.kind {
+                case .named: "named"
+                case .unnamed: "unnamed"
+                case .pooled: "pooled"
+                default: "kind \(type.kind.rawValue)"
+                }
             print(
-                "  \(type.name) (\(type.kind == .named ? "named" : "unnamed"), \(type.stateful ? "stateful" : "stateless")): \(type.actions.joined(separator: ", "))"
+                "  \(type.name) (\(kind), \(type.stateful ? "stateful" : "stateless")): \(type.actions.joined(separator: ", "))"
+            )
+        }
+        for pool in info.pools {
+            print(
+                "  pool \(pool.actorType): \(pool.instances) instance(s) (\(pool.min)...\(pool.max)), \(pool.busy) busy, \(pool.queued) queued; peak \(pool.peakInstances), \(pool.queuedTotal) queued in all"
             )
         }
     }

@@ -183,6 +183,11 @@ public nonisolated enum WireActorKind: SwiftProtobuf.Enum, Swift.CaseIterable {
 
   /// A template: instances are spawned at run time by id.
   case unnamed // = 2
+
+  /// A stateless type served by pool_min..pool_max interchangeable instances. Callers address
+  /// it by its type name; each call goes to an idle instance, and each instance runs one call
+  /// at a time. See docs/actors.md "Pooled actors".
+  case pooled // = 3
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -194,6 +199,7 @@ public nonisolated enum WireActorKind: SwiftProtobuf.Enum, Swift.CaseIterable {
     case 0: self = .unspecified
     case 1: self = .named
     case 2: self = .unnamed
+    case 3: self = .pooled
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -203,6 +209,7 @@ public nonisolated enum WireActorKind: SwiftProtobuf.Enum, Swift.CaseIterable {
     case .unspecified: return 0
     case .named: return 1
     case .unnamed: return 2
+    case .pooled: return 3
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -212,6 +219,7 @@ public nonisolated enum WireActorKind: SwiftProtobuf.Enum, Swift.CaseIterable {
     .unspecified,
     .named,
     .unnamed,
+    .pooled,
   ]
 
 }
@@ -746,11 +754,29 @@ public nonisolated struct WireActorDefinition: Sendable {
   /// older state is refused with ABORTED and nothing of its result is applied (no lost update).
   public var reentrant: Bool = false
 
+  /// Pooled actors only (kind POOLED; ignored for the others).
+  /// Instances kept even when idle; unset = 1. Must not exceed the maximum.
+  public var poolMin: UInt32 {
+    get {_poolMin ?? 0}
+    set {_poolMin = newValue}
+  }
+  /// Returns true if `poolMin` has been explicitly set.
+  public var hasPoolMin: Bool {self._poolMin != nil}
+  /// Clears the value of `poolMin`. Subsequent reads from it will return its default value.
+  public mutating func clearPoolMin() {self._poolMin = nil}
+
+  /// The most instances a pool grows to under load; 0 = 8 per core of the sidecar's machine.
+  /// A call that finds every instance busy at this size waits in the pool's queue, which holds
+  /// up to mailbox_capacity calls; beyond that it is refused with RESOURCE_EXHAUSTED. Instances
+  /// above pool_min retire after idle_timeout_ms without a call.
+  public var poolMax: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _initialState: WirePayload? = nil
+  fileprivate var _poolMin: UInt32? = nil
 }
 
 public nonisolated struct WireRegisterRequest: Sendable {
@@ -1043,6 +1069,40 @@ public nonisolated struct WireDescribeSidecarResponse: Sendable {
   public var activeActors: UInt64 = 0
 
   public var store: String = String()
+
+  /// The pooled actor types of this sidecar (its local pools), sorted by type.
+  public var pools: [WireActorPoolInfo] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The state of one pooled actor type's pool on one sidecar.
+public nonisolated struct WireActorPoolInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var actorType: String = String()
+
+  /// Instances now, and how many of them are running a call.
+  public var instances: UInt32 = 0
+
+  public var busy: UInt32 = 0
+
+  /// Calls waiting for an instance now.
+  public var queued: UInt32 = 0
+
+  public var min: UInt32 = 0
+
+  public var max: UInt32 = 0
+
+  /// The most instances the pool had at once since the type was first registered.
+  public var peakInstances: UInt32 = 0
+
+  /// Calls that had to wait in the queue, since the type was first registered.
+  public var queuedTotal: UInt64 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1359,7 +1419,7 @@ nonisolated extension WirePeerRole: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension WireActorKind: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTOR_KIND_UNSPECIFIED\0\u{1}ACTOR_KIND_NAMED\0\u{1}ACTOR_KIND_UNNAMED\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTOR_KIND_UNSPECIFIED\0\u{1}ACTOR_KIND_NAMED\0\u{1}ACTOR_KIND_UNNAMED\0\u{1}ACTOR_KIND_POOLED\0")
 }
 
 nonisolated extension WireDurability: SwiftProtobuf._ProtoNameProviding {
@@ -2181,7 +2241,7 @@ nonisolated extension WireCancel: SwiftProtobuf.Message, SwiftProtobuf._MessageI
 
 nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorDefinition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0\u{2}\u{14}reentrant\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0\u{2}\u{14}reentrant\0\u{4}\u{a}pool_min\0\u{3}pool_max\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2200,6 +2260,8 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotIntervalMs) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.channels) }()
       case 30: try { try decoder.decodeSingularBoolField(value: &self.reentrant) }()
+      case 40: try { try decoder.decodeSingularUInt32Field(value: &self._poolMin) }()
+      case 41: try { try decoder.decodeSingularUInt32Field(value: &self.poolMax) }()
       default: break
       }
     }
@@ -2243,6 +2305,12 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if self.reentrant != false {
       try visitor.visitSingularBoolField(value: self.reentrant, fieldNumber: 30)
     }
+    try { if let v = self._poolMin {
+      try visitor.visitSingularUInt32Field(value: v, fieldNumber: 40)
+    } }()
+    if self.poolMax != 0 {
+      try visitor.visitSingularUInt32Field(value: self.poolMax, fieldNumber: 41)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2258,6 +2326,8 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.snapshotIntervalMs != rhs.snapshotIntervalMs {return false}
     if lhs.channels != rhs.channels {return false}
     if lhs.reentrant != rhs.reentrant {return false}
+    if lhs._poolMin != rhs._poolMin {return false}
+    if lhs.poolMax != rhs.poolMax {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2745,7 +2815,7 @@ nonisolated extension WireDescribeSidecarRequest: SwiftProtobuf.Message, SwiftPr
 
 nonisolated extension WireDescribeSidecarResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".DescribeSidecarResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}system\0\u{1}node\0\u{3}sidecar_version\0\u{3}protocol_version\0\u{1}registered\0\u{3}active_actors\0\u{1}store\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}system\0\u{1}node\0\u{3}sidecar_version\0\u{3}protocol_version\0\u{1}registered\0\u{3}active_actors\0\u{1}store\0\u{2}!pools\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2760,6 +2830,7 @@ nonisolated extension WireDescribeSidecarResponse: SwiftProtobuf.Message, SwiftP
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.registered) }()
       case 6: try { try decoder.decodeSingularUInt64Field(value: &self.activeActors) }()
       case 7: try { try decoder.decodeSingularStringField(value: &self.store) }()
+      case 40: try { try decoder.decodeRepeatedMessageField(value: &self.pools) }()
       default: break
       }
     }
@@ -2787,6 +2858,9 @@ nonisolated extension WireDescribeSidecarResponse: SwiftProtobuf.Message, SwiftP
     if !self.store.isEmpty {
       try visitor.visitSingularStringField(value: self.store, fieldNumber: 7)
     }
+    if !self.pools.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.pools, fieldNumber: 40)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2798,6 +2872,72 @@ nonisolated extension WireDescribeSidecarResponse: SwiftProtobuf.Message, SwiftP
     if lhs.registered != rhs.registered {return false}
     if lhs.activeActors != rhs.activeActors {return false}
     if lhs.store != rhs.store {return false}
+    if lhs.pools != rhs.pools {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireActorPoolInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ActorPoolInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}actor_type\0\u{1}instances\0\u{1}busy\0\u{1}queued\0\u{1}min\0\u{1}max\0\u{3}peak_instances\0\u{3}queued_total\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.actorType) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.instances) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.busy) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.queued) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.min) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.max) }()
+      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.peakInstances) }()
+      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.queuedTotal) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.actorType.isEmpty {
+      try visitor.visitSingularStringField(value: self.actorType, fieldNumber: 1)
+    }
+    if self.instances != 0 {
+      try visitor.visitSingularUInt32Field(value: self.instances, fieldNumber: 2)
+    }
+    if self.busy != 0 {
+      try visitor.visitSingularUInt32Field(value: self.busy, fieldNumber: 3)
+    }
+    if self.queued != 0 {
+      try visitor.visitSingularUInt32Field(value: self.queued, fieldNumber: 4)
+    }
+    if self.min != 0 {
+      try visitor.visitSingularUInt32Field(value: self.min, fieldNumber: 5)
+    }
+    if self.max != 0 {
+      try visitor.visitSingularUInt32Field(value: self.max, fieldNumber: 6)
+    }
+    if self.peakInstances != 0 {
+      try visitor.visitSingularUInt32Field(value: self.peakInstances, fieldNumber: 7)
+    }
+    if self.queuedTotal != 0 {
+      try visitor.visitSingularUInt64Field(value: self.queuedTotal, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireActorPoolInfo, rhs: WireActorPoolInfo) -> Bool {
+    if lhs.actorType != rhs.actorType {return false}
+    if lhs.instances != rhs.instances {return false}
+    if lhs.busy != rhs.busy {return false}
+    if lhs.queued != rhs.queued {return false}
+    if lhs.min != rhs.min {return false}
+    if lhs.max != rhs.max {return false}
+    if lhs.peakInstances != rhs.peakInstances {return false}
+    if lhs.queuedTotal != rhs.queuedTotal {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -522,6 +522,29 @@ struct ClusterProcessTests {
     }
 
     /// A node that joins takes over the actors rendezvous now gives it, and only those.
+    @Test func eachNodeServesPooledCallsFromItsOwnPoolAndANodeWithoutItsHostPassesThemOn() async throws {
+        let nodes = try await startCluster(2)
+        defer { for node in nodes { node.stop() } }
+        for node in nodes {
+            let client = try await node.client()
+            for _ in 0..<10 {
+                let served: String = try await client.invoke("pool-worker", action: "where", timeout: .seconds(10))
+                #expect(served == node.name, "\(node.logs)")
+            }
+            let pool = try #require(try await client.pools().first { $0.actorType == "pool-worker" })
+            #expect(pool.instances >= pool.min, "\(pool)")
+            await client.close()
+        }
+        // Without a host of its own, n1 passes pooled calls to n0, whose pool serves them.
+        nodes[1].host.kill9()
+        let client = try await nodes[1].client()
+        try await waitFor("n1 to pass pooled calls to n0") {
+            (try? await client.invoke("pool-worker", action: "where", as: String.self, timeout: .seconds(2))) == "n0"
+        }
+        #expect(try await client.pools().first { $0.actorType == "pool-worker" }?.instances == 0)
+        await client.close()
+    }
+
     @Test func aJoiningNodeTakesOverOnlyTheActorsPlacementMovesToIt() async throws {
         var nodes = try await startCluster(2)
         defer { for node in nodes { node.stop() } }

@@ -43,6 +43,31 @@ struct InvocationTests {
         }
     }
 
+    @Test func anUnnamedActorIsCreatedOnInvokeOnlyWhenTheCallerNamesItsTemplate() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            // Without spawn_from, an id nobody spawned is notFound, and the call creates nothing.
+            for _ in 0..<2 {
+                await expectCode(.notFound) { let _: Int = try await client.invoke("acct-new", action: "deposit", 1) }
+            }
+            #expect(try await client.activeActors(ofType: "account").isEmpty)
+            // With it, the first call creates the actor from its template...
+            let first: Int = try await client.invoke("acct-new", action: "deposit", 5, spawnFrom: "account")
+            #expect(first == 5)
+            // ...which exists from then on: no spawn_from needed, and spawning it again creates nothing.
+            let second: Int = try await client.invoke("acct-new", action: "deposit", 2)
+            #expect(second == 7)
+            #expect(try await client.spawn(["acct-new"], of: "account").isEmpty)
+            // Only unnamed types are templates: a named or pooled one in spawn_from is notFound.
+            for template in ["counter", "pool-worker"] {
+                await expectCode(.notFound) {
+                    let _: Int = try await client.invoke("acct-x", action: "deposit", 1, spawnFrom: template)
+                }
+            }
+            await client.close()
+        }
+    }
+
     @Test func unknownActorActionAndTypeAreNotFound() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()

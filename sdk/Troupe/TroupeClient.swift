@@ -225,6 +225,21 @@ public final class TroupeClient: Sendable {
         }
     }
 
+    /// The pools of the pooled actor types on the sidecar this client talks to (each sidecar
+    /// keeps its own), sorted by type.
+    public func pools() async throws -> [ActorPoolStatus] {
+        let answer = try await connection.call(.describeSidecar(WireDescribeSidecarRequest()), timeout: .seconds(10))
+        guard case .sidecar(let response) = answer else {
+            throw TroupeError.internalError("the sidecar answered describe_sidecar with an unexpected frame")
+        }
+        return response.pools.map {
+            ActorPoolStatus(
+                actorType: $0.actorType, instances: Int($0.instances), busy: Int($0.busy), queued: Int($0.queued),
+                min: Int($0.min), max: Int($0.max), peakInstances: Int($0.peakInstances),
+                queuedTotal: Int($0.queuedTotal))
+        }
+    }
+
     /// A client that calls on behalf of actor `name`, in call chain `chain`, over the same connection.
     func acting(as name: String, in chain: WireCallChain) -> TroupeClient {
         TroupeClient(system: system, connection: connection, ownsConnection: false, caller: name, chain: chain)
@@ -278,6 +293,22 @@ public struct ActiveActor: Sendable, Hashable {
 /// The call chain of the action running in this task, for clients other than the action's own.
 enum CallChainScope {
     @TaskLocal static var current: WireCallChain?
+}
+
+/// The pool of one pooled actor type on one sidecar, as ``TroupeClient/pools()`` reports it.
+public struct ActorPoolStatus: Sendable, Hashable {
+    public var actorType: String
+    /// Instances now, and how many of them run a call.
+    public var instances: Int
+    public var busy: Int
+    /// Calls waiting for an instance now.
+    public var queued: Int
+    public var min: Int
+    public var max: Int
+    /// The most instances the pool had at once.
+    public var peakInstances: Int
+    /// Calls that had to wait for an instance, in all.
+    public var queuedTotal: Int
 }
 
 /// How ``TroupeClient`` retries a call answered `unavailable`: a node went away with the call in

@@ -2,12 +2,23 @@ import Tracing
 import TroupeProto
 import TroupeTracing
 
-/// Whether a type has one well-known instance or many spawned at run time.
-public enum ActorKind: Sendable {
+/// Whether a type has one well-known instance, many spawned at run time, or a pool of
+/// interchangeable stateless instances.
+public enum ActorKind: Sendable, Equatable {
     /// One instance, named like the type.
     case named
     /// A template: instances are spawned by id.
     case unnamed
+    /// A stateless type served by `min...max` interchangeable instances: a call, addressed by the
+    /// type name, goes to an idle instance; the pool grows up to `max` under load (then calls
+    /// wait, up to the mailbox capacity) and shrinks back to `min` after ``VirtualActor/idleTimeout``
+    /// without calls. `max` nil means 8 per core of the sidecar's machine. `State` must be
+    /// `Stateless`.
+    ///
+    /// ```swift
+    /// static let kind = ActorKind.pooled(min: 2, max: 32)
+    /// ```
+    case pooled(min: Int = 1, max: Int? = nil)
 }
 
 /// When the sidecar stores the state an action changed.
@@ -51,8 +62,12 @@ public protocol VirtualActor: Sendable {
     static func initialState() -> State
     /// Declares the actions.
     static func actions(_ actions: inout Actions<Self>)
-    /// Deactivate an instance after this long without calls; nil means the sidecar's default.
+    /// Deactivate an instance after this long without calls (for a pooled type: retire an
+    /// instance above the pool's minimum); nil means the sidecar's default.
     static var idleTimeout: Duration? { get }
+    /// Calls that may wait for an instance (its mailbox, or a pool's queue) before more are
+    /// refused with `resourceExhausted`; nil means the sidecar's `mailbox-capacity`.
+    static var mailboxCapacity: Int? { get }
     /// When changed state is stored.
     static var durability: Durability { get }
     /// For ``Durability/writeBehind``: how often changed state is stored; nil means 1 s.
@@ -72,6 +87,7 @@ extension VirtualActor {
     public static var kind: ActorKind { .named }
     public static var reentrant: Bool { false }
     public static var idleTimeout: Duration? { nil }
+    public static var mailboxCapacity: Int? { nil }
     public static var durability: Durability { .writeThrough }
     public static var snapshotInterval: Duration? { nil }
     public static var channels: [String] { [] }
@@ -292,7 +308,22 @@ struct RegisteredActor: Sendable {
         let stateful = A.State.self != Stateless.self
         var definition = WireActorDefinition()
         definition.name = A.name
-        definition.kind = A.kind == .named ? .named : .unnamed
+        switch A.kind {
+        case .named: definition.kind = .named
+        case .unnamed: definition.kind = .unnamed
+        case .pooled(let min, let max):
+            guard !stateful else {
+                throw TroupeError.invalidArgument("pooled actor type '\(A.name)' must be stateless (State = Stateless)")
+            }
+            guard min >= 0, (max ?? 1) >= 1, min <= (max ?? Int(UInt32.max)) else {
+                throw TroupeError.invalidArgument(
+                    "pooled actor type '\(A.name)' needs 0 <= min <= max and max >= 1 "
+                        + "(min \(min), max \(max.map(String.init) ?? "default"))")
+            }
+            definition.kind = .pooled
+            definition.poolMin = UInt32(clamping: min)
+            definition.poolMax = UInt32(clamping: max ?? 0)
+        }
         definition.stateful = stateful
         definition.actions = handlers.keys.sorted()
         definition.channels = A.channels
@@ -300,6 +331,12 @@ struct RegisteredActor: Sendable {
         if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
         definition.durability = A.durability == .writeBehind ? .writeBehind : .writeThrough
         if let interval = A.snapshotInterval { definition.snapshotIntervalMs = interval.milliseconds }
+        if let capacity = A.mailboxCapacity {
+            guard capacity >= 1 else {
+                throw TroupeError.invalidArgument("actor type '\(A.name)' needs a mailbox capacity of at least 1")
+            }
+            definition.mailboxCapacity = UInt32(clamping: capacity)
+        }
         if let idle = A.idleTimeout {
             definition.idleTimeoutMs = UInt32(
                 clamping: idle.components.seconds * 1000 + idle.components.attoseconds / 1_000_000_000_000_000)

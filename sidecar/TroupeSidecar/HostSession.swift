@@ -182,6 +182,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
             response.registered = directory.registeredTypes
             response.activeActors = UInt64(directory.activeCount)
             response.store = directory.store.description
+            response.pools = directory.pools
             answer(id, .sidecar(response))
         case .listMembers:
             answer(id, .members(view.members()))

@@ -575,9 +575,41 @@ public struct TickCounterTwo: VirtualActor {
 }
 
 /// Every test actor type.
+/// A pool of 2...8 stateless workers that retire after 300 ms without calls: sleeps for the
+/// requested milliseconds and answers with the name it was called by; `where` tells the
+/// `TROUPE_TEST_NODE` of its host process.
+public struct PoolWorker: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "pool-worker"
+    public static let kind = ActorKind.pooled(min: 2, max: 8)
+    public static let idleTimeout: Duration? = .milliseconds(300)
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("work") { (context, milliseconds: Int) -> String in
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return context.name
+        }
+        actions.on("where") { _ -> String in ProcessInfo.processInfo.environment["TROUPE_TEST_NODE"] ?? "unknown" }
+    }
+}
+
+/// A pool of at most 2 workers with room for 3 waiting calls, to fill its queue.
+public struct NarrowPool: VirtualActor {
+    public typealias State = Stateless
+    public static let name = "narrow-pool"
+    public static let kind = ActorKind.pooled(min: 1, max: 2)
+    public static let mailboxCapacity: Int? = 3
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("work") { (_, milliseconds: Int) -> Int in
+            try await Task.sleep(for: .milliseconds(milliseconds))
+            return milliseconds
+        }
+    }
+}
+
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
     Listener.self, Whereabouts.self, ChainA.self, ChainB.self, ChainC.self, Pipeline.self, PipelineEnd.self,
     Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self, Bouncer.self, StrictLoop.self,
     ReentrantLoop.self, Spinner.self, Player.self, Announcer.self, TickCounterOne.self, TickCounterTwo.self,
+    PoolWorker.self, NarrowPool.self,
 ]

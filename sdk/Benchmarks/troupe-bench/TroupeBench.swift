@@ -10,7 +10,7 @@ struct TroupeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "troupe-bench",
         abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.",
-        subcommands: [BridgeBench.self])
+        subcommands: [BridgeBench.self, PoolBench.self])
 
     @Option(help: "Round trips for each latency measurement.") var iterations = 20_000
     @Option(help: "Concurrent callers for the throughput run.") var callers = 64
@@ -21,16 +21,10 @@ struct TroupeBench: AsyncParsableCommand {
     @Flag(help: "Measure remote invocations in a two-node cluster instead (docs/benchmarks.md).") var cluster = false
 
     func run() async throws {
-        var logger = Logger(label: "troupe-bench")
-        logger.logLevel = .error
-        let work = URL(fileURLWithPath: "/tmp/troupe-bench-\(getpid())")
-        // 0700: the sidecar refuses a socket directory that group or others may open.
-        try FileManager.default.createDirectory(
-            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        defer { try? FileManager.default.removeItem(at: work) }
-        let binaries =
-            binDir.map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        let logger = BenchWorkspace.logger
+        let workspace = try BenchWorkspace(name: "troupe-bench", binDir: binDir)
+        defer { workspace.remove() }
+        let (work, binaries) = (workspace.work, workspace.binaries)
         if cluster {
             try await ClusterBench(
                 iterations: iterations, callers: callers, connections: connections, seconds: seconds,
@@ -43,11 +37,9 @@ struct TroupeBench: AsyncParsableCommand {
         let raw = try RawPingPong.measure(iterations: iterations)
         print("   p50 \(raw.p50) µs  p99 \(raw.p99) µs")
 
-        let socket = work.appendingPathComponent("troupe.sock").path
-        let sidecar = try SidecarProcess(
-            binaries: binaries, socket: socket, dataPath: work.appendingPathComponent("state.sqlite").path)
+        let sidecar = try await SidecarProcess.start(in: workspace)
         defer { sidecar.stop() }
-        try await sidecar.waitForSocket()
+        let socket = sidecar.socket
 
         let host = try TroupeHost(
             system: "bench", endpoint: .unix(path: socket),
@@ -84,24 +76,12 @@ struct TroupeBench: AsyncParsableCommand {
                         system: "bench", to: .unix(path: socket), name: "load-\(i)", logger: logger))
             }
             for onLoop in [false, true] {
-                let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-                let started = ContinuousClock.now
-                let total = try await withThrowingTaskGroup(of: Int.self) { load in
-                    for caller in 0..<callers {
-                        let client = clients[caller % clients.count]
-                        load.addTask(executorPreference: onLoop ? client.executor : nil) {
-                            var count = 0
-                            while ContinuousClock.now < deadline {
-                                let _: String = try await client.invoke(
-                                    "echo-\(caller)", action: "echo", payload, spawnFrom: BenchEchoPool.name)
-                                count += 1
-                            }
-                            return count
-                        }
-                    }
-                    return try await load.reduce(0, +)
+                let (total, elapsed) = try await closedLoop(
+                    clients, callers: callers, seconds: seconds, onClientLoops: onLoop
+                ) { client, caller in
+                    let _: String = try await client.invoke(
+                        "echo-\(caller)", action: "echo", payload, spawnFrom: BenchEchoPool.name)
                 }
-                let elapsed = (ContinuousClock.now - started).microseconds / 1_000_000
                 let rate = Double(total) / elapsed
                 print(
                     "   callers on \(onLoop ? "client.executor" : "the global pool"): \(total) invocations in \(String(format: "%.2f", elapsed)) s = \(Int(rate)) invocations/s (target ≥ 50000)"
@@ -182,6 +162,58 @@ struct BenchIdle: VirtualActor {
     static func actions(_ actions: inout Actions<Self>) {
         actions.on("touch") { _ -> NoPayload in NoPayload() }
     }
+}
+
+/// The scratch directory of one benchmark run and the directory of the executables it starts.
+struct BenchWorkspace {
+    let work: URL
+    let binaries: URL
+
+    /// Quiet: only errors, so that the figures stay readable.
+    static var logger: Logger {
+        var logger = Logger(label: "troupe-bench")
+        logger.logLevel = .error
+        return logger
+    }
+
+    /// - Parameter binDir: where troupe-sidecar is; nil means next to this binary.
+    init(name: String, binDir: String?) throws {
+        work = URL(fileURLWithPath: "/tmp/\(name)-\(getpid())")
+        // 0700: the sidecar refuses a socket directory that group or others may open.
+        try FileManager.default.createDirectory(
+            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        binaries =
+            binDir.map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    }
+
+    func remove() { try? FileManager.default.removeItem(at: work) }
+}
+
+/// Runs `callers` closed loops of `call` (each caller starts its next call when the last one
+/// answered) over `clients` for `seconds`; returns the calls made and the seconds they took.
+/// With `onClientLoops`, each caller runs on its client's ``TroupeClient/executor``.
+func closedLoop(
+    _ clients: [TroupeClient], callers: Int, seconds: Double, onClientLoops: Bool = false,
+    _ call: @escaping @Sendable (TroupeClient, Int) async throws -> Void
+) async throws -> (calls: Int, seconds: Double) {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    let started = ContinuousClock.now
+    let total = try await withThrowingTaskGroup(of: Int.self) { load in
+        for caller in 0..<callers {
+            let client = clients[caller % clients.count]
+            load.addTask(executorPreference: onClientLoops ? client.executor : nil) {
+                var count = 0
+                while ContinuousClock.now < deadline {
+                    try await call(client, caller)
+                    count += 1
+                }
+                return count
+            }
+        }
+        return try await load.reduce(0, +)
+    }
+    return (total, (ContinuousClock.now - started).microseconds / 1_000_000)
 }
 
 struct Percentiles {
@@ -318,6 +350,18 @@ final class SidecarProcess {
                 "--admin-listen", "127.0.0.1:0",
             ] + extraArguments
         try process.run()
+    }
+
+    /// A sidecar of system "bench" with its socket and SQLite file in `workspace`, once its socket exists.
+    static func start(in workspace: BenchWorkspace) async throws -> SidecarProcess {
+        let sidecar = try SidecarProcess(
+            binaries: workspace.binaries, socket: workspace.work.appendingPathComponent("troupe.sock").path,
+            dataPath: workspace.work.appendingPathComponent("state.sqlite").path)
+        do { try await sidecar.waitForSocket() } catch {
+            sidecar.stop()
+            throw error
+        }
+        return sidecar
     }
 
     func waitForSocket() async throws {
