@@ -25,14 +25,8 @@ struct BridgeBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "troupe-bench")
         logger.logLevel = .error
-        let work = URL(fileURLWithPath: "/tmp/troupe-bridge-bench-\(getpid())")
-        // 0700: the sidecar refuses a socket directory that group or others may open.
-        try FileManager.default.createDirectory(
-            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let (work, binaries) = try benchWorkspace("troupe-bridge-bench", binDir: binDir)
         defer { try? FileManager.default.removeItem(at: work) }
-        let binaries =
-            binDir.map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
 
         let nats = try NATSServerProcess(executable: natsServer, log: work.appendingPathComponent("nats.log").path)
         defer { nats.stop() }
@@ -106,25 +100,8 @@ struct BridgeBench: AsyncParsableCommand {
                     try await TroupeClient.connect(
                         system: "alpha", to: .unix(path: alphaSocket), name: "load-\(i)", logger: logger))
             }
-            let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-            let started = ContinuousClock.now
-            let total = try await withThrowingTaskGroup(of: Int.self) { load in
-                for caller in 0..<callers {
-                    let client = clients[caller % clients.count]
-                    load.addTask {
-                        var count = 0
-                        while ContinuousClock.now < deadline {
-                            let _: String = try await client.invoke(
-                                "echo-\(caller)", action: "echo", payload, system: "beta",
-                                spawnFrom: BenchEchoPool.name)
-                            count += 1
-                        }
-                        return count
-                    }
-                }
-                return try await load.reduce(0, +)
-            }
-            let elapsed = (ContinuousClock.now - started).microseconds / 1_000_000
+            let (total, elapsed) = try await echoThroughput(
+                clients: clients, callers: callers, seconds: seconds, payload: payload, system: "beta")
             print(
                 "   \(total) invocations in \(String(format: "%.2f", elapsed)) s = \(Int(Double(total) / elapsed)) invocations/s"
             )

@@ -10,7 +10,7 @@ struct TroupeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "troupe-bench",
         abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.",
-        subcommands: [BridgeBench.self])
+        subcommands: [BridgeBench.self, TracingBench.self])
 
     @Option(help: "Round trips for each latency measurement.") var iterations = 20_000
     @Option(help: "Concurrent callers for the throughput run.") var callers = 64
@@ -23,14 +23,8 @@ struct TroupeBench: AsyncParsableCommand {
     func run() async throws {
         var logger = Logger(label: "troupe-bench")
         logger.logLevel = .error
-        let work = URL(fileURLWithPath: "/tmp/troupe-bench-\(getpid())")
-        // 0700: the sidecar refuses a socket directory that group or others may open.
-        try FileManager.default.createDirectory(
-            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let (work, binaries) = try benchWorkspace("troupe-bench", binDir: binDir)
         defer { try? FileManager.default.removeItem(at: work) }
-        let binaries =
-            binDir.map { URL(fileURLWithPath: $0) }
-            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
         if cluster {
             try await ClusterBench(
                 iterations: iterations, callers: callers, connections: connections, seconds: seconds,
@@ -84,24 +78,8 @@ struct TroupeBench: AsyncParsableCommand {
                     try await TroupeClient.connect(
                         system: "bench", to: .unix(path: socket), name: "load-\(i)", logger: logger))
             }
-            let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-            let started = ContinuousClock.now
-            let total = try await withThrowingTaskGroup(of: Int.self) { load in
-                for caller in 0..<callers {
-                    let client = clients[caller % clients.count]
-                    load.addTask {
-                        var count = 0
-                        while ContinuousClock.now < deadline {
-                            let _: String = try await client.invoke(
-                                "echo-\(caller)", action: "echo", payload, spawnFrom: BenchEchoPool.name)
-                            count += 1
-                        }
-                        return count
-                    }
-                }
-                return try await load.reduce(0, +)
-            }
-            let elapsed = (ContinuousClock.now - started).microseconds / 1_000_000
+            let (total, elapsed) = try await echoThroughput(
+                clients: clients, callers: callers, seconds: seconds, payload: payload)
             let rate = Double(total) / elapsed
             print(
                 "   \(total) invocations in \(String(format: "%.2f", elapsed)) s = \(Int(rate)) invocations/s (target ≥ 50000)"
@@ -167,6 +145,44 @@ struct BenchIdle: VirtualActor {
     static func actions(_ actions: inout Actions<Self>) {
         actions.on("touch") { _ -> NoPayload in NoPayload() }
     }
+}
+
+/// A private work directory for a benchmark (mode 0700: the sidecar refuses a socket directory
+/// that group or others may open), and the directory holding the executables.
+func benchWorkspace(_ name: String, binDir: String?) throws -> (work: URL, binaries: URL) {
+    let work = URL(fileURLWithPath: "/tmp/\(name)-\(getpid())")
+    try FileManager.default.createDirectory(
+        at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+    let binaries =
+        binDir.map { URL(fileURLWithPath: $0) }
+        ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    return (work, binaries)
+}
+
+/// Echo calls by `callers` concurrent callers over `clients` for `seconds`, each caller on its own
+/// `BenchEchoPool` instance (of `system`, nil for the clients' own): how many completed, in how
+/// many seconds.
+func echoThroughput(
+    clients: [TroupeClient], callers: Int, seconds: Double, payload: String, system: String? = nil
+) async throws -> (total: Int, elapsed: Double) {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    let started = ContinuousClock.now
+    let total = try await withThrowingTaskGroup(of: Int.self) { load in
+        for caller in 0..<callers {
+            let client = clients[caller % clients.count]
+            load.addTask {
+                var count = 0
+                while ContinuousClock.now < deadline {
+                    let _: String = try await client.invoke(
+                        "echo-\(caller)", action: "echo", payload, system: system, spawnFrom: BenchEchoPool.name)
+                    count += 1
+                }
+                return count
+            }
+        }
+        return try await load.reduce(0, +)
+    }
+    return (total, (ContinuousClock.now - started).microseconds / 1_000_000)
 }
 
 struct Percentiles {
