@@ -104,6 +104,38 @@ struct TracingTests {
         }
     }
 
+    @Test func aCallToAnotherSystemIsABridgeCallSpanWhoseChildIsThatSystemsBridgeServeSpan() async throws {
+        let tracer = W3CTestTracer()
+        let server = try NATSServer()
+        defer { server.stop() }
+        let caller = TraceParent.random()
+        try await withSidecar(system: "alpha", tracer: tracer, configure: bridged(to: server.url)) { alpha in
+            try await withSidecar(system: "beta", tracer: tracer, configure: bridged(to: server.url)) { _ in
+                let client = try await alpha.client()
+                let seen: [String: String] = try await client.invoke(
+                    "echo", action: "metadata", NoPayload(), system: "beta",
+                    metadata: [TraceHeaders.traceparent: caller.header])
+                let spans = try await finished(
+                    tracer, [TroupeSpan.invoke, TroupeSpan.bridgeCall, TroupeSpan.bridgeServe, TroupeSpan.actorTurn])
+                let (invoke, call, serve, turn) = (spans[0], spans[1], spans[2], spans[3])
+                #expect(Set(spans.map(\.traceID)) == [caller.traceID])
+                #expect(invoke.parentSpanID == caller.spanID)
+                #expect(call.parentSpanID == invoke.spanID)
+                #expect(call.kind == .client)
+                #expect(string(call, TroupeSpanAttribute.system) == "alpha")
+                #expect(string(call, TroupeSpanAttribute.peer) == "beta")
+                #expect(serve.parentSpanID == call.spanID)
+                #expect(serve.kind == .server)
+                #expect(string(serve, TroupeSpanAttribute.system) == "beta")
+                #expect(string(serve, TroupeSpanAttribute.peer) == "alpha")
+                #expect(turn.parentSpanID == serve.spanID)
+                #expect(string(turn, TroupeSpanAttribute.system) == "beta")
+                #expect(seen[TraceHeaders.traceparent].flatMap(TraceParent.init)?.spanID == turn.spanID)
+                await client.close()
+            }
+        }
+    }
+
     @Test func withoutATracerTraceHeadersReachTheActorUnchanged() async throws {
         let caller = TraceParent.random()
         try await withSidecar { harness in
