@@ -86,7 +86,11 @@ final class ClusterTLSGate: ChannelInboundHandler {
         case .refused:
             break
         case .handshaking, .verified:
-            let reason = Self.reason(of: error)
+            // Not a TLS failure (a reset connection, an event loop shutting down): no refusal.
+            guard let reason = Self.reason(of: error) else {
+                context.fireErrorCaught(error)
+                return
+            }
             refuse(
                 context: context, reason: reason,
                 error: .unavailable(
@@ -129,14 +133,16 @@ final class ClusterTLSGate: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
-    /// The reason label of a TLS failure, from BoringSSL's error names.
-    static func reason(of error: any Error) -> String {
+    /// The reason label of a TLS failure, from BoringSSL's error names; nil for an error that
+    /// is not one.
+    static func reason(of error: any Error) -> String? {
         let text: String
         switch error {
-        case NIOSSLError.uncleanShutdown, ChannelError.eof: return "closed_during_handshake"
+        case NIOSSLError.uncleanShutdown: return "closed_during_handshake"
         case NIOSSLError.handshakeFailed(let boring): text = "\(boring)"
         case let boring as BoringSSLError: text = "\(boring)"
-        default: return "handshake_failed"
+        case is NIOSSLError: return "handshake_failed"
+        default: return nil
         }
         if text.contains("CERTIFICATE_VERIFY_FAILED") { return "untrusted_certificate" }
         if text.contains("ALERT") { return "refused_by_peer" }

@@ -15,7 +15,38 @@ struct ClusterBench {
     let seconds: Double
     let binaries: URL
     let work: URL
+    /// Mutual TLS between the sidecars, with a CA and certificates made by `openssl` in `work`.
+    let tls: Bool
     let logger: Logger
+
+    /// A CA and one certificate for the whole system (as one Secret serves every pod), as the
+    /// cluster-tls-* arguments of a sidecar.
+    private func makeCertificates() throws -> [String] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.currentDirectoryURL = work
+        process.arguments = [
+            "-c",
+            """
+            set -e
+            key='-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes'
+            openssl req -x509 $key -keyout ca.key -out ca.crt -days 1 -subj /CN=bench-ca
+            printf 'subjectAltName=URI:troupe://bench\\nextendedKeyUsage=serverAuth,clientAuth\\n' > tls.ext
+            openssl req $key -keyout tls.key -out tls.csr -subj /CN=bench
+            openssl x509 -req -in tls.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out tls.crt -days 1 -extfile tls.ext
+            """,
+        ]
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TroupeError.internalError("openssl failed") }
+        let path = { (name: String) in work.appendingPathComponent(name).path }
+        return [
+            "--cluster-tls-cert", path("tls.crt"), "--cluster-tls-key", path("tls.key"), "--cluster-tls-ca",
+            path("ca.crt"),
+        ]
+    }
 
     func run() async throws {
         print("== raw baseline: TCP loopback ping-pong, 64 B, TCP_NODELAY, 1 in flight")
@@ -24,6 +55,8 @@ struct ClusterBench {
 
         let ports = try (0..<2).map { _ in try freePort() }
         let names = ["n0", "n1"]
+        let tlsArguments = tls ? try makeCertificates() : []
+        print("== cluster transport: \(tls ? "mutual TLS 1.3 (P-256 certificates)" : "plain TCP")")
         var sidecars: [SidecarProcess] = []
         defer { for sidecar in sidecars { sidecar.stop() } }
         for index in 0..<2 {
@@ -33,7 +66,9 @@ struct ClusterBench {
                 extraArguments: [
                     "--node", names[index], "--store", "memory", "--cluster-listen", "127.0.0.1:\(ports[index])",
                     "--cluster-seeds", "127.0.0.1:\(ports[0])",
-                ])
+                    // Both would bind the default admin port 127.0.0.1:9090.
+                    "--admin-listen", "off",
+                ] + tlsArguments)
             sidecars.append(sidecar)
             try await sidecar.waitForSocket()
         }

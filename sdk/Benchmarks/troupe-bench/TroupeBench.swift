@@ -19,6 +19,8 @@ struct TroupeBench: AsyncParsableCommand {
     @Option(help: "Idle actors for the memory measurement (0 skips it).") var actors = 100_000
     @Option(help: "Directory holding troupe-sidecar (default: next to this binary).") var binDir: String?
     @Flag(help: "Measure remote invocations in a two-node cluster instead (docs/benchmarks.md).") var cluster = false
+    @Flag(help: "With --cluster: mutual TLS between the two sidecars (certificates made with openssl).")
+    var clusterTls = false
 
     func run() async throws {
         let logger = BenchWorkspace.logger
@@ -28,7 +30,7 @@ struct TroupeBench: AsyncParsableCommand {
         if cluster {
             try await ClusterBench(
                 iterations: iterations, callers: callers, connections: connections, seconds: seconds,
-                binaries: binaries, work: work, logger: logger
+                binaries: binaries, work: work, tls: clusterTls, logger: logger
             ).run()
             return
         }
