@@ -27,6 +27,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.3"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // Generated from proto/ by scripts/gen-proto.sh; committed.
@@ -50,7 +51,7 @@ let package = Package(
         // The state-store abstraction and its in-memory implementation.
         .target(
             name: "TroupeStore",
-            dependencies: ["TroupeWire"],
+            dependencies: ["TroupeWire", .product(name: "HeapModule", package: "swift-collections")],
             path: "Sources/TroupeStore",
             swiftSettings: strict
         ),
@@ -137,6 +138,7 @@ let package = Package(
             dependencies: [
                 "TroupeWire", "TroupeStore", "TroupeProto",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -237,6 +239,7 @@ let package = Package(
             dependencies: [
                 "Troupe", "TroupeWire", "TroupeNATS", "CNats", "TroupeProto", "TroupePlacement",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -51,13 +51,13 @@ public final class ActorDirectory: Service, Sendable {
         case flush(ActorProcess)
     }
 
-    private struct TypeEntry {
+    struct TypeEntry {
         var info: ActorTypeInfo
         var hosts: [any ActorHost]
         var nextHost = 0
     }
 
-    private struct Slot {
+    struct Slot {
         var activationID: UInt64
         var queue: CircularBuffer<Call>?
         var running = false
@@ -69,6 +69,10 @@ public final class ActorDirectory: Service, Sendable {
         var revision: UInt64 = 0
         /// Write-behind state not stored yet: the activation must flush before it goes away.
         var dirty = false
+        /// The activation's timers by name; they end with the slot.
+        var timers: [String: ActiveTimer] = [:]
+        /// Whether the running call (if any) is a timer's firing: its end does not count as activity.
+        var runningTimer: Bool?
 
         var depth: Int { (queue?.count ?? 0) + (running ? 1 : 0) }
 
@@ -76,7 +80,8 @@ public final class ActorDirectory: Service, Sendable {
         mutating func enqueue(_ call: Call) -> (ActorProcess, any EventLoop)? {
             if queue == nil { queue = CircularBuffer(initialCapacity: 4) }
             queue!.append(call)
-            lastActivity = .now()
+            // Timer firings do not keep an actor active, as in Orleans: only calls do.
+            if call.invocation.firing == nil { lastActivity = .now() }
             guard let process, let loop, !running else { return nil }
             running = true
             return (process, loop)
@@ -84,17 +89,21 @@ public final class ActorDirectory: Service, Sendable {
 
         /// The next call, or nil (and the slot counts as idle) when none is waiting.
         mutating func dequeue() -> Call? {
-            lastActivity = .now()
+            // A call (not a firing) that just ended, or one that starts now, is activity.
+            if runningTimer == false { lastActivity = .now() }
             guard let call = queue?.popFirst() else {
                 running = false
+                runningTimer = nil
                 queue = nil
                 return nil
             }
+            runningTimer = call.invocation.firing != nil
+            if runningTimer == false { lastActivity = .now() }
             return call
         }
     }
 
-    private struct State {
+    struct State {
         var types: [String: TypeEntry] = [:]
         var slots: [ActorKey: Slot] = [:]
         var nextActivationID: UInt64 = 1
@@ -105,8 +114,12 @@ public final class ActorDirectory: Service, Sendable {
     public let actorSystem: TroupeActorSystem
     private let router = Mutex<(any InvocationRouter)?>(nil)
     public let store: any StateStore
-    private let logger: Logger
-    private let state = Mutex(State())
+    /// Where reminders and delayed calls are kept, if anywhere.
+    public let reminders: (any ReminderStore)?
+    /// Every activation timer of this node.
+    let timerWheel = TimerWheel(loop: DeadlineTimers.loop)
+    let logger: Logger
+    let state = Mutex(State())
     private let work: AsyncStream<Work>
     private let workInput: AsyncStream<Work>.Continuation
     private let activations = Counter(label: "troupe_activations_total")
@@ -120,15 +133,21 @@ public final class ActorDirectory: Service, Sendable {
     /// The calls an actor holds (running and waiting) as each new one joins them.
     private let mailboxDepth = Recorder(label: "troupe_mailbox_depth", aggregate: true)
 
-    public init(configuration: Configuration, store: any StateStore, logger: Logger) {
+    /// - Parameter reminders: where reminders and delayed calls are kept; without one, setting a
+    ///   reminder fails with `failedPrecondition`.
+    public init(
+        configuration: Configuration, store: any StateStore, reminders: (any ReminderStore)? = nil, logger: Logger
+    ) {
         self.configuration = configuration
         self.store = store
+        self.reminders = reminders
         self.actorSystem = TroupeActorSystem(node: configuration.node)
         var logger = logger
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
         self.logger = logger
         (self.work, self.workInput) = AsyncStream.makeStream(of: Work.self)
+        timerWheel.onFire { [weak self] entries in self?.fire(entries) }
         actorSystem.serve(stableTarget: StableTargets.actorProcessInvoke) { [weak self] call, deadline, reply in
             guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
             self.serveRemote(call, deadline: deadline, reply: reply)
@@ -174,6 +193,7 @@ public final class ActorDirectory: Service, Sendable {
             if let channel = definition.channels.first(where: { $0.isEmpty }) {
                 throw .invalidArgument("actor type '\(definition.name)' listens to an empty channel name '\(channel)'")
             }
+            try TimerRules.validate(definition)
         }
         return try state.withLock { (state) throws(TroupeError) -> [String] in
             for definition in definitions {
@@ -218,7 +238,7 @@ public final class ActorDirectory: Service, Sendable {
         for process in flushes { workInput.yield(.flush(process)) }
         activeGauge.record(activeCount)
         let error = TroupeError.unavailable("the actor host \(host.hostName) disconnected")
-        for call in orphaned { call.reply.complete(.failure(error)) }
+        for call in orphaned { call.fail(error) }
         logger.info(
             "host disconnected",
             metadata: ["troupe.host": "\(host.hostName)", "troupe.failed_calls": "\(orphaned.count)"])
@@ -246,7 +266,19 @@ public final class ActorDirectory: Service, Sendable {
     /// remote call of ``ActorProcess/invoke(request:)``, started before this returns so calls
     /// keep their order. A call that was forwarded already is not forwarded again: nodes that
     /// disagree about the owner answer `unavailable` rather than pass a call around.
-    public func invoke(_ invocation: Invocation, reply: Reply) {
+    ///
+    /// - Parameter acceptance: for a fire-and-forget call, completed as soon as the call is in the
+    ///   mailbox of a live activation (with an empty payload), or with the error that kept it out.
+    ///   A call that goes to another node or system is accepted when that node answers it.
+    public func invoke(_ invocation: Invocation, reply: Reply, acceptance: Reply? = nil) {
+        if let acceptance, !isServedHere(invocation) {
+            let both = Reply { result in
+                acceptance.complete(result.map { _ in WirePayload() })
+                reply.complete(result)
+            }
+            invoke(invocation, reply: both)
+            return
+        }
         if invocation.actor.system != configuration.system {
             guard let bridge = bridge.withLock({ $0 }) else {
                 reply.complete(
@@ -268,10 +300,11 @@ public final class ActorDirectory: Service, Sendable {
         var activate: Work?
         var pump: (ActorProcess, any EventLoop)?
         var depth = 1
+        var accepted = false
         let refusal = state.withLock { state -> TroupeError? in
             if state.stopping { return .unavailable("the sidecar is shutting down") }
             let key = invocation.actor
-            let call = Call(invocation: invocation, reply: reply)
+            let call = Call(invocation: invocation, reply: reply, acceptance: acceptance)
             if let index = state.slots.index(forKey: key) {
                 depth = state.slots.values[index].depth + 1
                 // In place: a copy of the slot would share its queue, and every append would copy it.
@@ -281,6 +314,7 @@ public final class ActorDirectory: Service, Sendable {
                         "mailbox of \(key) is full (\(capacity) calls waiting)", details: ["actor": key.name])
                 }
                 pump = state.slots.values[index].enqueue(call)
+                accepted = state.slots.values[index].process != nil
             } else {
                 let id = state.nextActivationID
                 state.nextActivationID += 1
@@ -292,15 +326,24 @@ public final class ActorDirectory: Service, Sendable {
             return nil
         }
         if let refusal {
+            acceptance?.complete(.failure(refusal))
             reply.complete(.failure(refusal))
             return
         }
+        if accepted { acceptance?.complete(.success(WirePayload())) }
         mailboxDepth.record(depth)
         if let (process, loop) = pump {
             process.schedulePump(on: loop)
         } else if let activate {
             workInput.yield(activate)
         }
+    }
+
+    /// Whether `invocation` runs on this node (not another node or system).
+    private func isServedHere(_ invocation: Invocation) -> Bool {
+        guard invocation.actor.system == configuration.system else { return false }
+        guard let router = router.withLock({ $0 }) else { return true }
+        return router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom) == nil
     }
 
     private func forward(_ invocation: Invocation, to owner: String, reply: Reply) {
@@ -486,7 +529,7 @@ public final class ActorDirectory: Service, Sendable {
         }
         deactivations.increment()
         logger.warning("actor deactivated", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
-        for call in calls { call.reply.complete(.failure(error)) }
+        for call in calls { call.fail(error) }
     }
 
     // MARK: Activation
@@ -505,6 +548,8 @@ public final class ActorDirectory: Service, Sendable {
                     actorSystem: actorSystem, key: key, activationID: activationID, type: info, host: host,
                     store: store, directory: self, activation: activation)
             }
+            var timers: [TimerWheel.Entry] = []
+            var waiting: [Call] = []
             let start = state.withLock { state -> Bool in
                 guard var slot = state.slots[key], slot.activationID == activationID else { return false }
                 defer { state.slots[key] = slot }
@@ -513,10 +558,14 @@ public final class ActorDirectory: Service, Sendable {
                 slot.type = info
                 slot.host = ObjectIdentifier(host)
                 slot.revision = activation?.record.revision ?? 0
+                timers = installDeclaredTimers(info.definition, in: &slot, key: key)
+                waiting = Array(slot.queue ?? [])
                 guard !(slot.queue?.isEmpty ?? true) else { return false }
                 slot.running = true
                 return true
             }
+            timerWheel.schedule(timers)
+            for call in waiting { call.acceptance?.complete(.success(WirePayload())) }
             activations.increment()
             activeGauge.record(activeCount)
             logger.debug(
@@ -533,7 +582,7 @@ public final class ActorDirectory: Service, Sendable {
                 logger.warning(
                     "activation failed", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
             }
-            for call in calls { call.reply.complete(.failure(error)) }
+            for call in calls { call.fail(error) }
         }
     }
 
@@ -732,8 +781,9 @@ public final class ActorDirectory: Service, Sendable {
             return calls
         }
         let error = TroupeError.unavailable("the sidecar shut down before the call ran")
-        for call in leftovers { call.reply.complete(.failure(error)) }
+        for call in leftovers { call.fail(error) }
         activeGauge.record(0)
+        timerWheel.stop()
         workInput.finish()
     }
 

@@ -138,6 +138,10 @@ public distributed actor ActorProcess {
         if let caller = invocation.caller { wire.caller = caller }
         wire.timeoutMs = UInt32(clamping: remaining.nanoseconds / 1_000_000)
         wire.revision = revision
+        if let firing = invocation.firing {
+            wire.timer = firing.name
+            TimerMeters.recordLag(firing, startedAt: started)
+        }
         let loop = host.eventLoop
         host.invoke(wire, timeout: remaining).hop(to: loop).whenComplete { result in
             self.assumeIsolated { $0.finish(call, result, since: started) }
@@ -162,21 +166,20 @@ public distributed actor ActorProcess {
         do {
             answer = try result.get()
             try WorkflowEffects.validate(answer)
+            try TimerRules.validate(answer.timers, type: type)
         } catch {
             complete(call, .failure(TroupeError(wrapping: error)), since: started)
             pump()
             return
         }
         guard type.stateful && answer.hasNewState else {
-            deliver(call, answer, since: started)
-            pump()
+            conclude(call, answer, since: started)
             return
         }
         if type.writeBehind {
             state = answer.newState
             markDirty()
-            deliver(call, answer, since: started)
-            pump()
+            conclude(call, answer, since: started)
             return
         }
         let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
@@ -197,8 +200,7 @@ public distributed actor ActorProcess {
             revision = newRevision
             state = answer.newState
             directory.noteRevision(key, activationID, newRevision)
-            deliver(call, answer, since: started)
-            pump()
+            conclude(call, answer, since: started)
         case .failure(let error):
             let error = TroupeError(wrapping: error)
             // No effect goes out: they follow from a state change that did not happen.
@@ -207,6 +209,35 @@ public distributed actor ActorProcess {
             // say whether the write landed (unavailable). Either way this activation's state may
             // no longer be the stored one, so it stops; the next call activates it from the store.
             directory.deactivate(key, activationID, because: error)
+        }
+    }
+
+    /// Applies the result's timer commands, delivers it and takes the next call. Reminders are
+    /// stored before the caller is answered, within the turn, so a later call of this actor
+    /// always sees them; one that cannot be stored fails the call (its state change stays).
+    private func conclude(_ call: Call, _ answer: WireActorInvocationResult, since started: NIODeadline) {
+        guard !answer.timers.isEmpty else {
+            deliver(call, answer, since: started)
+            pump()
+            return
+        }
+        directory.applyTimerCommands(answer.timers, key: key, activationID: activationID)
+        guard answer.timers.contains(where: \.durable) else {
+            deliver(call, answer, since: started)
+            pump()
+            return
+        }
+        let (directory, key, commands) = (self.directory, self.key, answer.timers)
+        host.eventLoop.makeFutureWithTask {
+            try await directory.applyReminderCommands(commands, key: key)
+        }.hop(to: host.eventLoop).whenComplete { outcome in
+            self.assumeIsolated { process in
+                switch outcome {
+                case .success: process.deliver(call, answer, since: started)
+                case .failure(let error): process.complete(call, .failure(TroupeError(wrapping: error)), since: started)
+                }
+                process.pump()
+            }
         }
     }
 

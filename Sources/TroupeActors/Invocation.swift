@@ -63,6 +63,8 @@ public struct Invocation: Sendable {
     public var spawnFrom: String
     /// How many nodes forwarded the call already.
     public var hops: UInt32 = 0
+    /// Set when the call is a timer's or reminder's firing.
+    public var firing: TimerFiring?
 
     public init(
         actor: ActorKey, action: String, payload: WirePayload = WirePayload(), metadata: [String: String] = [:],
@@ -165,4 +167,13 @@ public final class Reply: Sendable {
 struct Call: Sendable {
     var invocation: Invocation
     var reply: Reply
+    /// For a fire-and-forget call: completed once the call is in the mailbox of a live activation,
+    /// or with the error that kept it out.
+    var acceptance: Reply?
+
+    /// Fails the call, and its acceptance if it was not accepted yet.
+    func fail(_ error: TroupeError) {
+        acceptance?.complete(.failure(error))
+        reply.complete(.failure(error))
+    }
 }

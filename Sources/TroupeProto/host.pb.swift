@@ -712,11 +712,46 @@ public nonisolated struct WireActorDefinition: Sendable {
   /// invokes the broadcast's action on the actor.
   public var channels: [String] = []
 
+  /// Timers that fire while an instance is active (see TimerDefinition). Field numbers 20-29 of
+  /// this message are the timers' own.
+  public var timers: [WireTimerDefinition] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _initialState: WirePayload? = nil
+}
+
+/// A declared timer: while an instance of the type is active, `action` is invoked on it every
+/// `period_ms`, as a turn of its own (in mailbox order with the other calls). The first firing comes
+/// one period after activation. Timers stop when the instance is deactivated, and their firings do
+/// not keep it active: an instance that only receives timer firings still goes idle.
+public nonisolated struct WireTimerDefinition: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var action: String = String()
+
+  /// At least 1.
+  public var periodMs: UInt32 = 0
+
+  /// The input each firing carries (empty = no payload).
+  public var payload: WirePayload {
+    get {_payload ?? WirePayload()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _payload: WirePayload? = nil
 }
 
 public nonisolated struct WireRegisterRequest: Sendable {
@@ -788,6 +823,18 @@ public nonisolated struct WireInvokeRequest: Sendable {
   /// Clears the value of `caller`. Subsequent reads from it will return its default value.
   public mutating func clearCaller() {self._caller = nil}
 
+  /// Fire and forget: the sidecar answers (with an empty InvokeResponse) as soon as the call is in
+  /// the actor's mailbox, or with a Failure if it cannot be queued there (unknown actor or action
+  /// type, mailbox full, no host). The action's outcome is dropped; failures are logged and counted
+  /// (troupe_async_failures_total).
+  public var fireAndForget: Bool = false
+
+  /// Delayed: the call is stored durably (the state store's reminder table) and runs this many
+  /// milliseconds from now, even if the sidecar restarts meanwhile. The caller is answered (with an
+  /// empty InvokeResponse whose `scheduled` names the stored call) once it is stored; the action's
+  /// outcome is dropped. `timeout_ms` then bounds the call when it runs.
+  public var delayMs: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -810,6 +857,9 @@ public nonisolated struct WireInvokeResponse: Sendable {
   public var hasPayload: Bool {self._payload != nil}
   /// Clears the value of `payload`. Subsequent reads from it will return its default value.
   public mutating func clearPayload() {self._payload = nil}
+
+  /// For a delayed call: the name it is stored under (a reminder of the target actor).
+  public var scheduled: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1108,6 +1158,10 @@ public nonisolated struct WireActorInvocation: Sendable {
   /// The state's revision (grows by one per write). 0 = never written.
   public var revision: UInt64 = 0
 
+  /// Set when the call is a timer's or reminder's firing: the timer's name (for a declared timer,
+  /// its action).
+  public var timer: String = String()
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1171,6 +1225,10 @@ public nonisolated struct WireActorInvocationResult: Sendable {
   /// reply. Their replies are dropped; failures are logged and counted, not sent to the caller.
   public var sideEffects: [WireSideEffect] = []
 
+  /// Timers and reminders to set or cancel, applied in order once the state is stored and before
+  /// the caller is answered (a reminder that cannot be stored fails the call with UNAVAILABLE).
+  public var timers: [WireTimerCommand] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// At most one: who answers the caller instead of this action. The actor's turn ends with its
@@ -1188,6 +1246,73 @@ public nonisolated struct WireActorInvocationResult: Sendable {
 
   fileprivate var _reply: WirePayload? = nil
   fileprivate var _newState: WirePayload? = nil
+}
+
+/// Sets or cancels one timer of the actor that returned it. Setting a name that exists replaces it.
+public nonisolated struct WireTimerCommand: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique per actor (timers and reminders have separate names). Required.
+  public var name: String = String()
+
+  /// Cancel the timer (or, with `durable`, the reminder) of this name; the fields below are ignored.
+  /// Cancelling a name that does not exist does nothing.
+  public var cancel: Bool = false
+
+  /// The action each firing invokes. Required unless cancelling.
+  public var action: String = String()
+
+  /// First firing this long from now.
+  public var dueMs: UInt64 = 0
+
+  /// Then every period_ms; 0 = one shot.
+  public var periodMs: UInt64 = 0
+
+  public var payload: WirePayload {
+    get {_payload ?? WirePayload()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  /// A reminder: kept in the state store, it survives deactivation, sidecar restarts and node
+  /// failover, and activates the actor when due. Without it the timer lives with the activation.
+  public var durable: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _payload: WirePayload? = nil
+}
+
+/// A reminder's or delayed call's invocation, as the state store keeps it (opaque to the store).
+public nonisolated struct WireStoredReminder: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var call: WireInvokeRequest {
+    get {_call ?? WireInvokeRequest()}
+    set {_call = newValue}
+  }
+  /// Returns true if `call` has been explicitly set.
+  public var hasCall: Bool {self._call != nil}
+  /// Clears the value of `call`. Subsequent reads from it will return its default value.
+  public mutating func clearCall() {self._call = nil}
+
+  /// The timer name the firing carries in ActorInvocation.timer; empty for a delayed call.
+  public var timer: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _call: WireInvokeRequest? = nil
 }
 
 /// Where a forward or pipe goes. An invalid target (no actor name or action) fails the call with
@@ -2052,7 +2177,7 @@ nonisolated extension WireCancel: SwiftProtobuf.Message, SwiftProtobuf._MessageI
 
 nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorDefinition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0\u{2}\u{a}timers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2070,6 +2195,7 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
       case 8: try { try decoder.decodeSingularEnumField(value: &self.durability) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotIntervalMs) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.channels) }()
+      case 20: try { try decoder.decodeRepeatedMessageField(value: &self.timers) }()
       default: break
       }
     }
@@ -2110,6 +2236,9 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.channels.isEmpty {
       try visitor.visitRepeatedStringField(value: self.channels, fieldNumber: 10)
     }
+    if !self.timers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.timers, fieldNumber: 20)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2124,6 +2253,51 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.durability != rhs.durability {return false}
     if lhs.snapshotIntervalMs != rhs.snapshotIntervalMs {return false}
     if lhs.channels != rhs.channels {return false}
+    if lhs.timers != rhs.timers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireTimerDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TimerDefinition"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}action\0\u{3}period_ms\0\u{1}payload\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.periodMs) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 1)
+    }
+    if self.periodMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.periodMs, fieldNumber: 2)
+    }
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireTimerDefinition, rhs: WireTimerDefinition) -> Bool {
+    if lhs.action != rhs.action {return false}
+    if lhs.periodMs != rhs.periodMs {return false}
+    if lhs._payload != rhs._payload {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2191,7 +2365,7 @@ nonisolated extension WireRegisterResponse: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InvokeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{3}timeout_ms\0\u{1}metadata\0\u{3}spawn_from\0\u{1}caller\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{3}timeout_ms\0\u{1}metadata\0\u{3}spawn_from\0\u{1}caller\0\u{4}\u{d}fire_and_forget\0\u{3}delay_ms\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2206,6 +2380,8 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.spawnFrom) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 20: try { try decoder.decodeSingularBoolField(value: &self.fireAndForget) }()
+      case 21: try { try decoder.decodeSingularUInt64Field(value: &self.delayMs) }()
       default: break
       }
     }
@@ -2237,6 +2413,12 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     try { if let v = self._caller {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    if self.fireAndForget != false {
+      try visitor.visitSingularBoolField(value: self.fireAndForget, fieldNumber: 20)
+    }
+    if self.delayMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.delayMs, fieldNumber: 21)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2248,6 +2430,8 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.metadata != rhs.metadata {return false}
     if lhs.spawnFrom != rhs.spawnFrom {return false}
     if lhs._caller != rhs._caller {return false}
+    if lhs.fireAndForget != rhs.fireAndForget {return false}
+    if lhs.delayMs != rhs.delayMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2255,7 +2439,7 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension WireInvokeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InvokeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}payload\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}payload\0\u{2}\u{13}scheduled\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2264,6 +2448,7 @@ nonisolated extension WireInvokeResponse: SwiftProtobuf.Message, SwiftProtobuf._
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 20: try { try decoder.decodeSingularStringField(value: &self.scheduled) }()
       default: break
       }
     }
@@ -2277,11 +2462,15 @@ nonisolated extension WireInvokeResponse: SwiftProtobuf.Message, SwiftProtobuf._
     try { if let v = self._payload {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.scheduled.isEmpty {
+      try visitor.visitSingularStringField(value: self.scheduled, fieldNumber: 20)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: WireInvokeResponse, rhs: WireInvokeResponse) -> Bool {
     if lhs._payload != rhs._payload {return false}
+    if lhs.scheduled != rhs.scheduled {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2765,7 +2954,7 @@ nonisolated extension WireListMembersResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0\u{2}\u{b}timer\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2782,6 +2971,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
       case 7: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
       case 8: try { try decoder.decodeSingularUInt32Field(value: &self.timeoutMs) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.revision) }()
+      case 20: try { try decoder.decodeSingularStringField(value: &self.timer) }()
       default: break
       }
     }
@@ -2819,6 +3009,9 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
     if self.revision != 0 {
       try visitor.visitSingularUInt64Field(value: self.revision, fieldNumber: 9)
     }
+    if !self.timer.isEmpty {
+      try visitor.visitSingularStringField(value: self.timer, fieldNumber: 20)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2832,6 +3025,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs._caller != rhs._caller {return false}
     if lhs.timeoutMs != rhs.timeoutMs {return false}
     if lhs.revision != rhs.revision {return false}
+    if lhs.timer != rhs.timer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2839,7 +3033,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocationResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0\u{1}forward\0\u{1}pipe\0\u{3}side_effects\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0\u{1}forward\0\u{1}pipe\0\u{3}side_effects\0\u{2}\u{f}timers\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2876,6 +3070,7 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
         }
       }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.sideEffects) }()
+      case 20: try { try decoder.decodeRepeatedMessageField(value: &self.timers) }()
       default: break
       }
     }
@@ -2906,6 +3101,9 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
     if !self.sideEffects.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.sideEffects, fieldNumber: 5)
     }
+    if !self.timers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.timers, fieldNumber: 20)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2914,6 +3112,110 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
     if lhs._newState != rhs._newState {return false}
     if lhs.route != rhs.route {return false}
     if lhs.sideEffects != rhs.sideEffects {return false}
+    if lhs.timers != rhs.timers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireTimerCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TimerCommand"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cancel\0\u{1}action\0\u{3}due_ms\0\u{3}period_ms\0\u{1}payload\0\u{1}durable\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.cancel) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.dueMs) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.periodMs) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.durable) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.cancel != false {
+      try visitor.visitSingularBoolField(value: self.cancel, fieldNumber: 2)
+    }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 3)
+    }
+    if self.dueMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.dueMs, fieldNumber: 4)
+    }
+    if self.periodMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.periodMs, fieldNumber: 5)
+    }
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if self.durable != false {
+      try visitor.visitSingularBoolField(value: self.durable, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireTimerCommand, rhs: WireTimerCommand) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.cancel != rhs.cancel {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.dueMs != rhs.dueMs {return false}
+    if lhs.periodMs != rhs.periodMs {return false}
+    if lhs._payload != rhs._payload {return false}
+    if lhs.durable != rhs.durable {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireStoredReminder: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StoredReminder"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}call\0\u{1}timer\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._call) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.timer) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._call {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.timer.isEmpty {
+      try visitor.visitSingularStringField(value: self.timer, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireStoredReminder, rhs: WireStoredReminder) -> Bool {
+    if lhs._call != rhs._call {return false}
+    if lhs.timer != rhs.timer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

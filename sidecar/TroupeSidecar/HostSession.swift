@@ -200,12 +200,35 @@ final class HostSession: PeerRequestHandler, ActorHost {
             answer(id, .failure(TroupeError.invalidArgument("invoke needs an actor name and an action").wire))
             return
         }
+        let key = ActorKey(
+            system: request.actor.system.isEmpty ? configuration.system : request.actor.system,
+            name: request.actor.name)
+        if request.delayMs > 0 {
+            guard key.system == configuration.system else {
+                answer(
+                    id,
+                    .failure(
+                        TroupeError.invalidArgument(
+                            "a delayed call must target this sidecar's system '\(configuration.system)'",
+                            details: ["system": key.system]
+                        ).wire))
+                return
+            }
+            jobs.yield { [self] in
+                do {
+                    var response = WireInvokeResponse()
+                    response.scheduled = try await directory.scheduleDelayed(request, to: key)
+                    answer(id, .invoked(response))
+                } catch {
+                    answer(id, .failure(TroupeError(wrapping: error).wire))
+                }
+            }
+            return
+        }
         let timeoutMs = request.timeoutMs == 0 ? configuration.defaultTimeoutMs : request.timeoutMs
         let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutMs))
         let invocation = Invocation(
-            actor: ActorKey(
-                system: request.actor.system.isEmpty ? configuration.system : request.actor.system,
-                name: request.actor.name),
+            actor: key,
             action: request.action,
             payload: request.payload,
             metadata: request.metadata,
@@ -222,8 +245,25 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 answer(id, .failure(error.wire))
             }
         }
+        guard request.fireAndForget else {
+            reply.arm(deadline: deadline, on: connection.eventLoop)
+            directory.invoke(invocation, reply: reply)
+            return
+        }
+        // The caller hears about acceptance; the outcome is only logged and counted.
+        let outcome = Reply { [logger = self.logger] result in
+            guard case .failure(let error) = result else { return }
+            AsyncCallMeters.failures.increment()
+            logger.warning(
+                "fire-and-forget call failed",
+                metadata: [
+                    "troupe.actor_id": "\(invocation.actor)", "troupe.action": "\(invocation.action)",
+                    "troupe.error": "\(error)",
+                ])
+        }
+        outcome.arm(deadline: deadline, on: connection.eventLoop)
         reply.arm(deadline: deadline, on: connection.eventLoop)
-        directory.invoke(invocation, reply: reply)
+        directory.invoke(invocation, reply: outcome, acceptance: reply)
     }
 
     /// Sends the answer to request `id` unless the peer cancelled it.
@@ -386,6 +426,11 @@ extension WireFrame.OneOf_Body {
         case .members: "members"
         }
     }
+}
+
+/// Counts fire-and-forget calls whose action failed after they were accepted.
+enum AsyncCallMeters {
+    static let failures = Counter(label: "troupe_async_failures_total")
 }
 
 /// Facts about this build.

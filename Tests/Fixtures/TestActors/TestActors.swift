@@ -416,5 +416,5 @@ public struct CallerReader: VirtualActor {
 public let testActorTypes: [any VirtualActor.Type] = [
     Counter.self, Journal.self, Sleeper.self, Echo.self, Account.self, Tally.self, QuickTally.self, Relay.self,
     Listener.self, Whereabouts.self, ChainA.self, ChainB.self, ChainC.self, Pipeline.self, PipelineEnd.self,
-    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self,
+    Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self, Ticker.self, Alarm.self,
 ]
