@@ -128,6 +128,7 @@ public final class ActorDirectory: Service, Sendable {
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
     private let broadcastFailures = Counter(label: "troupe_broadcast_failures_total")
     private let sideEffectFailures = Counter(label: "troupe_side_effect_failures_total")
+    private let asyncFailures = Counter(label: "troupe_async_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
     private let forwarded = Counter(label: "troupe_forwarded_calls_total")
     /// The calls an actor holds (running and waiting) as each new one joins them.
@@ -478,19 +479,32 @@ public final class ActorDirectory: Service, Sendable {
     /// Starts a side effect of an action: nobody waits for its reply, and a failure is logged and
     /// counted (`troupe_side_effect_failures_total`), never sent to the original caller.
     func startSideEffect(_ invocation: Invocation, on loop: any EventLoop) {
-        let reply = Reply { [self] result in
+        let reply = droppedOutcome(of: invocation, "side effect failed", counter: sideEffectFailures)
+        reply.arm(deadline: invocation.deadline, on: loop)
+        invoke(invocation, reply: reply)
+    }
+
+    /// Queues a fire-and-forget call: `acceptance` learns whether it reached a mailbox; its
+    /// outcome is dropped, and a failure logged and counted (`troupe_async_failures_total`).
+    public func send(_ invocation: Invocation, acceptance: Reply, on loop: any EventLoop) {
+        let outcome = droppedOutcome(of: invocation, "fire-and-forget call failed", counter: asyncFailures)
+        outcome.arm(deadline: invocation.deadline, on: loop)
+        invoke(invocation, reply: outcome, acceptance: acceptance)
+    }
+
+    /// The reply slot of a call whose outcome nobody waits for: a failure is logged and counted.
+    private func droppedOutcome(of invocation: Invocation, _ message: Logger.Message, counter: Counter) -> Reply {
+        Reply { [self] result in
             guard case .failure(let error) = result else { return }
-            sideEffectFailures.increment()
+            counter.increment()
             logger.warning(
-                "side effect failed",
+                message,
                 metadata: [
                     "troupe.actor_id": "\(invocation.caller.map { "\($0.system)/\($0.name)" } ?? "-")",
                     "troupe.target": "\(invocation.actor)", "troupe.action": "\(invocation.action)",
                     "troupe.error": "\(error)",
                 ])
         }
-        reply.arm(deadline: invocation.deadline, on: loop)
-        invoke(invocation, reply: reply)
     }
 
     /// Creates unnamed actors of `actorType` that do not exist yet; returns the ones created.

@@ -129,24 +129,24 @@ public final class MemoryStateStore: StateStore, ReminderStore {
     }
 
     private func withOpenReminders<T>(_ body: (inout MemoryReminders) throws -> T) throws -> T {
-        try reminderTable.withLock { table in
-            guard var open = table else {
-                throw TroupeError.unavailable("state store: memory store is closed")
-            }
-            table = nil
-            defer { table = open }
-            return try body(&open)
-        }
+        try Self.withOpen(reminderTable, body)
     }
 
     private func withOpenActors<T>(_ body: (inout [ActorKey: Entry]) throws -> T) throws -> T {
-        try actors.withLock { actors in
-            guard var open = actors else {
+        try Self.withOpen(actors, body)
+    }
+
+    /// Runs `body` on the value in `box`, or throws `unavailable` once the store is closed (nil).
+    private static func withOpen<Value: Sendable, T>(
+        _ box: borrowing Mutex<Value?>, _ body: (inout Value) throws -> T
+    ) throws -> T {
+        try box.withLock { value in
+            guard var open = value else {
                 throw TroupeError.unavailable("state store: memory store is closed")
             }
-            // Take the dictionary out while mutating it so it is not copied on write.
-            actors = nil
-            defer { actors = open }
+            // Take the value out while mutating it so it is not copied on write.
+            value = nil
+            defer { value = open }
             return try body(&open)
         }
     }

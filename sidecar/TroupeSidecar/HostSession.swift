@@ -251,19 +251,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
             return
         }
         // The caller hears about acceptance; the outcome is only logged and counted.
-        let outcome = Reply { [logger = self.logger] result in
-            guard case .failure(let error) = result else { return }
-            AsyncCallMeters.failures.increment()
-            logger.warning(
-                "fire-and-forget call failed",
-                metadata: [
-                    "troupe.actor_id": "\(invocation.actor)", "troupe.action": "\(invocation.action)",
-                    "troupe.error": "\(error)",
-                ])
-        }
-        outcome.arm(deadline: deadline, on: connection.eventLoop)
         reply.arm(deadline: deadline, on: connection.eventLoop)
-        directory.invoke(invocation, reply: outcome, acceptance: reply)
+        directory.send(invocation, acceptance: reply, on: connection.eventLoop)
     }
 
     /// Sends the answer to request `id` unless the peer cancelled it.
@@ -426,11 +415,6 @@ extension WireFrame.OneOf_Body {
         case .members: "members"
         }
     }
-}
-
-/// Counts fire-and-forget calls whose action failed after they were accepted.
-enum AsyncCallMeters {
-    static let failures = Counter(label: "troupe_async_failures_total")
 }
 
 /// Facts about this build.
