@@ -65,6 +65,8 @@ extension ActorDirectory {
         var skipped = 0
         var fired = 0
         state.withLock { state in
+            // A draining directory takes no new calls, firings included.
+            guard !state.stopping else { return }
             for entry in entries {
                 guard let index = state.slots.index(forKey: entry.key),
                     state.slots.values[index].activationID == entry.activationID,

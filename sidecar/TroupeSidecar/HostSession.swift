@@ -245,14 +245,13 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 answer(id, .failure(error.wire))
             }
         }
-        guard request.fireAndForget else {
-            reply.arm(deadline: deadline, on: connection.eventLoop)
-            directory.invoke(invocation, reply: reply)
-            return
-        }
-        // The caller hears about acceptance; the outcome is only logged and counted.
         reply.arm(deadline: deadline, on: connection.eventLoop)
-        directory.send(invocation, acceptance: reply, on: connection.eventLoop)
+        if request.fireAndForget {
+            // The caller hears about acceptance; the outcome is only logged and counted.
+            directory.send(invocation, acceptance: reply, on: connection.eventLoop)
+        } else {
+            directory.invoke(invocation, reply: reply)
+        }
     }
 
     /// Sends the answer to request `id` unless the peer cancelled it.
