@@ -94,10 +94,12 @@ extension ActorDirectory {
                     actor: entry.key, action: timer.action, payload: timer.payload,
                     deadline: now + configuration.sideEffectTimeout)
                 invocation.firing = TimerFiring(name: entry.name, due: entry.at, durable: false)
+                // Not armed with a deadline timer of its own (one per firing would cost a scheduled
+                // task each): the mailbox checks the deadline when the firing starts, the host call
+                // has its own timeout, and every way out of the mailbox completes the reply.
                 let reply = Reply { [weak self] result in
                     self?.timerFinished(entry, result)
                 }
-                reply.arm(deadline: invocation.deadline, on: DeadlineTimers.loop)
                 if let pump = state.slots.values[index].enqueue(Call(invocation: invocation, reply: reply)) {
                     pumps.append(pump)
                 }
