@@ -10,9 +10,11 @@ import TroupeTestSupport
 struct ReminderProcessTests {
     @Test func aReminderFiresAfterTheSidecarWasKilledAndReactivatesItsActor() async throws {
         try await acrossKill9 { client in
+            // Repeating, so that a loaded machine, slow to look, still sees one of the activations
+            // (the alarm goes idle 2 s after each).
             let _: NoPayload = try await client.invoke(
-                "alarm-dur", action: "set-reminder", AlarmRequest(name: "wake", afterMs: 3000, note: "after restart"),
-                spawnFrom: "alarm")
+                "alarm-dur", action: "set-reminder",
+                AlarmRequest(name: "wake", afterMs: 3000, everyMs: 1000, note: "after restart"), spawnFrom: "alarm")
         } after: { client in
             // Nobody calls the alarm on the new sidecar: only its reminder can activate it.
             try await waitFor("the reminder to activate the alarm", timeout: .seconds(60)) {
@@ -21,10 +23,8 @@ struct ReminderProcessTests {
             try await waitFor("the firing to be stored") {
                 (try? await client.invoke("alarm-dur", action: "rings", as: [Ring].self).isEmpty == false) == true
             }
-            #expect(
-                try await client.invoke("alarm-dur", action: "rings", as: [Ring].self) == [
-                    Ring(timer: "wake", note: "after restart")
-                ])
+            let rings = try await client.invoke("alarm-dur", action: "rings", as: [Ring].self)
+            #expect(!rings.isEmpty && rings.allSatisfy { $0 == Ring(timer: "wake", note: "after restart") })
         }
     }
 

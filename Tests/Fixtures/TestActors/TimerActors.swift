@@ -72,7 +72,7 @@ public struct Alarm: VirtualActor {
     public struct State: Codable, Sendable { public var rings: [Ring] = [] }
     public static let name = "alarm"
     public static let kind = ActorKind.unnamed
-    public static let idleTimeout: Duration? = .milliseconds(500)
+    public static let idleTimeout: Duration? = .seconds(2)
     public static func initialState() -> State { State() }
 
     public static func actions(_ actions: inout Actions<Self>) {
