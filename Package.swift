@@ -31,6 +31,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-distributed-tracing.git", from: "1.7.3"),
         .package(url: "https://github.com/swift-otel/swift-otel.git", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-collections.git", from: "1.6.0"),
     ],
     targets: [
         // Generated from proto/ by scripts/gen-proto.sh; committed.
@@ -61,7 +62,7 @@ let package = Package(
         // The state-store abstraction and its in-memory implementation.
         .target(
             name: "TroupeStore",
-            dependencies: ["TroupeWire"],
+            dependencies: ["TroupeWire", .product(name: "HeapModule", package: "swift-collections")],
             path: "Sources/TroupeStore",
             swiftSettings: strict
         ),
@@ -150,6 +151,7 @@ let package = Package(
                 "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
                 "TroupeWire", "TroupeStore", "TroupeProto",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -258,6 +260,7 @@ let package = Package(
             dependencies: [
                 "Troupe", "TroupeWire", "TroupeNATS", "CNats", "TroupeProto", "TroupePlacement",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -63,13 +63,13 @@ public final class ActorDirectory: Service, Sendable {
         case flush(ActorProcess)
     }
 
-    private struct TypeEntry {
+    struct TypeEntry {
         var info: ActorTypeInfo
         var hosts: [any ActorHost]
         var nextHost = 0
     }
 
-    private struct Slot {
+    struct Slot {
         var activationID: UInt64
         var queue: CircularBuffer<Call>?
         var running = false
@@ -86,6 +86,10 @@ public final class ActorDirectory: Service, Sendable {
         var turnChain: String?
         /// The tags the actor set.
         var tags: [String: String] = [:]
+        /// The activation's timers by name; they end with the slot.
+        var timers: [String: ActiveTimer] = [:]
+        /// Whether the running call (if any) is a timer's firing: its end does not count as activity.
+        var runningTimer: Bool?
 
         var depth: Int { (queue?.count ?? 0) + (running ? 1 : 0) }
 
@@ -93,7 +97,8 @@ public final class ActorDirectory: Service, Sendable {
         mutating func enqueue(_ call: Call) -> (ActorProcess, any EventLoop)? {
             if queue == nil { queue = CircularBuffer(initialCapacity: 4) }
             queue!.append(call)
-            lastActivity = .now()
+            // Timer firings do not keep an actor active, as in Orleans: only calls do.
+            if call.invocation.firing == nil { lastActivity = .now() }
             guard let process, let loop, !running else { return nil }
             running = true
             return (process, loop)
@@ -101,14 +106,18 @@ public final class ActorDirectory: Service, Sendable {
 
         /// The next call, or nil (and the slot counts as idle) when none is waiting.
         mutating func dequeue() -> Call? {
-            lastActivity = .now()
+            // A call (not a firing) that just ended, or one that starts now, is activity.
+            if runningTimer == false { lastActivity = .now() }
             guard let call = queue?.popFirst() else {
                 running = false
                 turnChain = nil
+                runningTimer = nil
                 queue = nil
                 return nil
             }
             turnChain = call.invocation.chain.id
+            runningTimer = call.invocation.firing != nil
+            if runningTimer == false { lastActivity = .now() }
             return call
         }
 
@@ -121,13 +130,13 @@ public final class ActorDirectory: Service, Sendable {
         }
     }
 
-    private enum Reentry {
+    enum Reentry {
         case interleave(ActorProcess, any EventLoop)
         /// The actor type's name.
         case refuse(String)
     }
 
-    private struct State {
+    struct State {
         var types: [String: TypeEntry] = [:]
         var slots: [ActorKey: Slot] = [:]
         /// The pools of pooled types, by type name. Kept apart from `slots`: pool instances are
@@ -143,8 +152,12 @@ public final class ActorDirectory: Service, Sendable {
     public let store: any StateStore
     /// The spans of each call's hops, when the configuration names a tracer.
     public let tracing: InvocationTracer?
-    private let logger: Logger
-    private let state = Mutex(State())
+    /// Where reminders and delayed calls are kept, if anywhere.
+    public let reminders: (any ReminderStore)?
+    /// Every activation timer of this node.
+    let timerWheel = TimerWheel(loop: DeadlineTimers.loop)
+    let logger: Logger
+    let state = Mutex(State())
     private let work: AsyncStream<Work>
     private let workInput: AsyncStream<Work>.Continuation
     private let activations = Counter(label: "troupe_activations_total")
@@ -153,6 +166,7 @@ public final class ActorDirectory: Service, Sendable {
     private let snapshotFailures = Counter(label: "troupe_snapshot_failures_total")
     private let broadcastFailures = Counter(label: "troupe_broadcast_failures_total")
     private let sideEffectFailures = Counter(label: "troupe_side_effect_failures_total")
+    private let asyncFailures = Counter(label: "troupe_async_failures_total")
     private let bridge = Mutex<(any SystemBridge)?>(nil)
     private let forwarded = Counter(label: "troupe_forwarded_calls_total")
     private let reentrantCalls = Counter(
@@ -168,19 +182,25 @@ public final class ActorDirectory: Service, Sendable {
     /// The calls an actor holds (running and waiting) as each new one joins them.
     private let mailboxDepth = Recorder(label: "troupe_mailbox_depth", aggregate: true)
 
-    public init(configuration: Configuration, store: any StateStore, logger: Logger) {
+    /// - Parameter reminders: where reminders and delayed calls are kept; without one, setting a
+    ///   reminder fails with `failedPrecondition`.
+    public init(
+        configuration: Configuration, store: any StateStore, reminders: (any ReminderStore)? = nil, logger: Logger
+    ) {
         self.configuration = configuration
         self.store = store
         self.tracing = configuration.tracer.map {
             InvocationTracer(tracer: $0, system: configuration.system, node: configuration.node)
         }
         self.chainPrefix = "\(configuration.node)-\(String(UInt64.random(in: 0...UInt64.max), radix: 36))-"
+        self.reminders = reminders
         self.actorSystem = TroupeActorSystem(node: configuration.node)
         var logger = logger
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
         self.logger = logger
         (self.work, self.workInput) = AsyncStream.makeStream(of: Work.self)
+        timerWheel.onFire { [weak self] entries in self?.fire(entries) }
         actorSystem.serve(stableTarget: StableTargets.actorProcessInvoke) { [weak self] call, deadline, reply in
             guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
             self.serveRemote(call, deadline: deadline, reply: reply)
@@ -228,6 +248,7 @@ public final class ActorDirectory: Service, Sendable {
             if let channel = definition.channels.first(where: { $0.isEmpty }) {
                 throw .invalidArgument("actor type '\(definition.name)' listens to an empty channel name '\(channel)'")
             }
+            try TimerRules.validate(definition)
         }
         var growths: [ActorPool.Growth] = []
         let names = try state.withLock { (state) throws(TroupeError) -> [String] in
@@ -303,7 +324,7 @@ public final class ActorDirectory: Service, Sendable {
         for growth in growths { createInstance(growth) }
         activeGauge.record(activeCount)
         let error = TroupeError.unavailable("the actor host \(host.hostName) disconnected")
-        for call in orphaned { call.reply.complete(.failure(error)) }
+        for call in orphaned { call.fail(error) }
         logger.info(
             "host disconnected",
             metadata: ["troupe.host": "\(host.hostName)", "troupe.failed_calls": "\(orphaned.count)"])
@@ -331,29 +352,26 @@ public final class ActorDirectory: Service, Sendable {
     /// remote call of ``ActorProcess/invoke(request:)``, started before this returns so calls
     /// keep their order. A call that was forwarded already is not forwarded again: nodes that
     /// disagree about the owner answer `unavailable` rather than pass a call around.
-    public func invoke(_ invocation: Invocation, reply: Reply) {
+    ///
+    /// - Parameter acceptance: for a fire-and-forget call, completed as soon as the call is in the
+    ///   mailbox of a live activation (with an empty payload), or with the error that kept it out.
+    ///   A call that goes to another node or system, or to a pool, is accepted when it is answered.
+    public func invoke(_ invocation: Invocation, reply: Reply, acceptance: Reply? = nil) {
+        if let acceptance, !isServedHere(invocation) {
+            let both = Reply { result in
+                acceptance.complete(result.map { _ in WirePayload() })
+                reply.complete(result)
+            }
+            invoke(invocation, reply: both)
+            return
+        }
         var invocation = invocation
         if invocation.chain.id.isEmpty {
             invocation.chain.id = chainPrefix + String(chainCounter.wrappingAdd(1, ordering: .relaxed).newValue)
         }
-        guard invocation.chain.hops <= configuration.maxForwardHops else {
-            hopLimitRefusals.increment()
-            reply.complete(
-                .failure(
-                    .resourceExhausted(
-                        "call chain \(invocation.chain.rendered(then: invocation.actor)) went through \(invocation.chain.hops) forwards, pipes and effects, more than max-forward-hops (\(configuration.maxForwardHops))",
-                        details: [
-                            "actor": invocation.actor.name, "max_forward_hops": "\(configuration.maxForwardHops)",
-                        ])))
-            return
-        }
-        guard invocation.chain.path.count < configuration.maxCallDepth else {
-            depthLimitRefusals.increment()
-            reply.complete(
-                .failure(
-                    .resourceExhausted(
-                        "call chain \(invocation.chain.rendered(then: invocation.actor)) is \(invocation.chain.path.count + 1) calls deep, more than max-call-depth (\(configuration.maxCallDepth))",
-                        details: ["actor": invocation.actor.name, "max_call_depth": "\(configuration.maxCallDepth)"])))
+        if let refusal = chainLimitRefusal(of: invocation) {
+            acceptance?.complete(.failure(refusal))
+            reply.complete(.failure(refusal))
             return
         }
         if invocation.actor.system != configuration.system {
@@ -379,7 +397,8 @@ public final class ActorDirectory: Service, Sendable {
         var pump: (ActorProcess, any EventLoop)?
         var interleave: (ActorProcess, any EventLoop)?
         var depth = 1
-        let call = Call(invocation: invocation, reply: reply)
+        var accepted = false
+        let call = Call(invocation: invocation, reply: reply, acceptance: acceptance)
         let refusal = state.withLock { state -> TroupeError? in
             if state.stopping { return .unavailable("the sidecar is shutting down") }
             let key = invocation.actor
@@ -402,6 +421,7 @@ public final class ActorDirectory: Service, Sendable {
                         "mailbox of \(key) is full (\(capacity) calls waiting)", details: ["actor": key.name])
                 }
                 pump = state.slots.values[index].enqueue(call)
+                accepted = state.slots.values[index].process != nil
             } else {
                 let id = state.nextActivationID
                 state.nextActivationID += 1
@@ -414,14 +434,17 @@ public final class ActorDirectory: Service, Sendable {
         }
         if let refusal {
             if refusal.code == .failedPrecondition { refusedReentrantCalls.increment() }
+            acceptance?.complete(.failure(refusal))
             reply.complete(.failure(refusal))
             return
         }
         if let (process, loop) = interleave {
             reentrantCalls.increment()
+            acceptance?.complete(.success(WirePayload()))
             process.scheduleInterleaved(call, on: loop)
             return
         }
+        if accepted { acceptance?.complete(.success(WirePayload())) }
         mailboxDepth.record(depth)
         if let (process, loop) = pump {
             process.schedulePump(on: loop)
@@ -505,6 +528,32 @@ public final class ActorDirectory: Service, Sendable {
     /// The pools of this sidecar, sorted by type: sizes, busy instances and waiting calls.
     public var pools: [WireActorPoolInfo] {
         state.withLock { $0.pools.values.map(\.wireInfo) }.sorted { $0.actorType < $1.actorType }
+    }
+
+    /// Whether `invocation` runs in an activation on this node (not on another node or system,
+    /// and not in a pool, whose calls are accepted when answered).
+    private func isServedHere(_ invocation: Invocation) -> Bool {
+        guard invocation.actor.system == configuration.system else { return false }
+        if state.withLock({ $0.pools[invocation.actor.name] != nil }) { return false }
+        guard let router = router.withLock({ $0 }) else { return true }
+        return router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom) == nil
+    }
+
+    /// Why a call's chain may not go on: past `max-forward-hops` or `max-call-depth`.
+    private func chainLimitRefusal(of invocation: Invocation) -> TroupeError? {
+        if invocation.chain.hops > configuration.maxForwardHops {
+            hopLimitRefusals.increment()
+            return .resourceExhausted(
+                "call chain \(invocation.chain.rendered(then: invocation.actor)) went through \(invocation.chain.hops) forwards, pipes and effects, more than max-forward-hops (\(configuration.maxForwardHops))",
+                details: ["actor": invocation.actor.name, "max_forward_hops": "\(configuration.maxForwardHops)"])
+        }
+        if invocation.chain.path.count >= configuration.maxCallDepth {
+            depthLimitRefusals.increment()
+            return .resourceExhausted(
+                "call chain \(invocation.chain.rendered(then: invocation.actor)) is \(invocation.chain.path.count + 1) calls deep, more than max-call-depth (\(configuration.maxCallDepth))",
+                details: ["actor": invocation.actor.name, "max_call_depth": "\(configuration.maxCallDepth)"])
+        }
+        return nil
     }
 
     private func forward(_ invocation: Invocation, to owner: String, reply: Reply) {
@@ -657,19 +706,32 @@ public final class ActorDirectory: Service, Sendable {
     /// Starts a side effect of an action: nobody waits for its reply, and a failure is logged and
     /// counted (`troupe_side_effect_failures_total`), never sent to the original caller.
     func startSideEffect(_ invocation: Invocation, on loop: any EventLoop) {
-        let reply = Reply { [self] result in
+        let reply = droppedOutcome(of: invocation, "side effect failed", counter: sideEffectFailures)
+        reply.arm(deadline: invocation.deadline, on: loop)
+        invoke(invocation, reply: reply)
+    }
+
+    /// Queues a fire-and-forget call: `acceptance` learns whether it reached a mailbox; its
+    /// outcome is dropped, and a failure logged and counted (`troupe_async_failures_total`).
+    public func send(_ invocation: Invocation, acceptance: Reply, on loop: any EventLoop) {
+        let outcome = droppedOutcome(of: invocation, "fire-and-forget call failed", counter: asyncFailures)
+        outcome.arm(deadline: invocation.deadline, on: loop)
+        invoke(invocation, reply: outcome, acceptance: acceptance)
+    }
+
+    /// The reply slot of a call whose outcome nobody waits for: a failure is logged and counted.
+    private func droppedOutcome(of invocation: Invocation, _ message: Logger.Message, counter: Counter) -> Reply {
+        Reply { [self] result in
             guard case .failure(let error) = result else { return }
-            sideEffectFailures.increment()
+            counter.increment()
             logger.warning(
-                "side effect failed",
+                message,
                 metadata: [
                     "troupe.actor_id": "\(invocation.caller.map { "\($0.system)/\($0.name)" } ?? "-")",
                     "troupe.target": "\(invocation.actor)", "troupe.action": "\(invocation.action)",
                     "troupe.error": "\(error)",
                 ])
         }
-        reply.arm(deadline: invocation.deadline, on: loop)
-        invoke(invocation, reply: reply)
     }
 
     /// Creates unnamed actors of `actorType` that do not exist yet; returns the ones created.
@@ -708,7 +770,7 @@ public final class ActorDirectory: Service, Sendable {
         }
         deactivations.increment()
         logger.warning("actor deactivated", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
-        for call in calls { call.reply.complete(.failure(error)) }
+        for call in calls { call.fail(error) }
     }
 
     // MARK: Activation
@@ -727,6 +789,8 @@ public final class ActorDirectory: Service, Sendable {
                     actorSystem: actorSystem, key: key, activationID: activationID, type: info, host: host,
                     store: store, directory: self, activation: activation)
             }
+            var timers: [TimerWheel.Entry] = []
+            var waiting: [Call] = []
             let start = state.withLock { state -> Bool in
                 guard var slot = state.slots[key], slot.activationID == activationID else { return false }
                 defer { state.slots[key] = slot }
@@ -735,10 +799,14 @@ public final class ActorDirectory: Service, Sendable {
                 slot.type = info
                 slot.host = ObjectIdentifier(host)
                 slot.revision = activation?.record.revision ?? 0
+                timers = installDeclaredTimers(info.definition, in: &slot, key: key)
+                waiting = Array(slot.queue ?? [])
                 guard !(slot.queue?.isEmpty ?? true) else { return false }
                 slot.running = true
                 return true
             }
+            timerWheel.schedule(timers)
+            for call in waiting { call.acceptance?.complete(.success(WirePayload())) }
             activations.increment()
             activeGauge.record(activeCount)
             logger.debug(
@@ -755,7 +823,7 @@ public final class ActorDirectory: Service, Sendable {
                 logger.warning(
                     "activation failed", metadata: ["troupe.actor_id": "\(key)", "troupe.error": "\(error)"])
             }
-            for call in calls { call.reply.complete(.failure(error)) }
+            for call in calls { call.fail(error) }
         }
     }
 
@@ -986,8 +1054,9 @@ public final class ActorDirectory: Service, Sendable {
             return calls
         }
         let error = TroupeError.unavailable("the sidecar shut down before the call ran")
-        for call in leftovers { call.reply.complete(.failure(error)) }
+        for call in leftovers { call.fail(error) }
         activeGauge.record(0)
+        timerWheel.stop()
         workInput.finish()
     }
 

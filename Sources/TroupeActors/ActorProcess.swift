@@ -197,6 +197,10 @@ public distributed actor ActorProcess {
         // returns is computed from an older state than the one being stored.
         let turn = Turn(
             interleaved: interleaved, generation: pendingWrites > 0 ? generation &- 1 : generation, started: started)
+        if let firing = invocation.firing {
+            wire.timer = firing.name
+            TimerMeters.recordLag(firing, startedAt: started)
+        }
         let loop = host.eventLoop
         host.invoke(wire, timeout: remaining).hop(to: loop).whenComplete { [call] result in
             span?.end(reporting: result.mapError { TroupeError(wrapping: $0) })
@@ -229,14 +233,14 @@ public distributed actor ActorProcess {
         do {
             answer = try result.get()
             try WorkflowEffects.validate(answer)
+            try TimerRules.validate(answer.timers, type: type)
         } catch {
             complete(call, .failure(TroupeError(wrapping: error)), since: turn.started)
             next(after: turn)
             return
         }
         guard type.stateful && answer.hasNewState else {
-            deliver(call, answer, turn)
-            next(after: turn)
+            conclude(call, answer, turn)
             return
         }
         guard turn.generation == generation, pendingWrites == 0 else {
@@ -256,8 +260,7 @@ public distributed actor ActorProcess {
         if type.writeBehind {
             state = answer.newState
             markDirty()
-            deliver(call, answer, turn)
-            next(after: turn)
+            conclude(call, answer, turn)
             return
         }
         pendingWrites += 1
@@ -279,8 +282,7 @@ public distributed actor ActorProcess {
             revision = newRevision
             state = answer.newState
             directory.noteRevision(key, activationID, newRevision)
-            deliver(call, answer, turn)
-            next(after: turn)
+            conclude(call, answer, turn)
         case .failure(let error):
             let error = TroupeError(wrapping: error)
             // No effect goes out: they follow from a state change that did not happen.
@@ -289,6 +291,36 @@ public distributed actor ActorProcess {
             // say whether the write landed (unavailable). Either way this activation's state may
             // no longer be the stored one, so it stops; the next call activates it from the store.
             directory.deactivate(key, activationID, because: error)
+        }
+    }
+
+    /// Applies the result's timer commands, delivers it and goes on with the next call. Reminders
+    /// are stored before the caller is answered, within the turn, so a later call of this actor
+    /// always sees them; one that cannot be stored fails the call (its state change stays).
+    private func conclude(_ call: Call, _ answer: WireActorInvocationResult, _ turn: Turn) {
+        guard !answer.timers.isEmpty else {
+            deliver(call, answer, turn)
+            next(after: turn)
+            return
+        }
+        directory.applyTimerCommands(answer.timers, key: key, activationID: activationID)
+        guard answer.timers.contains(where: \.durable) else {
+            deliver(call, answer, turn)
+            next(after: turn)
+            return
+        }
+        let (directory, key, commands) = (self.directory, self.key, answer.timers)
+        host.eventLoop.makeFutureWithTask {
+            try await directory.applyReminderCommands(commands, key: key)
+        }.hop(to: host.eventLoop).whenComplete { outcome in
+            self.assumeIsolated { process in
+                switch outcome {
+                case .success: process.deliver(call, answer, turn)
+                case .failure(let error):
+                    process.complete(call, .failure(TroupeError(wrapping: error)), since: turn.started)
+                }
+                process.next(after: turn)
+            }
         }
     }
 

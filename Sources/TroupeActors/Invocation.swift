@@ -70,6 +70,8 @@ public struct Invocation: Sendable {
     public var hops: UInt32 = 0
     /// The call chain it belongs to; an empty id gets a new one when the call is queued.
     public var chain = WireCallChain()
+    /// Set when the call is a timer's or reminder's firing.
+    public var firing: TimerFiring?
 
     public init(
         actor: ActorKey, action: String, payload: WirePayload = WirePayload(), metadata: [String: String] = [:],
@@ -174,4 +176,13 @@ public final class Reply: Sendable {
 struct Call: Sendable {
     var invocation: Invocation
     var reply: Reply
+    /// For a fire-and-forget call: completed once the call is in the mailbox of a live activation,
+    /// or with the error that kept it out.
+    var acceptance: Reply?
+
+    /// Fails the call, and its acceptance if it was not accepted yet.
+    func fail(_ error: TroupeError) {
+        acceptance?.complete(.failure(error))
+        reply.complete(.failure(error))
+    }
 }

@@ -30,7 +30,27 @@ enum PostgresSchema {
                 """,
                 "CREATE INDEX troupe_actors_by_type ON \(schema).troupe_actors (system, actor_type)",
                 "CREATE INDEX troupe_actors_by_update ON \(schema).troupe_actors (updated_at)",
-            ]
+            ],
+            // 2: reminders, one row each. ready_at is due_at, or the end of the lease while a
+            // scheduler holds one; its index is all a claim reads.
+            [
+                """
+                CREATE TABLE \(schema).troupe_reminders (
+                    system text NOT NULL,
+                    actor text NOT NULL,
+                    name text NOT NULL,
+                    body bytea NOT NULL,
+                    due_at bigint NOT NULL,
+                    period_ms bigint NOT NULL DEFAULT 0,
+                    ready_at bigint NOT NULL,
+                    lease_token bigint NOT NULL DEFAULT 0,
+                    attempts integer NOT NULL DEFAULT 0,
+                    created_at timestamptz NOT NULL DEFAULT now(),
+                    PRIMARY KEY (system, actor, name)
+                )
+                """,
+                "CREATE INDEX troupe_reminders_by_ready ON \(schema).troupe_reminders (ready_at)",
+            ],
         ]
     }
 

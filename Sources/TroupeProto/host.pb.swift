@@ -771,12 +771,47 @@ public nonisolated struct WireActorDefinition: Sendable {
   /// above pool_min retire after idle_timeout_ms without a call.
   public var poolMax: UInt32 = 0
 
+  /// Timers that fire while an instance is active (see TimerDefinition). Field numbers 20-29 of
+  /// this message are the timers' own.
+  public var timers: [WireTimerDefinition] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _initialState: WirePayload? = nil
   fileprivate var _poolMin: UInt32? = nil
+}
+
+/// A declared timer: while an instance of the type is active, `action` is invoked on it every
+/// `period_ms`, as a turn of its own (in mailbox order with the other calls). The first firing comes
+/// one period after activation. Timers stop when the instance is deactivated, and their firings do
+/// not keep it active: an instance that only receives timer firings still goes idle.
+public nonisolated struct WireTimerDefinition: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var action: String = String()
+
+  /// At least 1.
+  public var periodMs: UInt32 = 0
+
+  /// The input each firing carries (empty = no payload).
+  public var payload: WirePayload {
+    get {_payload ?? WirePayload()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _payload: WirePayload? = nil
 }
 
 public nonisolated struct WireRegisterRequest: Sendable {
@@ -858,6 +893,18 @@ public nonisolated struct WireInvokeRequest: Sendable {
   /// Clears the value of `chain`. Subsequent reads from it will return its default value.
   public mutating func clearChain() {self._chain = nil}
 
+  /// Fire and forget: the sidecar answers (with an empty InvokeResponse) as soon as the call is in
+  /// the actor's mailbox, or with a Failure if it cannot be queued there (unknown actor or action
+  /// type, mailbox full, no host). The action's outcome is dropped; failures are logged and counted
+  /// (troupe_async_failures_total).
+  public var fireAndForget: Bool = false
+
+  /// Delayed: the call is stored durably (the state store's reminder table) and runs this many
+  /// milliseconds from now, even if the sidecar restarts meanwhile. The caller is answered (with an
+  /// empty InvokeResponse whose `scheduled` names the stored call) once it is stored; the action's
+  /// outcome is dropped. `timeout_ms` then bounds the call when it runs.
+  public var delayMs: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -881,6 +928,9 @@ public nonisolated struct WireInvokeResponse: Sendable {
   public var hasPayload: Bool {self._payload != nil}
   /// Clears the value of `payload`. Subsequent reads from it will return its default value.
   public mutating func clearPayload() {self._payload = nil}
+
+  /// For a delayed call: the name it is stored under (a reminder of the target actor).
+  public var scheduled: String = String()
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1250,6 +1300,13 @@ public nonisolated struct WireActorInvocation: @unchecked Sendable {
     set {_uniqueStorage()._tags = newValue}
   }
 
+  /// Set when the call is a timer's or reminder's firing: the timer's name (for a declared timer,
+  /// its action).
+  public var timer: String {
+    get {_storage._timer}
+    set {_uniqueStorage()._timer = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1320,6 +1377,10 @@ public nonisolated struct WireActorInvocationResult: Sendable {
   /// with the activation, listed with it, and filter ListActorsRequest; they are not stored.
   public var setTags: Dictionary<String,String> = [:]
 
+  /// Timers and reminders to set or cancel, applied in order once the state is stored and before
+  /// the caller is answered (a reminder that cannot be stored fails the call with UNAVAILABLE).
+  public var timers: [WireTimerCommand] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   /// At most one: who answers the caller instead of this action. The actor's turn ends with its
@@ -1337,6 +1398,73 @@ public nonisolated struct WireActorInvocationResult: Sendable {
 
   fileprivate var _reply: WirePayload? = nil
   fileprivate var _newState: WirePayload? = nil
+}
+
+/// Sets or cancels one timer of the actor that returned it. Setting a name that exists replaces it.
+public nonisolated struct WireTimerCommand: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// Unique per actor (timers and reminders have separate names). Required.
+  public var name: String = String()
+
+  /// Cancel the timer (or, with `durable`, the reminder) of this name; the fields below are ignored.
+  /// Cancelling a name that does not exist does nothing.
+  public var cancel: Bool = false
+
+  /// The action each firing invokes. Required unless cancelling.
+  public var action: String = String()
+
+  /// First firing this long from now.
+  public var dueMs: UInt64 = 0
+
+  /// Then every period_ms; 0 = one shot.
+  public var periodMs: UInt64 = 0
+
+  public var payload: WirePayload {
+    get {_payload ?? WirePayload()}
+    set {_payload = newValue}
+  }
+  /// Returns true if `payload` has been explicitly set.
+  public var hasPayload: Bool {self._payload != nil}
+  /// Clears the value of `payload`. Subsequent reads from it will return its default value.
+  public mutating func clearPayload() {self._payload = nil}
+
+  /// A reminder: kept in the state store, it survives deactivation, sidecar restarts and node
+  /// failover, and activates the actor when due. Without it the timer lives with the activation.
+  public var durable: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _payload: WirePayload? = nil
+}
+
+/// A reminder's or delayed call's invocation, as the state store keeps it (opaque to the store).
+public nonisolated struct WireStoredReminder: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var call: WireInvokeRequest {
+    get {_call ?? WireInvokeRequest()}
+    set {_call = newValue}
+  }
+  /// Returns true if `call` has been explicitly set.
+  public var hasCall: Bool {self._call != nil}
+  /// Clears the value of `call`. Subsequent reads from it will return its default value.
+  public mutating func clearCall() {self._call = nil}
+
+  /// The timer name the firing carries in ActorInvocation.timer; empty for a delayed call.
+  public var timer: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _call: WireInvokeRequest? = nil
 }
 
 /// Where a forward or pipe goes. An invalid target (no actor name or action) fails the call with
@@ -2241,7 +2369,7 @@ nonisolated extension WireCancel: SwiftProtobuf.Message, SwiftProtobuf._MessageI
 
 nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorDefinition"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0\u{2}\u{14}reentrant\0\u{4}\u{a}pool_min\0\u{3}pool_max\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}kind\0\u{1}stateful\0\u{1}actions\0\u{3}initial_state\0\u{3}idle_timeout_ms\0\u{3}mailbox_capacity\0\u{1}durability\0\u{3}snapshot_interval_ms\0\u{1}channels\0\u{2}\u{a}timers\0\u{2}\u{a}reentrant\0\u{4}\u{a}pool_min\0\u{3}pool_max\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2259,6 +2387,7 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
       case 8: try { try decoder.decodeSingularEnumField(value: &self.durability) }()
       case 9: try { try decoder.decodeSingularUInt32Field(value: &self.snapshotIntervalMs) }()
       case 10: try { try decoder.decodeRepeatedStringField(value: &self.channels) }()
+      case 20: try { try decoder.decodeRepeatedMessageField(value: &self.timers) }()
       case 30: try { try decoder.decodeSingularBoolField(value: &self.reentrant) }()
       case 40: try { try decoder.decodeSingularUInt32Field(value: &self._poolMin) }()
       case 41: try { try decoder.decodeSingularUInt32Field(value: &self.poolMax) }()
@@ -2302,6 +2431,9 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if !self.channels.isEmpty {
       try visitor.visitRepeatedStringField(value: self.channels, fieldNumber: 10)
     }
+    if !self.timers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.timers, fieldNumber: 20)
+    }
     if self.reentrant != false {
       try visitor.visitSingularBoolField(value: self.reentrant, fieldNumber: 30)
     }
@@ -2328,6 +2460,51 @@ nonisolated extension WireActorDefinition: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.reentrant != rhs.reentrant {return false}
     if lhs._poolMin != rhs._poolMin {return false}
     if lhs.poolMax != rhs.poolMax {return false}
+    if lhs.timers != rhs.timers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireTimerDefinition: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TimerDefinition"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}action\0\u{3}period_ms\0\u{1}payload\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.periodMs) }()
+      case 3: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 1)
+    }
+    if self.periodMs != 0 {
+      try visitor.visitSingularUInt32Field(value: self.periodMs, fieldNumber: 2)
+    }
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireTimerDefinition, rhs: WireTimerDefinition) -> Bool {
+    if lhs.action != rhs.action {return false}
+    if lhs.periodMs != rhs.periodMs {return false}
+    if lhs._payload != rhs._payload {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2395,7 +2572,7 @@ nonisolated extension WireRegisterResponse: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InvokeRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{3}timeout_ms\0\u{1}metadata\0\u{3}spawn_from\0\u{1}caller\0\u{2}\u{17}chain\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{1}action\0\u{1}payload\0\u{3}timeout_ms\0\u{1}metadata\0\u{3}spawn_from\0\u{1}caller\0\u{4}\u{d}fire_and_forget\0\u{3}delay_ms\0\u{2}\u{9}chain\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2410,6 +2587,8 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
       case 5: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.metadata) }()
       case 6: try { try decoder.decodeSingularStringField(value: &self.spawnFrom) }()
       case 7: try { try decoder.decodeSingularMessageField(value: &self._caller) }()
+      case 20: try { try decoder.decodeSingularBoolField(value: &self.fireAndForget) }()
+      case 21: try { try decoder.decodeSingularUInt64Field(value: &self.delayMs) }()
       case 30: try { try decoder.decodeSingularMessageField(value: &self._chain) }()
       default: break
       }
@@ -2442,6 +2621,12 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     try { if let v = self._caller {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 7)
     } }()
+    if self.fireAndForget != false {
+      try visitor.visitSingularBoolField(value: self.fireAndForget, fieldNumber: 20)
+    }
+    if self.delayMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.delayMs, fieldNumber: 21)
+    }
     try { if let v = self._chain {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
     } }()
@@ -2457,6 +2642,8 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.spawnFrom != rhs.spawnFrom {return false}
     if lhs._caller != rhs._caller {return false}
     if lhs._chain != rhs._chain {return false}
+    if lhs.fireAndForget != rhs.fireAndForget {return false}
+    if lhs.delayMs != rhs.delayMs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2464,7 +2651,7 @@ nonisolated extension WireInvokeRequest: SwiftProtobuf.Message, SwiftProtobuf._M
 
 nonisolated extension WireInvokeResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".InvokeResponse"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}payload\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}payload\0\u{2}\u{13}scheduled\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2473,6 +2660,7 @@ nonisolated extension WireInvokeResponse: SwiftProtobuf.Message, SwiftProtobuf._
       // enabled. https://github.com/apple/swift-protobuf/issues/1034
       switch fieldNumber {
       case 1: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 20: try { try decoder.decodeSingularStringField(value: &self.scheduled) }()
       default: break
       }
     }
@@ -2486,11 +2674,15 @@ nonisolated extension WireInvokeResponse: SwiftProtobuf.Message, SwiftProtobuf._
     try { if let v = self._payload {
       try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
     } }()
+    if !self.scheduled.isEmpty {
+      try visitor.visitSingularStringField(value: self.scheduled, fieldNumber: 20)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: WireInvokeResponse, rhs: WireInvokeResponse) -> Bool {
     if lhs._payload != rhs._payload {return false}
+    if lhs.scheduled != rhs.scheduled {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3054,7 +3246,7 @@ nonisolated extension WireListMembersResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0\u{2}\u{15}chain\0\u{1}tags\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0\u{2}\u{b}timer\0\u{2}\u{a}chain\0\u{1}tags\0")
 
   fileprivate class _StorageClass {
     var _actor: WireActorId? = nil
@@ -3068,6 +3260,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
     var _revision: UInt64 = 0
     var _chain: WireCallChain? = nil
     var _tags: Dictionary<String,String> = [:]
+    var _timer: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3089,6 +3282,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
       _revision = source._revision
       _chain = source._chain
       _tags = source._tags
+      _timer = source._timer
     }
   }
 
@@ -3116,6 +3310,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
         case 7: try { try decoder.decodeSingularMessageField(value: &_storage._caller) }()
         case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._timeoutMs) }()
         case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
+        case 20: try { try decoder.decodeSingularStringField(value: &_storage._timer) }()
         case 30: try { try decoder.decodeSingularMessageField(value: &_storage._chain) }()
         case 31: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._tags) }()
         default: break
@@ -3157,6 +3352,9 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
       if _storage._revision != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._revision, fieldNumber: 9)
       }
+      if !_storage._timer.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._timer, fieldNumber: 20)
+      }
       try { if let v = _storage._chain {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
       } }()
@@ -3183,6 +3381,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
         if _storage._revision != rhs_storage._revision {return false}
         if _storage._chain != rhs_storage._chain {return false}
         if _storage._tags != rhs_storage._tags {return false}
+        if _storage._timer != rhs_storage._timer {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -3194,7 +3393,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
 
 nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocationResult"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0\u{1}forward\0\u{1}pipe\0\u{3}side_effects\0\u{2}\u{19}broadcasts\0\u{3}set_tags\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}reply\0\u{3}new_state\0\u{1}forward\0\u{1}pipe\0\u{3}side_effects\0\u{2}\u{f}timers\0\u{2}\u{a}broadcasts\0\u{3}set_tags\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -3231,6 +3430,7 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
         }
       }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.sideEffects) }()
+      case 20: try { try decoder.decodeRepeatedMessageField(value: &self.timers) }()
       case 30: try { try decoder.decodeRepeatedMessageField(value: &self.broadcasts) }()
       case 31: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &self.setTags) }()
       default: break
@@ -3263,6 +3463,9 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
     if !self.sideEffects.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.sideEffects, fieldNumber: 5)
     }
+    if !self.timers.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.timers, fieldNumber: 20)
+    }
     if !self.broadcasts.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.broadcasts, fieldNumber: 30)
     }
@@ -3279,6 +3482,110 @@ nonisolated extension WireActorInvocationResult: SwiftProtobuf.Message, SwiftPro
     if lhs.sideEffects != rhs.sideEffects {return false}
     if lhs.broadcasts != rhs.broadcasts {return false}
     if lhs.setTags != rhs.setTags {return false}
+    if lhs.timers != rhs.timers {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireTimerCommand: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".TimerCommand"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}name\0\u{1}cancel\0\u{1}action\0\u{3}due_ms\0\u{3}period_ms\0\u{1}payload\0\u{1}durable\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.name) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self.cancel) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self.action) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.dueMs) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.periodMs) }()
+      case 6: try { try decoder.decodeSingularMessageField(value: &self._payload) }()
+      case 7: try { try decoder.decodeSingularBoolField(value: &self.durable) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.name.isEmpty {
+      try visitor.visitSingularStringField(value: self.name, fieldNumber: 1)
+    }
+    if self.cancel != false {
+      try visitor.visitSingularBoolField(value: self.cancel, fieldNumber: 2)
+    }
+    if !self.action.isEmpty {
+      try visitor.visitSingularStringField(value: self.action, fieldNumber: 3)
+    }
+    if self.dueMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.dueMs, fieldNumber: 4)
+    }
+    if self.periodMs != 0 {
+      try visitor.visitSingularUInt64Field(value: self.periodMs, fieldNumber: 5)
+    }
+    try { if let v = self._payload {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 6)
+    } }()
+    if self.durable != false {
+      try visitor.visitSingularBoolField(value: self.durable, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireTimerCommand, rhs: WireTimerCommand) -> Bool {
+    if lhs.name != rhs.name {return false}
+    if lhs.cancel != rhs.cancel {return false}
+    if lhs.action != rhs.action {return false}
+    if lhs.dueMs != rhs.dueMs {return false}
+    if lhs.periodMs != rhs.periodMs {return false}
+    if lhs._payload != rhs._payload {return false}
+    if lhs.durable != rhs.durable {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireStoredReminder: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".StoredReminder"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}call\0\u{1}timer\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._call) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.timer) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._call {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.timer.isEmpty {
+      try visitor.visitSingularStringField(value: self.timer, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireStoredReminder, rhs: WireStoredReminder) -> Bool {
+    if lhs._call != rhs._call {return false}
+    if lhs.timer != rhs.timer {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -24,7 +24,27 @@ enum SQLiteSchema {
             ) WITHOUT ROWID
             """,
             "CREATE INDEX troupe_actors_by_type ON troupe_actors (system, actor_type)",
-        ]
+        ],
+        // 2: reminders, one row each. ready_at is due_at, or the end of the lease while a
+        // scheduler holds one; its index is all a claim reads.
+        [
+            """
+            CREATE TABLE troupe_reminders (
+                system TEXT NOT NULL,
+                actor TEXT NOT NULL,
+                name TEXT NOT NULL,
+                body BLOB NOT NULL,
+                due_at INTEGER NOT NULL,
+                period_ms INTEGER NOT NULL DEFAULT 0,
+                ready_at INTEGER NOT NULL,
+                lease_token INTEGER NOT NULL DEFAULT 0,
+                attempts INTEGER NOT NULL DEFAULT 0,
+                created_at INTEGER NOT NULL,
+                PRIMARY KEY (system, actor, name)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX troupe_reminders_by_ready ON troupe_reminders (ready_at)",
+        ],
     ]
 
     /// The version this build writes and understands.

@@ -18,7 +18,7 @@ package import TroupeWire
 /// let activation = try await store.activate(ActorKey(system: "tickets", name: "event-42"), actorType: "Event")
 /// _ = try await store.write(key, state: blob, fencingToken: activation.fencingToken)
 /// ```
-public final class MemoryStateStore: StateStore {
+public final class MemoryStateStore: StateStore, ReminderStore {
     private struct Entry {
         var record: ActorRecord
         var fencingToken: UInt64
@@ -26,6 +26,8 @@ public final class MemoryStateStore: StateStore {
 
     /// nil once closed, so every call after ``close()`` can tell.
     private let actors = Mutex<[ActorKey: Entry]?>([:])
+    /// nil once closed, like `actors`.
+    private let reminderTable = Mutex<MemoryReminders?>(MemoryReminders())
 
     /// Creates an empty store.
     public init() {}
@@ -95,16 +97,56 @@ public final class MemoryStateStore: StateStore {
 
     public func close() async throws {
         actors.withLock { $0 = nil }
+        reminderTable.withLock { $0 = nil }
+    }
+
+    // MARK: ReminderStore
+
+    public func setReminder(_ reminder: Reminder) async throws {
+        if let error = TroupeError.invalidReminder(reminder) { throw error }
+        try withOpenReminders { $0.set(reminder) }
+    }
+
+    @discardableResult
+    public func cancelReminder(_ key: ActorKey, name: String) async throws -> Bool {
+        try withOpenReminders { $0.cancel(key, name: name) }
+    }
+
+    public func claimDue(nowMillis: Int64, leaseMillis: Int64, limit: Int) async throws -> [ClaimedReminder] {
+        try withOpenReminders { $0.claimDue(nowMillis: nowMillis, leaseMillis: leaseMillis, limit: limit) }
+    }
+
+    public func settle(_ claim: ClaimedReminder, nextDueAtMillis: Int64?) async throws {
+        try withOpenReminders { $0.settle(claim, nextDueAtMillis: nextDueAtMillis) }
+    }
+
+    public func retry(_ claim: ClaimedReminder, atMillis: Int64) async throws {
+        try withOpenReminders { $0.retry(claim, atMillis: atMillis) }
+    }
+
+    public func reminders(of key: ActorKey) async throws -> [Reminder] {
+        try withOpenReminders { $0.reminders(of: key) }
+    }
+
+    private func withOpenReminders<T>(_ body: (inout MemoryReminders) throws -> T) throws -> T {
+        try Self.withOpen(reminderTable, body)
     }
 
     private func withOpenActors<T>(_ body: (inout [ActorKey: Entry]) throws -> T) throws -> T {
-        try actors.withLock { actors in
-            guard var open = actors else {
+        try Self.withOpen(actors, body)
+    }
+
+    /// Runs `body` on the value in `box`, or throws `unavailable` once the store is closed (nil).
+    private static func withOpen<Value: Sendable, T>(
+        _ box: borrowing Mutex<Value?>, _ body: (inout Value) throws -> T
+    ) throws -> T {
+        try box.withLock { value in
+            guard var open = value else {
                 throw TroupeError.unavailable("state store: memory store is closed")
             }
-            // Take the dictionary out while mutating it so it is not copied on write.
-            actors = nil
-            defer { actors = open }
+            // Take the value out while mutating it so it is not copied on write.
+            value = nil
+            defer { value = open }
             return try body(&open)
         }
     }

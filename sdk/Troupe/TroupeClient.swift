@@ -126,6 +126,15 @@ public final class TroupeClient: Sendable {
         _ actor: String, action: String, _ input: Input, as output: Output.Type, system: String?,
         spawnFrom: String?, metadata: [String: String], timeout: Duration
     ) async throws -> Output {
+        let request = try makeRequest(actor, action, input, system, spawnFrom, metadata, timeout)
+        let response = try await send(request, timeout: timeout)
+        return try PayloadCoding.decode(Output.self, from: response.payload)
+    }
+
+    private func makeRequest<Input: Sendable>(
+        _ actor: String, _ action: String, _ input: Input, _ system: String?, _ spawnFrom: String?,
+        _ metadata: [String: String], _ timeout: Duration
+    ) throws -> WireInvokeRequest {
         var request = WireInvokeRequest()
         request.actor.system = system ?? self.system
         request.actor.name = actor
@@ -141,13 +150,59 @@ public final class TroupeClient: Sendable {
         // Any client used inside an action continues the action's chain, so the sidecar can tell
         // a call that comes back into a running turn.
         if let chain = chain ?? CallChainScope.current { request.chain = chain }
+        return request
+    }
+
+    private func send(_ request: WireInvokeRequest, timeout: Duration) async throws -> WireInvokeResponse {
         // The sidecar enforces the deadline; the local one is a backstop for a sidecar that went silent.
         let answer = try await connection.call(
             .invoke(request), timeout: .milliseconds(Int64(timeout.milliseconds) + 2000))
         guard case .invoked(let response) = answer else {
             throw TroupeError.internalError("the sidecar answered invoke with an unexpected frame")
         }
-        return try PayloadCoding.decode(Output.self, from: response.payload)
+        return response
+    }
+
+    /// Fire and forget: returns as soon as the call waits in the actor's mailbox, without waiting
+    /// for the action. Its outcome is dropped; the sidecar logs and counts failures.
+    ///
+    /// ```swift
+    /// try await client.send("audit-log", action: "record", "seat 12 booked")
+    /// ```
+    ///
+    /// - Parameter timeout: the call's deadline, counted from now, for queueing and running it.
+    /// - Throws: ``TroupeError`` if the call cannot be queued: `notFound` for an unknown actor,
+    ///   `resourceExhausted` for a full mailbox, `unavailable` without a host.
+    public func send<Input: Sendable>(
+        _ actor: String, action: String, _ input: Input, system: String? = nil, spawnFrom: String? = nil,
+        metadata: [String: String] = [:], timeout: Duration = .seconds(30)
+    ) async throws {
+        var request = try makeRequest(actor, action, input, system, spawnFrom, metadata, timeout)
+        request.fireAndForget = true
+        _ = try await send(request, timeout: timeout)
+    }
+
+    /// A delayed call: the sidecar stores it durably and invokes `action` of `actor` once `delay`
+    /// has passed, even if the sidecar restarts meanwhile. Returns once it is stored; the outcome
+    /// is dropped (failures are logged, counted and retried with backoff).
+    ///
+    /// ```swift
+    /// try await client.schedule("cart-42", action: "expire", NoPayload(), after: .seconds(900))
+    /// ```
+    ///
+    /// - Parameter timeout: the deadline of the call when it runs.
+    /// - Returns: the name it is stored under (a reminder of `actor`).
+    @discardableResult
+    public func schedule<Input: Sendable>(
+        _ actor: String, action: String, _ input: Input, after delay: Duration, spawnFrom: String? = nil,
+        metadata: [String: String] = [:], timeout: Duration = .seconds(30)
+    ) async throws -> String {
+        guard delay.milliseconds > 0 else {
+            throw TroupeError.invalidArgument("a delayed call needs a delay of at least 1 ms")
+        }
+        var request = try makeRequest(actor, action, input, nil, spawnFrom, metadata, timeout)
+        request.delayMs = UInt64(delay.milliseconds)
+        return try await send(request, timeout: .seconds(30)).scheduled
     }
 
     /// Invokes an action that takes no input.

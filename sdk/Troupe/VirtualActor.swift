@@ -81,6 +81,24 @@ public protocol VirtualActor: Sendable {
     /// if it changes the state, the turn it interleaved with may not change it too: that turn's
     /// result is refused with `aborted` rather than silently overwrite the change.
     static var reentrant: Bool { get }
+    /// Timers that fire while an instance is active: each invokes its action every period, as a
+    /// turn of its own. They stop when the instance is deactivated and do not keep it active.
+    static var timers: [ActorTimer] { get }
+}
+
+/// A timer an actor type declares: `action` runs every `period` while an instance is active.
+///
+/// ```swift
+/// static let timers = [ActorTimer("flush", every: .seconds(5))]
+/// ```
+public struct ActorTimer: Sendable {
+    public var action: String
+    public var period: Duration
+
+    public init(_ action: String, every period: Duration) {
+        self.action = action
+        self.period = period
+    }
 }
 
 extension VirtualActor {
@@ -91,6 +109,7 @@ extension VirtualActor {
     public static var durability: Durability { .writeThrough }
     public static var snapshotInterval: Duration? { nil }
     public static var channels: [String] { [] }
+    public static var timers: [ActorTimer] { [] }
 }
 
 extension VirtualActor where State == Stateless {
@@ -119,6 +138,8 @@ public struct ActorContext<State: Sendable>: Sendable {
     public let metadata: [String: String]
     /// The state's revision when the call started (0 if it was never stored).
     public let revision: UInt64
+    /// The name of the timer or reminder whose firing this call is; nil for an ordinary call.
+    public let timer: String?
     /// Invokes other actors from inside the action.
     public let client: TroupeClient
     /// Forces storing the state even if the action did not change it.
@@ -136,6 +157,76 @@ public struct ActorContext<State: Sendable>: Sendable {
     var route: WireActorInvocationResult.OneOf_Route?
     /// Added by ``sideEffect(_:action:_:system:spawnFrom:metadata:timeout:)``.
     var sideEffects: [WireSideEffect] = []
+    /// Added by the timer and reminder methods, applied in order.
+    var timerCommands: [WireTimerCommand] = []
+
+    /// Sets a timer of this activation: `action` runs with `input` once `after` has passed, then
+    /// every `every` if given. It lives as long as the activation (use
+    /// ``setReminder(_:action:_:after:every:)`` for one that survives it), and a timer of the same
+    /// name is replaced. Each firing is a turn of its own, in order with the actor's other calls.
+    ///
+    /// ```swift
+    /// try context.setTimer("poll", action: "poll", after: .seconds(1), every: .seconds(1))
+    /// ```
+    public mutating func setTimer<Input: Sendable>(
+        _ name: String, action: String, _ input: Input, after: Duration, every: Duration? = nil
+    ) throws {
+        timerCommands.append(try Self.timerCommand(name, action, input, after, every, durable: false))
+    }
+
+    /// Sets a timer whose action takes no input.
+    public mutating func setTimer(_ name: String, action: String, after: Duration, every: Duration? = nil) throws {
+        try setTimer(name, action: action, NoPayload(), after: after, every: every)
+    }
+
+    /// Cancels timer `name`; nothing happens if there is none.
+    public mutating func cancelTimer(_ name: String) {
+        timerCommands.append(Self.cancelCommand(name, durable: false))
+    }
+
+    /// Sets a reminder: a durable timer, kept in the state store. It survives deactivation,
+    /// sidecar restarts and node failover, and activates the actor when due. It is stored before
+    /// the caller gets the reply. Fired at least once per due time; a failed firing is retried.
+    ///
+    /// ```swift
+    /// try context.setReminder("renew", action: "renew", after: .seconds(3600), every: .seconds(3600))
+    /// ```
+    public mutating func setReminder<Input: Sendable>(
+        _ name: String, action: String, _ input: Input, after: Duration, every: Duration? = nil
+    ) throws {
+        timerCommands.append(try Self.timerCommand(name, action, input, after, every, durable: true))
+    }
+
+    /// Sets a reminder whose action takes no input.
+    public mutating func setReminder(_ name: String, action: String, after: Duration, every: Duration? = nil) throws {
+        try setReminder(name, action: action, NoPayload(), after: after, every: every)
+    }
+
+    /// Deletes reminder `name`; nothing happens if there is none.
+    public mutating func cancelReminder(_ name: String) {
+        timerCommands.append(Self.cancelCommand(name, durable: true))
+    }
+
+    private static func timerCommand<Input: Sendable>(
+        _ name: String, _ action: String, _ input: Input, _ after: Duration, _ every: Duration?, durable: Bool
+    ) throws -> WireTimerCommand {
+        var command = WireTimerCommand()
+        command.name = name
+        command.action = action
+        command.payload = try PayloadCoding.encode(input)
+        command.dueMs = UInt64(after.milliseconds)
+        if let every { command.periodMs = UInt64(max(1, every.milliseconds)) }
+        command.durable = durable
+        return command
+    }
+
+    private static func cancelCommand(_ name: String, durable: Bool) -> WireTimerCommand {
+        var command = WireTimerCommand()
+        command.name = name
+        command.cancel = true
+        command.durable = durable
+        return command
+    }
 
     /// Hands the call on: once this action returns (and its state is stored), the same request
     /// goes to `action` of `actor`, whose reply becomes the caller's reply. This action's own
@@ -250,8 +341,10 @@ public struct ActorContext<State: Sendable>: Sendable {
 
     init(
         state: State, name: String, actorType: String, system: String, caller: String?, callerSystem: String?,
-        metadata: [String: String], tags: [String: String], revision: UInt64, client: TroupeClient
+        metadata: [String: String], tags: [String: String], revision: UInt64, timer: String? = nil,
+        client: TroupeClient
     ) {
+        self.timer = timer
         self.state = state
         self.name = name
         self.actorType = actorType
@@ -328,6 +421,12 @@ struct RegisteredActor: Sendable {
         definition.actions = handlers.keys.sorted()
         definition.channels = A.channels
         definition.reentrant = A.reentrant
+        definition.timers = A.timers.map { timer in
+            var declared = WireTimerDefinition()
+            declared.action = timer.action
+            declared.periodMs = max(1, timer.period.milliseconds)
+            return declared
+        }
         if stateful { definition.initialState = try PayloadCoding.encode(A.initialState()) }
         definition.durability = A.durability == .writeBehind ? .writeBehind : .writeThrough
         if let interval = A.snapshotInterval { definition.snapshotIntervalMs = interval.milliseconds }
@@ -354,7 +453,8 @@ struct RegisteredActor: Sendable {
                 caller: invocation.caller.name.isEmpty ? nil : invocation.caller.name,
                 callerSystem: invocation.caller.system.isEmpty ? nil : invocation.caller.system,
                 metadata: invocation.metadata, tags: invocation.tags,
-                revision: invocation.revision, client: client)
+                revision: invocation.revision, timer: invocation.timer.isEmpty ? nil : invocation.timer,
+                client: client)
             var result = WireActorInvocationResult()
             // In the caller's trace: spans the action starts and calls it makes continue it.
             let trace = TracePropagation.context(continuing: invocation.metadata)
@@ -368,6 +468,7 @@ struct RegisteredActor: Sendable {
             result.sideEffects = context.sideEffects
             result.broadcasts = context.broadcasts
             result.setTags = context.setTags
+            result.timers = context.timerCommands
             return result
         }
     }

@@ -202,12 +202,35 @@ final class HostSession: PeerRequestHandler, ActorHost {
             answer(id, .failure(TroupeError.invalidArgument("invoke needs an actor name and an action").wire))
             return
         }
+        let key = ActorKey(
+            system: request.actor.system.isEmpty ? configuration.system : request.actor.system,
+            name: request.actor.name)
+        if request.delayMs > 0 {
+            guard key.system == configuration.system else {
+                answer(
+                    id,
+                    .failure(
+                        TroupeError.invalidArgument(
+                            "a delayed call must target this sidecar's system '\(configuration.system)'",
+                            details: ["system": key.system]
+                        ).wire))
+                return
+            }
+            jobs.yield { [self] in
+                do {
+                    var response = WireInvokeResponse()
+                    response.scheduled = try await directory.scheduleDelayed(request, to: key)
+                    answer(id, .invoked(response))
+                } catch {
+                    answer(id, .failure(TroupeError(wrapping: error).wire))
+                }
+            }
+            return
+        }
         let timeoutMs = request.timeoutMs == 0 ? configuration.defaultTimeoutMs : request.timeoutMs
         let deadline = NIODeadline.now() + .milliseconds(Int64(timeoutMs))
         var invocation = Invocation(
-            actor: ActorKey(
-                system: request.actor.system.isEmpty ? configuration.system : request.actor.system,
-                name: request.actor.name),
+            actor: key,
             action: request.action,
             payload: request.payload,
             metadata: request.metadata,
@@ -230,7 +253,12 @@ final class HostSession: PeerRequestHandler, ActorHost {
             }
         }
         reply.arm(deadline: deadline, on: connection.eventLoop)
-        directory.invoke(invocation, reply: reply)
+        if request.fireAndForget {
+            // The caller hears about acceptance; the outcome is only logged and counted.
+            directory.send(invocation, acceptance: reply, on: connection.eventLoop)
+        } else {
+            directory.invoke(invocation, reply: reply)
+        }
     }
 
     /// Sends the answer to request `id` unless the peer cancelled it.

@@ -40,6 +40,8 @@ public final class Sidecar: Sendable {
     private let draining = DrainFlag()
     /// Calls to and from other ActorSystems, when `nats-url` is set.
     let bridge: NATSBridge?
+    /// Fires reminders and delayed calls; nil for a store that keeps none.
+    let reminderScheduler: ReminderScheduler?
 
     /// Opens the store, connects to NATS when `nats-url` is set (and subscribes the bridge), and
     /// prepares the services. No host can connect until ``run(signals:alongside:)``. `/metrics` serves
@@ -69,6 +71,8 @@ public final class Sidecar: Sendable {
         // Wrapped also without keys: an encrypted record then fails clearly instead of reaching
         // the host as garbage.
         let store = EncryptingStateStore(wrapping: MeteredStateStore(wrapping: base), keyring: keyring)
+        // Reminders go to the same database, in their own table, unwrapped: they hold calls, not state.
+        let reminders = base as? any ReminderStore
         let eventLoops = MultiThreadedEventLoopGroup(numberOfThreads: configuration.eventLoopThreads)
         var nats: NATSConnection?
         if let options = configuration.natsOptions {
@@ -84,8 +88,8 @@ public final class Sidecar: Sendable {
         }
         do {
             let sidecar = try Sidecar(
-                configuration: configuration, store: store, nats: nats, eventLoops: eventLoops, metrics: metrics,
-                tracer: tracer, logger: logger)
+                configuration: configuration, store: store, reminders: reminders, nats: nats, eventLoops: eventLoops,
+                metrics: metrics, tracer: tracer, logger: logger)
             // Before hosts can connect: a sidecar that answers on its socket is reachable over NATS too.
             try await sidecar.bridge?.startServing()
             return sidecar
@@ -98,8 +102,9 @@ public final class Sidecar: Sendable {
     }
 
     init(
-        configuration: SidecarConfiguration, store: any StateStore, nats: NATSConnection?,
-        eventLoops: MultiThreadedEventLoopGroup, metrics: PrometheusCollectorRegistry, tracer: (any Tracer)?,
+        configuration: SidecarConfiguration, store: any StateStore, reminders: (any ReminderStore)?,
+        nats: NATSConnection?, eventLoops: MultiThreadedEventLoopGroup, metrics: PrometheusCollectorRegistry,
+        tracer: (any Tracer)?,
         logger: Logger
     ) throws {
         self.configuration = configuration
@@ -115,7 +120,18 @@ public final class Sidecar: Sendable {
         directoryConfiguration.tracer = tracer
         directoryConfiguration.maxForwardHops = configuration.maxForwardHops
         directoryConfiguration.maxCallDepth = Int(configuration.maxCallDepth)
-        directory = ActorDirectory(configuration: directoryConfiguration, store: store, logger: logger)
+        directory = ActorDirectory(
+            configuration: directoryConfiguration, store: store, reminders: reminders, logger: logger)
+        if let reminders {
+            var schedulerConfiguration = ReminderScheduler.Configuration()
+            schedulerConfiguration.pollInterval = .milliseconds(Int64(configuration.reminderPollMs))
+            schedulerConfiguration.lease = .milliseconds(Int64(configuration.reminderLeaseMs))
+            schedulerConfiguration.batchSize = Int(configuration.reminderBatch)
+            reminderScheduler = ReminderScheduler(
+                configuration: schedulerConfiguration, store: reminders, directory: directory, logger: logger)
+        } else {
+            reminderScheduler = nil
+        }
         self.eventLoops = eventLoops
         cluster = try Self.makeCluster(configuration, directory: directory, group: eventLoops, logger: logger)
         server = HostServer(
@@ -233,6 +249,8 @@ public final class Sidecar: Sendable {
         if let admin { services.append(.init(service: admin)) }
         if let cluster { services += [.init(service: cluster.transport), .init(service: cluster.membership)] }
         services += [.init(service: server), .init(service: directory)]
+        // Stopped before the directory drains, so no reminder fires into a draining directory.
+        if let reminderScheduler { services.append(.init(service: reminderScheduler)) }
         if let bridge { services.append(.init(service: bridge)) }
         services.append(.init(service: DrainMarker(flag: draining, membership: cluster?.membership)))
         let group = ServiceGroup(

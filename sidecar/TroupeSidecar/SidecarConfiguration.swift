@@ -47,6 +47,12 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var heartbeatIntervalMs: UInt32 = 5_000
     public var handshakeTimeoutMs: UInt32 = 5_000
     public var drainTimeoutMs: UInt32 = 10_000
+    /// How often the reminder scheduler asks the store for due reminders and delayed calls.
+    public var reminderPollMs: UInt32 = 250
+    /// How long a claimed reminder is reserved for this sidecar before another may fire it.
+    public var reminderLeaseMs: UInt32 = 30_000
+    /// Due reminders claimed per statement.
+    public var reminderBatch: UInt32 = 256
     public var maxConcurrentRequests: UInt32 = 4096
     /// Forwards, pipes, side effects and broadcast effects one call chain may go through.
     public var maxForwardHops: UInt32 = 32
@@ -239,6 +245,16 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "drain-timeout-ms", summary: "graceful shutdown wait for calls in flight") {
             c, v throws(TroupeError) in
             c.drainTimeoutMs = try number(v, "drain-timeout-ms", in: 0...3_600_000)
+        },
+        Setting(key: "reminder-poll-ms", summary: "how often due reminders are claimed") { c, v throws(TroupeError) in
+            c.reminderPollMs = try number(v, "reminder-poll-ms", in: 10...60_000)
+        },
+        Setting(key: "reminder-lease-ms", summary: "how long a claimed reminder is reserved") {
+            c, v throws(TroupeError) in
+            c.reminderLeaseMs = try number(v, "reminder-lease-ms", in: 1_000...3_600_000)
+        },
+        Setting(key: "reminder-batch", summary: "due reminders claimed per statement") { c, v throws(TroupeError) in
+            c.reminderBatch = try number(v, "reminder-batch", in: 1...10_000)
         },
         Setting(key: "max-concurrent-requests", summary: "requests one connection may have outstanding") {
             c, v throws(TroupeError) in

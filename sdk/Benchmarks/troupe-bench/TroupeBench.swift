@@ -10,7 +10,7 @@ struct TroupeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "troupe-bench",
         abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.",
-        subcommands: [BridgeBench.self, PoolBench.self, TracingBench.self])
+        subcommands: [BridgeBench.self, PoolBench.self, TracingBench.self, TimerBench.self])
 
     @Option(help: "Round trips for each latency measurement.") var iterations = 20_000
     @Option(help: "Concurrent callers for the throughput run.") var callers = 64

@@ -1,0 +1,231 @@
+import ArgumentParser
+import Foundation
+import HeapModule
+import Logging
+import Synchronization
+import Troupe
+
+/// `troupe-bench timers`: many actors with a declared timer each, through a troupe-sidecar
+/// process, against a plain in-process timer heap firing the same number of callbacks in the
+/// same run. Reports fire-time lag p50/p99 and CPU (from /proc/PID/stat) of both.
+struct TimerBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "timers",
+        abstract: "Fire-time lag and sidecar CPU of N actors with a 1 s timer each, against a raw timer heap.")
+
+    // Names of their own: the parent command's --actors and --seconds would take these values.
+    @Option(help: "Actors, each with a 1 s timer.") var timers = 100_000
+    @Option(help: "Seconds measured, after every actor is active and has fired once.") var window = 10.0
+    @Option(help: "Concurrent callers activating the actors.") var activators = 64
+    @Option(help: "Directory holding troupe-sidecar (default: next to this binary).") var binDir: String?
+
+    func run() async throws {
+        var logger = Logger(label: "troupe-bench")
+        logger.logLevel = .error
+        let work = URL(fileURLWithPath: "/tmp/troupe-bench-timers-\(getpid())")
+        try FileManager.default.createDirectory(
+            at: work, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        defer { try? FileManager.default.removeItem(at: work) }
+        let binaries =
+            binDir.map { URL(fileURLWithPath: $0) }
+            ?? URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+
+        print("== raw baseline: one thread, a heap of \(timers) timers of 1 s, \(window) s")
+        let raw = RawTimerHeap.measure(timers: timers, seconds: window)
+        print(
+            "   fires/s \(Int(raw.firesPerSecond))  lag p50 \(raw.lag.p50) µs  p99 \(raw.lag.p99) µs  CPU \(percent(raw.cpu))"
+        )
+
+        let socket = work.appendingPathComponent("troupe.sock").path
+        let sidecar = try SidecarProcess(
+            binaries: binaries, socket: socket, dataPath: work.appendingPathComponent("state.sqlite").path,
+            extraArguments: ["--store", "memory", "--admin-listen", "127.0.0.1:0"])
+        defer { sidecar.stop() }
+        try await sidecar.waitForSocket()
+        let host = try TroupeHost(
+            system: "bench", endpoint: .unix(path: socket), actors: [BenchTicker.self], logger: logger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await host.run() }
+            let client = try await host.connected()
+            print("== \(timers) actors with a declared 1 s timer each, through the sidecar")
+            let activation = ContinuousClock.now
+            try await withThrowingTaskGroup(of: Void.self) { load in
+                for caller in 0..<activators {
+                    load.addTask {
+                        for index in stride(from: caller, to: timers, by: activators) {
+                            let _: NoPayload = try await client.invoke(
+                                "ticker-\(index)", action: "start", spawnFrom: BenchTicker.name)
+                        }
+                    }
+                }
+                try await load.waitForAll()
+            }
+            print("   activated in \(String(format: "%.1f", (ContinuousClock.now - activation).seconds)) s")
+            // Every actor has fired once before the window opens.
+            try await Task.sleep(for: .seconds(1.5))
+            let cpuBefore = sidecar.cpuSeconds()
+            TickLog.shared.record(true)
+            let started = ContinuousClock.now
+            try await Task.sleep(for: .seconds(window))
+            TickLog.shared.record(false)
+            let elapsed = (ContinuousClock.now - started).seconds
+            let cpu = (sidecar.cpuSeconds() - cpuBefore) / elapsed
+            let (samples, fires) = TickLog.shared.take()
+            let lag = Percentiles(samples)
+            let rate = Double(fires) / elapsed
+            print(
+                "   fires/s \(Int(rate)) of \(timers) expected  lag p50 \(lag.p50) µs  p99 \(lag.p99) µs  sidecar CPU \(percent(cpu))"
+            )
+            print(
+                "   ratios to raw: lag p50 \(ratio(lag.p50, raw.lag.p50))  p99 \(ratio(lag.p99, raw.lag.p99))  CPU \(ratio(cpu, raw.cpu))"
+            )
+            print(
+                "   sidecar CPU per 1000 fires/s: \(String(format: "%.2f", cpu * 100 / max(rate / 1000, 1))) % of a core"
+            )
+            group.cancelAll()
+        }
+    }
+
+    private func percent(_ cores: Double) -> String { String(format: "%.1f%% of a core", cores * 100) }
+    private func ratio(_ value: Double, _ base: Double) -> String {
+        String(format: "%.1fx", value / max(base, 0.001))
+    }
+}
+
+/// An unnamed stateless actor whose declared timer fires every second; `start` only activates it.
+struct BenchTicker: VirtualActor {
+    typealias State = Stateless
+    static let name = "ticker"
+    static let kind = ActorKind.unnamed
+    static let idleTimeout: Duration? = .seconds(3600)
+    static let timers = [ActorTimer("tick", every: .seconds(1))]
+    static func actions(_ actions: inout Actions<Self>) {
+        actions.on("start") { context -> NoPayload in
+            TickLog.shared.started(context.name)
+            return NoPayload()
+        }
+        actions.on("tick") { context -> NoPayload in
+            TickLog.shared.fired(context.name)
+            return NoPayload()
+        }
+    }
+}
+
+/// Fire times as the host sees them. The k-th firing of an actor is due k seconds after its
+/// activation, which ran just before its `start` action: lag is measured from `start` plus k s,
+/// so it is understated by the time from activation to `start` (one host round trip).
+final class TickLog: Sendable {
+    static let shared = TickLog()
+
+    private struct Actor {
+        var start: ContinuousClock.Instant
+        var fires = 0
+    }
+
+    private struct State {
+        var actors: [String: Actor] = [:]
+        var recording = false
+        var samples: [Double] = []
+        var fires = 0
+    }
+
+    private let state = Mutex(State())
+
+    func started(_ name: String) {
+        let now = ContinuousClock.now
+        state.withLock { $0.actors[name] = Actor(start: now) }
+    }
+
+    func fired(_ name: String) {
+        let now = ContinuousClock.now
+        state.withLock { state in
+            guard var actor = state.actors[name] else { return }
+            actor.fires += 1
+            // A skipped firing (the previous still running) shows as a later k, not as lag.
+            let k = max(actor.fires, Int(((now - actor.start).seconds).rounded(.down)))
+            actor.fires = k
+            state.actors[name] = actor
+            guard state.recording else { return }
+            state.fires += 1
+            state.samples.append(max(0, (now - (actor.start + .seconds(k))).microseconds))
+        }
+    }
+
+    func record(_ on: Bool) { state.withLock { $0.recording = on } }
+
+    func take() -> ([Double], Int) {
+        state.withLock { state in
+            defer {
+                state.samples = []
+                state.fires = 0
+            }
+            return (state.samples, state.fires)
+        }
+    }
+}
+
+/// The baseline: what firing the same timers costs with nothing in between. One thread keeps a
+/// heap of due times, sleeps until the earliest, runs every due callback (counting it) and puts
+/// each back one period later.
+enum RawTimerHeap {
+    struct Entry: Comparable {
+        var due: ContinuousClock.Instant
+        var id: Int
+        static func < (lhs: Entry, rhs: Entry) -> Bool { lhs.due < rhs.due }
+    }
+
+    static func measure(timers: Int, seconds: Double) -> (lag: Percentiles, firesPerSecond: Double, cpu: Double) {
+        let start = ContinuousClock.now
+        // Spread over the first second, as activations are.
+        var heap = Heap(
+            (0..<timers).map { Entry(due: start + .seconds(1) + .nanoseconds($0 * 1_000_000_000 / timers), id: $0) })
+        var counts = [Int](repeating: 0, count: timers)
+        let windowStart = start + .seconds(1.5)
+        let windowEnd = windowStart + .seconds(seconds)
+        var samples: [Double] = []
+        samples.reserveCapacity(Int(Double(timers) * seconds))
+        var cpuAtWindow: Double?
+        while true {
+            let now = ContinuousClock.now
+            if now >= windowEnd { break }
+            if cpuAtWindow == nil, now >= windowStart { cpuAtWindow = ProcessCPU.seconds(pid: getpid()) }
+            guard let next = heap.min else { break }
+            if next.due > now {
+                let wait = next.due - now
+                usleep(UInt32(max(0, wait.microseconds)))
+                continue
+            }
+            var entry = heap.removeMin()
+            counts[entry.id] &+= 1
+            if now >= windowStart { samples.append((now - entry.due).microseconds) }
+            entry.due = entry.due + .seconds(1)
+            heap.insert(entry)
+        }
+        let cpu = (ProcessCPU.seconds(pid: getpid()) - (cpuAtWindow ?? 0)) / seconds
+        return (Percentiles(samples), Double(samples.count) / seconds, cpu)
+    }
+}
+
+/// CPU time of a process from /proc/PID/stat (utime + stime).
+enum ProcessCPU {
+    static func seconds(pid: Int32) -> Double {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+            let close = stat.lastIndex(of: ")")
+        else { return 0 }
+        // After the command name: state is field 3, utime field 14, stime field 15.
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
+extension SidecarProcess {
+    func cpuSeconds() -> Double { ProcessCPU.seconds(pid: process.processIdentifier) }
+}
+
+extension Duration {
+    var seconds: Double {
+        let (seconds, attoseconds) = components
+        return Double(seconds) + Double(attoseconds) / 1e18
+    }
+}
