@@ -5,7 +5,7 @@ public import ServiceLifecycle
 import Synchronization
 public import TroupeActors
 public import TroupeNATS
-import TroupeProto
+package import TroupeProto
 import TroupeStore
 public import TroupeWire
 
@@ -27,15 +27,19 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         public var drainTimeout: Duration
         /// What other systems may call and broadcast here; nil allows everything.
         public var policy: BridgePolicy?
+        /// How much metadata a call or broadcast may carry; more is refused with `invalidArgument`.
+        public var metadataLimits: MetadataLimits
 
         public init(
-            system: String, node: String, maxCallBytes: Int, drainTimeout: Duration, policy: BridgePolicy? = nil
+            system: String, node: String, maxCallBytes: Int, drainTimeout: Duration, policy: BridgePolicy? = nil,
+            metadataLimits: MetadataLimits = MetadataLimits()
         ) {
             self.system = system
             self.node = node
             self.maxCallBytes = maxCallBytes
             self.drainTimeout = drainTimeout
             self.policy = policy
+            self.metadataLimits = metadataLimits
         }
     }
 
@@ -160,7 +164,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     }
 
     /// Reads the answer of system `target` to a call.
-    static func outcome(of result: Result<NATSMessage, TroupeError>, from target: String) -> Result<
+    package static func outcome(of result: Result<NATSMessage, TroupeError>, from target: String) -> Result<
         WirePayload, TroupeError
     > {
         switch result {
@@ -205,11 +209,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     /// Hands a broadcast of another system to this system's listeners. Broadcasts have no reply
     /// subject, so a bad one is only counted and logged.
     private func takeBroadcast(_ message: NATSMessage) {
-        guard message.payload.count <= configuration.maxCallBytes,
-            let broadcast = try? BridgeBroadcast(serializedBytes: message.payload),
-            broadcast.version == Self.version, !broadcast.originSystem.isEmpty, !broadcast.action.isEmpty,
-            message.subject == BridgeSubjects.broadcast(broadcast.channel)
-        else {
+        guard let broadcast = Self.broadcast(in: message, configuration: configuration) else {
             refused.increment()
             logger.warning(
                 "bridge broadcast refused",
@@ -230,10 +230,21 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             return
         }
         broadcastsReceived.increment()
-        _ = directory.broadcast(
-            Broadcast(
-                channel: broadcast.channel, action: broadcast.action, payload: broadcast.payload,
-                metadata: broadcast.metadata, originSystem: broadcast.originSystem))
+        _ = directory.broadcast(broadcast)
+    }
+
+    /// The broadcast a message from NATS carries, or nil when it is too large, unreadable, of
+    /// another version, incomplete, carries too much metadata, or came on another channel's subject.
+    package static func broadcast(in message: NATSMessage, configuration: Configuration) -> Broadcast? {
+        guard message.payload.count <= configuration.maxCallBytes,
+            let broadcast = try? BridgeBroadcast(serializedBytes: message.payload),
+            broadcast.version == Self.version, !broadcast.originSystem.isEmpty, !broadcast.action.isEmpty,
+            message.subject == BridgeSubjects.broadcast(broadcast.channel),
+            (try? configuration.metadataLimits.check(broadcast.metadata)) != nil
+        else { return nil }
+        return Broadcast(
+            channel: broadcast.channel, action: broadcast.action, payload: broadcast.payload,
+            metadata: broadcast.metadata, originSystem: broadcast.originSystem)
     }
 
     private func take(_ message: NATSMessage) {
@@ -245,7 +256,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }
         received.increment()
         let invocation: Invocation
-        do { invocation = try decode(message) } catch {
+        do { invocation = try Self.invocation(in: message, configuration: configuration) } catch {
             refused.increment()
             logger.warning("bridge call refused", metadata: ["troupe.error": "\(error)"])
             answer(replyTo, .failure(error))
@@ -314,8 +325,14 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }.increment()
     }
 
-    /// The invocation a call message asks for, in this system.
-    private func decode(_ message: NATSMessage) throws(TroupeError) -> Invocation {
+    /// The invocation a call message from NATS asks for, in this system.
+    ///
+    /// - Throws: `resourceExhausted` for a message over `maxCallBytes`; `invalidArgument` for one
+    ///   that is not a complete `Call` or carries too much metadata; `failedPrecondition` for
+    ///   another protocol version.
+    package static func invocation(in message: NATSMessage, configuration: Configuration) throws(TroupeError)
+        -> Invocation
+    {
         guard message.payload.count <= configuration.maxCallBytes else {
             throw .resourceExhausted(
                 "a \(message.payload.count)-byte bridge call is larger than this sidecar takes (\(configuration.maxCallBytes) bytes)",
@@ -335,6 +352,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             throw .invalidArgument("the bridge call needs an actor and an action")
         }
         guard call.timeoutMs > 0 else { throw .invalidArgument("the bridge call carries no deadline (timeout_ms 0)") }
+        try configuration.metadataLimits.check(call.metadata)
         var caller = WireActorId()
         caller.system = call.callerSystem
         caller.name = call.callerActor

@@ -28,7 +28,12 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         public var listenHost: String
         public var listenPort: Int
         public var connectTimeout: TimeAmount = .seconds(1)
+        /// An accepted connection that has not completed its handshake by then is closed, and so
+        /// is a dialled one that got no answer.
         public var handshakeTimeout: TimeAmount = .seconds(2)
+        /// The largest envelope body read from a peer. A larger one is skipped unread and
+        /// answered with `resourceExhausted`; before the handshake it closes the connection.
+        public var maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes
         public var backoff = ReconnectBackoff()
 
         public init(system: String, myself: NodeIdentity, listenHost: String, listenPort: Int) {
@@ -188,6 +193,22 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         }
     }
 
+    /// Sets up a connection a peer opened: the framing with its limit, the handshake the peer
+    /// must start with, and the timer that closes the connection if it does not finish in time.
+    /// Call on the channel's loop. The fuzz target fuzz/Sources/FuzzClusterEnvelopes feeds it
+    /// hostile bytes.
+    package func accept(_ channel: any Channel) throws -> ClusterConnection {
+        let connection = try install(
+            on: channel, role: .accepting(system: configuration.system, myself: configuration.myself), logger: logger)
+        let id = ObjectIdentifier(connection)
+        accepted.withLock { $0[id] = connection }
+        channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: id) } }
+        channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
+            if connection.peer == nil { connection.close() }
+        }
+        return connection
+    }
+
     private func install(on channel: any Channel, role: ClusterChannelHandler.Role, logger: Logger) throws
         -> ClusterConnection
     {
@@ -195,7 +216,10 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         let connection = ClusterConnection(channel: channel, handler: handler)
         handler.connection = connection
         try channel.pipeline.syncOperations.addHandler(
-            ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: ClusterProtocol.maxFrameBytes)))
+            ByteToMessageHandler(
+                LengthPrefixedFrameDecoder(maxFrameBytes: configuration.maxFrameBytes),
+                maximumBufferSize: LengthPrefixedFrameDecoder.maximumBufferedBytes(
+                    maxFrameBytes: configuration.maxFrameBytes)))
         try channel.pipeline.syncOperations.addHandler(handler)
         // The handler holds the connection weakly; the channel keeps it alive until it closes.
         channel.closeFuture.whenComplete { _ in withExtendedLifetime(connection) {} }
@@ -242,22 +266,12 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
     /// every connection, failing the calls waiting on them with `unavailable`.
     public func run() async throws {
         let logger = self.logger
-        let (system, myself) = (configuration.system, configuration.myself)
+        let myself = configuration.myself
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let connection = try install(
-                        on: channel, role: .accepting(system: system, myself: myself), logger: logger)
-                    let id = ObjectIdentifier(connection)
-                    accepted.withLock { $0[id] = connection }
-                    channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: id) }
-                    }
-                    channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
-                        if connection.peer == nil { connection.close() }
-                    }
-                }
+                channel.eventLoop.makeCompletedFuture { _ = try accept(channel) }
             }
             .bind(host: configuration.listenHost, port: configuration.listenPort).get()
         bound.withLock { $0 = server }

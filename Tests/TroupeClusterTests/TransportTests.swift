@@ -196,7 +196,7 @@ struct TestNode: Sendable {
 
 func withNodes(
     _ names: [String], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
-    _ body: ([TestNode]) async throws -> Void
+    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, _ body: ([TestNode]) async throws -> Void
 ) async throws {
     // A port found free may be taken by a parallel test before the node binds it: then the
     // nodes start again on new ports, three times at most, before `body` ever runs.
@@ -207,7 +207,8 @@ func withNodes(
                 NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
         }
         do {
-            try await withNodes(identities, system: system, handshakeTimeout: handshakeTimeout, body)
+            try await withNodes(
+                identities, system: system, handshakeTimeout: handshakeTimeout, maxFrameBytes: maxFrameBytes, body)
             return
         } catch is PortTaken where attempt < 3 {
             continue
@@ -220,7 +221,7 @@ struct PortTaken: Error {}
 
 func withNodes(
     _ identities: [NodeIdentity], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
-    _ body: ([TestNode]) async throws -> Void
+    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, _ body: ([TestNode]) async throws -> Void
 ) async throws {
     var logger = Logger(label: "test.cluster")
     logger.logLevel = .warning
@@ -230,6 +231,7 @@ func withNodes(
         var configuration = ClusterTransport.Configuration(
             system: system, myself: identity, listenHost: host, listenPort: port)
         configuration.handshakeTimeout = handshakeTimeout
+        configuration.maxFrameBytes = maxFrameBytes
         let transport = ClusterTransport(
             configuration: configuration, actorSystem: actorSystem, group: MultiThreadedEventLoopGroup.singleton,
             logger: logger)

@@ -29,6 +29,17 @@ struct ConfigurationTests {
         #expect(throws: TroupeError.self) { try configuration.set("listen-tcp", to: "nohost") }
     }
 
+    @Test func aConnectionBufferSmallerThanOneFrameIsRefusedNamingBothSettings() throws {
+        var configuration = SidecarConfiguration()
+        try configuration.apply(yaml: "max-frame-bytes: 1048576\nmax-connection-buffer-bytes: 65536\n")
+        let refusal = #expect(throws: TroupeError.self) { try configuration.check() }
+        #expect(refusal?.code == .invalidArgument)
+        #expect(refusal?.message.contains("max-connection-buffer-bytes") == true)
+        #expect(refusal?.message.contains("max-frame-bytes") == true)
+        try configuration.set("max-connection-buffer-bytes", to: "\(1_048_576 + HostProtocol.headerSize)")
+        try configuration.check()
+    }
+
     @Test func everySettingHasAFlagAndIsDocumented() async throws {
         let (_, help) = try await runToCompletion("troupe-sidecar", ["--help"])
         let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

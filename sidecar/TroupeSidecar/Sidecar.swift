@@ -48,10 +48,9 @@ public final class Sidecar: Sendable {
         metrics: PrometheusCollectorRegistry = PrometheusMetricsFactory.defaultRegistry
     ) async throws -> Sidecar {
         // Validated before anything is opened, so a bad key never leaves a store open behind it.
-        try configuration.checkHostAuthentication()
+        try configuration.check()
         try SocketDirectory.prepare(forSocket: configuration.socket)
         let keyring = try configuration.stateKeyring()
-        _ = try configuration.bridgePolicy()
         let base: any StateStore
         switch configuration.store {
         case "memory":
@@ -132,7 +131,7 @@ public final class Sidecar: Sendable {
                     system: configuration.system, node: configuration.node,
                     maxCallBytes: Int(configuration.maxFrameBytes),
                     drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs)),
-                    policy: try configuration.bridgePolicy()),
+                    policy: try configuration.bridgePolicy(), metadataLimits: configuration.metadataLimits),
                 connection: nats, directory: directory, timerLoop: eventLoops.next(), logger: logger)
             directory.attach(bridge: bridge)
             self.bridge = bridge
@@ -152,9 +151,12 @@ public final class Sidecar: Sendable {
         // one (SWIM keeps the higher); microseconds of wall-clock time at start.
         let incarnation = UInt64(Date().timeIntervalSince1970 * 1_000_000)
         let myself = NodeIdentity(name: configuration.node, address: advertise, uid: incarnation)
+        var transportConfiguration = ClusterTransport.Configuration(
+            system: configuration.system, myself: myself, listenHost: host, listenPort: port)
+        transportConfiguration.maxFrameBytes = configuration.clusterMaxFrameBytes
+        transportConfiguration.handshakeTimeout = .milliseconds(Int64(configuration.handshakeTimeoutMs))
         let transport = ClusterTransport(
-            configuration: .init(system: configuration.system, myself: myself, listenHost: host, listenPort: port),
-            actorSystem: directory.actorSystem, group: group, logger: logger)
+            configuration: transportConfiguration, actorSystem: directory.actorSystem, group: group, logger: logger)
         var membershipConfiguration = ClusterMembership.Configuration()
         membershipConfiguration.seeds = configuration.clusterSeeds
         membershipConfiguration.dnsName = configuration.clusterDNS

@@ -1,4 +1,5 @@
 import Foundation
+public import TroupeActors
 public import TroupeBridge
 public import TroupeNATS
 public import TroupePostgres
@@ -47,6 +48,15 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var handshakeTimeoutMs: UInt32 = 5_000
     public var drainTimeoutMs: UInt32 = 10_000
     public var maxConcurrentRequests: UInt32 = 4096
+    /// Bytes one host connection may have waiting to be sent before it is closed: a peer that
+    /// asks without reading the answers cannot grow the sidecar's memory without bound.
+    public var maxConnectionBufferBytes: UInt32 = 64 << 20
+    /// The most metadata entries one invocation or broadcast may carry.
+    public var maxMetadataEntries: UInt32 = UInt32(MetadataLimits.defaultMaxEntries)
+    /// The most bytes of metadata keys and values one invocation or broadcast may carry.
+    public var maxMetadataBytes: UInt32 = UInt32(MetadataLimits.defaultMaxBytes)
+    /// Largest cluster envelope body accepted from another sidecar.
+    public var clusterMaxFrameBytes: UInt32 = 16 << 20
     /// Threads serving connections and running actors. One keeps every call on one thread.
     public var eventLoopThreads = 1
     public var logLevel = "info"
@@ -80,6 +90,11 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var clusterDNS: String?
 
     public init() {}
+
+    /// The metadata limits of invocations and broadcasts (`max-metadata-entries`, `max-metadata-bytes`).
+    public var metadataLimits: MetadataLimits {
+        MetadataLimits(maxEntries: Int(maxMetadataEntries), maxBytes: Int(maxMetadataBytes))
+    }
 
     /// How to reach NATS, or nil when no bridge is configured.
     public var natsOptions: NATSOptions? {
@@ -216,6 +231,18 @@ public struct SidecarConfiguration: Sendable, Equatable {
             c, v throws(TroupeError) in
             c.maxConcurrentRequests = try number(v, "max-concurrent-requests", in: 1...1_000_000)
         },
+        Setting(key: "max-connection-buffer-bytes", summary: "bytes a connection may have waiting to be sent") {
+            c, v throws(TroupeError) in
+            c.maxConnectionBufferBytes = try number(v, "max-connection-buffer-bytes", in: 65_536...UInt32.max)
+        },
+        Setting(key: "max-metadata-entries", summary: "metadata entries one invocation may carry") {
+            c, v throws(TroupeError) in
+            c.maxMetadataEntries = try number(v, "max-metadata-entries", in: 0...100_000)
+        },
+        Setting(key: "max-metadata-bytes", summary: "bytes of metadata keys and values one invocation may carry") {
+            c, v throws(TroupeError) in
+            c.maxMetadataBytes = try number(v, "max-metadata-bytes", in: 0...UInt32(64 << 20))
+        },
         Setting(key: "event-loop-threads", summary: "threads serving connections and running actors") {
             c, v throws(TroupeError) in
             c.eventLoopThreads = Int(try number(v, "event-loop-threads", in: 1...256))
@@ -304,6 +331,10 @@ public struct SidecarConfiguration: Sendable, Equatable {
         },
         Setting(key: "cluster-dns", summary: "DNS name whose A records are cluster peers") { c, v throws(TroupeError) in
             c.clusterDNS = v.isEmpty ? nil : v
+        },
+        Setting(key: "cluster-max-frame-bytes", summary: "largest cluster envelope accepted from another sidecar") {
+            c, v throws(TroupeError) in
+            c.clusterMaxFrameBytes = try number(v, "cluster-max-frame-bytes", in: 1024...UInt32(1 << 30))
         },
     ]
 
@@ -422,6 +453,23 @@ extension SidecarConfiguration {
         configuration.operationTimeout = .milliseconds(Int64(settings.operationTimeoutMs))
         configuration.maxWriteBatch = settings.maxWriteBatch
         return configuration
+    }
+
+    /// Checks what no single setting can: settings that must agree, the host listener's
+    /// authentication, the bridge policy, the state keys and, for `store: postgres`, the
+    /// connection settings. ``Sidecar/start(configuration:logger:metrics:)`` runs it first.
+    ///
+    /// - Throws: `invalidArgument` or `failedPrecondition` naming the setting to change.
+    public func check() throws(TroupeError) {
+        guard UInt64(maxConnectionBufferBytes) >= UInt64(maxFrameBytes) + UInt64(HostProtocol.headerSize) else {
+            throw .invalidArgument(
+                "max-connection-buffer-bytes (\(maxConnectionBufferBytes)) must hold at least one frame of "
+                    + "max-frame-bytes (\(maxFrameBytes)) and its \(HostProtocol.headerSize)-byte header")
+        }
+        try checkHostAuthentication()
+        _ = try stateKeyring()
+        _ = try bridgePolicy()
+        if store == "postgres" { _ = try postgresConfiguration() }
     }
 
     /// Refuses a host listener reachable from the network without a secret: with `listen-tcp`
