@@ -34,6 +34,9 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         /// The largest envelope body read from a peer. A larger one is skipped unread and
         /// answered with `resourceExhausted`; before the handshake it closes the connection.
         public var maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes
+        /// The most bytes a connection may have waiting to be sent while its peer does not read;
+        /// past it the connection is closed. nil: no limit.
+        public var maxBufferedBytes: Int? = 64 << 20
         public var backoff = ReconnectBackoff()
 
         public init(system: String, myself: NodeIdentity, listenHost: String, listenPort: Int) {
@@ -212,7 +215,8 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
     private func install(on channel: any Channel, role: ClusterChannelHandler.Role, logger: Logger) throws
         -> ClusterConnection
     {
-        let handler = ClusterChannelHandler(role: role, inbound: self, logger: logger)
+        let handler = ClusterChannelHandler(
+            role: role, inbound: self, maxBufferedBytes: configuration.maxBufferedBytes, logger: logger)
         let connection = ClusterConnection(channel: channel, handler: handler)
         handler.connection = connection
         try channel.pipeline.syncOperations.addHandler(

@@ -392,9 +392,7 @@ final class FrameConnectionHandler: ChannelInboundHandler {
     /// bound. Checked only while the channel is above its high-water mark, so the common case
     /// costs nothing.
     private func checkBufferedBytes(context: ChannelHandlerContext) {
-        guard let maxBufferedBytes, !closed,
-            let buffered = try? context.channel.syncOptions?.getOption(.bufferedWritableBytes),
-            buffered > maxBufferedBytes
+        guard !closed, let maxBufferedBytes, let buffered = context.channel.bufferedBytes(beyond: maxBufferedBytes)
         else { return }
         closed = true
         logger.warning(
@@ -442,6 +440,15 @@ final class FrameConnectionHandler: ChannelInboundHandler {
 extension PeerConnection {
     fileprivate func sendConnectionCancel(_ id: UInt64) {
         writeFromLoop(OutboundFrame(id: id, .cancel(WireCancel())))
+    }
+}
+
+extension Channel {
+    /// The bytes waiting to be sent on this channel if they are more than `limit`, else nil.
+    /// Call on the channel's event loop.
+    public func bufferedBytes(beyond limit: Int) -> Int? {
+        guard let buffered = try? syncOptions?.getOption(.bufferedWritableBytes), buffered > limit else { return nil }
+        return buffered
     }
 }
 

@@ -24,9 +24,11 @@ private final class RawClusterPeer: Sendable {
         }
     }
 
-    init(port: Int) async throws {
+    /// - Parameter reading: false leaves what the node sends unread in the socket.
+    init(port: Int, reading: Bool = true) async throws {
         let collector = Collector()
         channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelOption(ChannelOptions.autoRead, value: reading)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LengthPrefixedFrameDecoder()))
@@ -38,10 +40,17 @@ private final class RawClusterPeer: Sendable {
     }
 
     func send(_ id: UInt64, _ body: ClusterEnvelope.OneOf_Body) async throws {
-        var envelope = ClusterEnvelope()
-        envelope.body = body
-        var buffer = channel.allocator.buffer(capacity: 64)
-        LengthPrefixedFrameDecoder.write(id: id, body: try envelope.serializedBytes() as [UInt8], into: &buffer)
+        try await send([(id, body)])
+    }
+
+    /// Sends `envelopes` in one write.
+    func send(_ envelopes: [(UInt64, ClusterEnvelope.OneOf_Body)]) async throws {
+        var buffer = channel.allocator.buffer(capacity: 64 * envelopes.count)
+        for (id, body) in envelopes {
+            var envelope = ClusterEnvelope()
+            envelope.body = body
+            LengthPrefixedFrameDecoder.write(id: id, body: try envelope.serializedBytes() as [UInt8], into: &buffer)
+        }
         try await channel.writeAndFlush(buffer)
     }
 
@@ -106,6 +115,35 @@ struct ClusterLimitsTests {
             let peer = try await RawClusterPeer(port: try #require(nodes[0].transport.boundPort))
             try await peer.sendHeader(length: 1 << 30, id: 0)
             #expect(await peer.closedByNode())
+        }
+    }
+
+    @Test func aPeerThatCallsWithoutReadingTheRepliesIsDisconnected() async throws {
+        try await withNodes(["b"], maxBufferedBytes: 65_536) { nodes in
+            // Each call is a few dozen bytes, each reply 4 KiB.
+            nodes[0].system.serve(stableTarget: "test.large") { _, _, reply in
+                reply(.success(Data(repeating: 7, count: 4096)))
+            }
+            let peer = try await RawClusterPeer(port: try #require(nodes[0].transport.boundPort), reading: false)
+            try await peer.send(0, clusterHandshake())
+            var call = ClusterRemoteCall()
+            call.recipientNode = "b"
+            call.recipientPath = "test/x"
+            call.target = "test.large"
+            call.timeoutMs = 10_000
+            var nextID: UInt64 = 1
+            var closed = false
+            for _ in 0..<2000 {
+                let batch = (0..<200).map { _ -> (UInt64, ClusterEnvelope.OneOf_Body) in
+                    defer { nextID += 1 }
+                    return (nextID, .call(call))
+                }
+                do { try await peer.send(batch) } catch {
+                    closed = true
+                    break
+                }
+            }
+            #expect(closed, "the node kept a connection that reads none of its replies")
         }
     }
 

@@ -196,7 +196,8 @@ struct TestNode: Sendable {
 
 func withNodes(
     _ names: [String], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
-    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, _ body: ([TestNode]) async throws -> Void
+    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, maxBufferedBytes: Int? = nil,
+    _ body: ([TestNode]) async throws -> Void
 ) async throws {
     // A port found free may be taken by a parallel test before the node binds it: then the
     // nodes start again on new ports, three times at most, before `body` ever runs.
@@ -208,7 +209,8 @@ func withNodes(
         }
         do {
             try await withNodes(
-                identities, system: system, handshakeTimeout: handshakeTimeout, maxFrameBytes: maxFrameBytes, body)
+                identities, system: system, handshakeTimeout: handshakeTimeout, maxFrameBytes: maxFrameBytes,
+                maxBufferedBytes: maxBufferedBytes, body)
             return
         } catch is PortTaken where attempt < 3 {
             continue
@@ -221,7 +223,8 @@ struct PortTaken: Error {}
 
 func withNodes(
     _ identities: [NodeIdentity], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
-    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, _ body: ([TestNode]) async throws -> Void
+    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, maxBufferedBytes: Int? = nil,
+    _ body: ([TestNode]) async throws -> Void
 ) async throws {
     var logger = Logger(label: "test.cluster")
     logger.logLevel = .warning
@@ -232,6 +235,7 @@ func withNodes(
             system: system, myself: identity, listenHost: host, listenPort: port)
         configuration.handshakeTimeout = handshakeTimeout
         configuration.maxFrameBytes = maxFrameBytes
+        configuration.maxBufferedBytes = maxBufferedBytes
         let transport = ClusterTransport(
             configuration: configuration, actorSystem: actorSystem, group: MultiThreadedEventLoopGroup.singleton,
             logger: logger)

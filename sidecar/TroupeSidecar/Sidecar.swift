@@ -154,6 +154,7 @@ public final class Sidecar: Sendable {
         var transportConfiguration = ClusterTransport.Configuration(
             system: configuration.system, myself: myself, listenHost: host, listenPort: port)
         transportConfiguration.maxFrameBytes = configuration.clusterMaxFrameBytes
+        transportConfiguration.maxBufferedBytes = Int(configuration.maxConnectionBufferBytes)
         transportConfiguration.handshakeTimeout = .milliseconds(Int64(configuration.handshakeTimeoutMs))
         let transport = ClusterTransport(
             configuration: transportConfiguration, actorSystem: directory.actorSystem, group: group, logger: logger)

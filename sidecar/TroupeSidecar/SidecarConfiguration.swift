@@ -48,8 +48,8 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var handshakeTimeoutMs: UInt32 = 5_000
     public var drainTimeoutMs: UInt32 = 10_000
     public var maxConcurrentRequests: UInt32 = 4096
-    /// Bytes one host connection may have waiting to be sent before it is closed: a peer that
-    /// asks without reading the answers cannot grow the sidecar's memory without bound.
+    /// Bytes one host or cluster connection may have waiting to be sent before it is closed: a
+    /// peer that asks without reading the answers cannot grow the sidecar's memory without bound.
     public var maxConnectionBufferBytes: UInt32 = 64 << 20
     /// The most metadata entries one invocation or broadcast may carry.
     public var maxMetadataEntries: UInt32 = UInt32(MetadataLimits.defaultMaxEntries)
@@ -360,18 +360,30 @@ public struct SidecarConfiguration: Sendable, Equatable {
 
     /// Applies a YAML mapping of setting keys to values. Unknown keys are refused, so a typo is
     /// not silently ignored.
+    ///
+    /// Only the top-level mapping and its scalar values are ever turned into values: a nested
+    /// collection is refused unread, so aliases of aliases (a "billion laughs" document) cannot
+    /// expand into memory.
     public mutating func apply(yaml text: String, source: String = "configuration") throws(TroupeError) {
-        let document: Any?
-        do { document = try Yams.load(yaml: text) } catch {
+        let document: Node?
+        do { document = try Yams.compose(yaml: text) } catch {
             throw .invalidArgument("\(source) is not valid YAML: \(error)")
         }
         guard let document else { return }
-        guard let mapping = document as? [String: Any] else {
+        guard case .mapping(let mapping) = document else {
             throw .invalidArgument("\(source) must be a mapping of setting names to values")
         }
-        for (key, value) in mapping.sorted(by: { $0.key < $1.key }) {
+        var settings: [(key: String, value: Node)] = []
+        for (key, value) in mapping {
+            guard case .scalar = key, let name = key.string else {
+                throw .invalidArgument("\(source) must be a mapping of setting names to values")
+            }
+            settings.append((name, value))
+        }
+        for (key, node) in settings.sorted(by: { $0.key < $1.key }) {
+            guard case .scalar = node else { throw .invalidArgument("\(source): setting '\(key)' must be a scalar") }
             let text: String
-            switch value {
+            switch node.any {
             case let string as String: text = string
             case let int as Int: text = String(int)
             case let bool as Bool: text = String(bool)
