@@ -364,7 +364,9 @@ final class ClusterChannelHandler: ChannelInboundHandler {
             {
                 logger.warning(
                     "the peer does not read its replies; closing",
-                    metadata: ["troupe.buffered_bytes": "\(buffered)", "troupe.max_buffered_bytes": "\(maxBufferedBytes)"])
+                    metadata: [
+                        "troupe.buffered_bytes": "\(buffered)", "troupe.max_buffered_bytes": "\(maxBufferedBytes)",
+                    ])
                 close(failing: .unavailable("the connection to node \(peerName) was closed: it did not read"))
             }
         }
