@@ -385,3 +385,50 @@ let package = Package(
         ),
     ]
 )
+
+// libFuzzer targets of the decoders that read bytes from outside (scripts/fuzz.sh,
+// docs/security.md). Declared only with TROUPE_FUZZ=1: they link libFuzzer, so they build only
+// with `-sanitize=fuzzer`, into their own build path.
+if Context.environment["TROUPE_FUZZ"] == "1" {
+    let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+        (
+            "FuzzHostFrames",
+            [
+                "FuzzSupport", "TroupeSidecar", "TroupeWire", "TroupeActors", "TroupeStore", "TroupeProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        (
+            "FuzzClusterEnvelopes",
+            [
+                "FuzzSupport", "TroupeCluster", "TroupeActors", "TroupeMembership", "TroupeWire", "TroupeProto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        (
+            "FuzzBridgeEnvelopes",
+            ["FuzzSupport", "TroupeBridge", "TroupeNATS", "TroupeActors", "TroupeWire", "TroupeProto"]
+        ),
+        ("FuzzConfiguration", ["FuzzSupport", "TroupeSidecar", "TroupeWire"]),
+    ]
+    package.targets += [
+        .systemLibrary(name: "CLibFuzzer", path: "fuzz/Sources/CLibFuzzer"),
+        .target(
+            name: "FuzzSupport",
+            dependencies: [
+                "CLibFuzzer",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
+            path: "fuzz/Sources/FuzzSupport", swiftSettings: strict),
+    ]
+    for target in fuzzTargets {
+        package.targets.append(
+            .executableTarget(
+                name: target.name, dependencies: target.dependencies, path: "fuzz/Sources/\(target.name)",
+                swiftSettings: strict))
+    }
+}

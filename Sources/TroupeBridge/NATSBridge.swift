@@ -5,7 +5,7 @@ public import ServiceLifecycle
 import Synchronization
 public import TroupeActors
 public import TroupeNATS
-import TroupeProto
+package import TroupeProto
 import TroupeStore
 import TroupeTracing
 public import TroupeWire
@@ -31,15 +31,19 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         public var drainTimeout: Duration
         /// What other systems may call and broadcast here; nil allows everything.
         public var policy: BridgePolicy?
+        /// How much metadata a call or broadcast may carry; more is refused with `invalidArgument`.
+        public var metadataLimits: MetadataLimits
 
         public init(
-            system: String, node: String, maxCallBytes: Int, drainTimeout: Duration, policy: BridgePolicy? = nil
+            system: String, node: String, maxCallBytes: Int, drainTimeout: Duration, policy: BridgePolicy? = nil,
+            metadataLimits: MetadataLimits = MetadataLimits()
         ) {
             self.system = system
             self.node = node
             self.maxCallBytes = maxCallBytes
             self.drainTimeout = drainTimeout
             self.policy = policy
+            self.metadataLimits = metadataLimits
         }
     }
 
@@ -174,7 +178,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     }
 
     /// Reads the answer of system `target` to a call.
-    static func outcome(of result: Result<NATSMessage, TroupeError>, from target: String) -> Result<
+    package static func outcome(of result: Result<NATSMessage, TroupeError>, from target: String) -> Result<
         WirePayload, TroupeError
     > {
         switch result {
@@ -223,12 +227,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     /// subject, so a bad one is only counted and logged. Its origin is the one in the subject,
     /// and the envelope must agree with the subject.
     private func takeBroadcast(_ message: NATSMessage) {
-        guard message.payload.count <= configuration.maxCallBytes,
-            let route = BridgeSubjects.origin(ofBroadcast: message.subject),
-            let broadcast = try? BridgeBroadcast(serializedBytes: message.payload),
-            broadcast.version == Self.version, !broadcast.action.isEmpty,
-            broadcast.originSystem == route.origin, broadcast.channel == route.channel
-        else {
+        guard let broadcast = Self.broadcast(in: message, configuration: configuration) else {
             refused.increment()
             logger.warning(
                 "bridge broadcast refused",
@@ -249,12 +248,25 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             return
         }
         broadcastsReceived.increment()
-        directory.broadcast(
-            Broadcast(
-                channel: broadcast.channel, action: broadcast.action, payload: broadcast.payload,
-                metadata: broadcast.metadata, originSystem: broadcast.originSystem,
-                sender: broadcast.senderActor.isEmpty
-                    ? nil : ActorKey(system: broadcast.originSystem, name: broadcast.senderActor)))
+        _ = directory.broadcast(broadcast)
+    }
+
+    /// The broadcast a message from NATS carries, or nil when it is too large, unreadable, of
+    /// another version, incomplete, carries too much metadata, or names another origin or
+    /// channel than its subject.
+    package static func broadcast(in message: NATSMessage, configuration: Configuration) -> Broadcast? {
+        guard message.payload.count <= configuration.maxCallBytes,
+            let route = BridgeSubjects.origin(ofBroadcast: message.subject),
+            let broadcast = try? BridgeBroadcast(serializedBytes: message.payload),
+            broadcast.version == Self.version, !broadcast.action.isEmpty,
+            broadcast.originSystem == route.origin, broadcast.channel == route.channel,
+            (try? configuration.metadataLimits.check(broadcast.metadata)) != nil
+        else { return nil }
+        return Broadcast(
+            channel: broadcast.channel, action: broadcast.action, payload: broadcast.payload,
+            metadata: broadcast.metadata, originSystem: broadcast.originSystem,
+            sender: broadcast.senderActor.isEmpty
+                ? nil : ActorKey(system: broadcast.originSystem, name: broadcast.senderActor))
     }
 
     private func take(_ message: NATSMessage) {
@@ -266,7 +278,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }
         received.increment()
         var invocation: Invocation
-        do { invocation = try decode(message) } catch let error where error.code == .permissionDenied {
+        do { invocation = try Self.invocation(in: message, configuration: configuration) } catch let error where error.code == .permissionDenied {
             let claimed = BridgeSubjects.caller(ofCall: message.subject, to: configuration.system) ?? ""
             Self.count(claimed, in: callsDenied, "troupe_bridge_calls_denied_total")
             logger.warning(
@@ -347,8 +359,14 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }.increment()
     }
 
-    /// The invocation a call message asks for, in this system.
-    private func decode(_ message: NATSMessage) throws(TroupeError) -> Invocation {
+    /// The invocation a call message from NATS asks for, in this system.
+    ///
+    /// - Throws: `resourceExhausted` for a message over `maxCallBytes`; `invalidArgument` for one
+    ///   that is not a complete `Call` or carries too much metadata; `failedPrecondition` for
+    ///   another protocol version.
+    package static func invocation(in message: NATSMessage, configuration: Configuration) throws(TroupeError)
+        -> Invocation
+    {
         guard message.payload.count <= configuration.maxCallBytes else {
             throw .resourceExhausted(
                 "a \(message.payload.count)-byte bridge call is larger than this sidecar takes (\(configuration.maxCallBytes) bytes)",
@@ -380,6 +398,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             throw .invalidArgument("the bridge call needs an actor and an action")
         }
         guard call.timeoutMs > 0 else { throw .invalidArgument("the bridge call carries no deadline (timeout_ms 0)") }
+        try configuration.metadataLimits.check(call.metadata)
         var caller = WireActorId()
         caller.system = call.callerSystem
         caller.name = call.callerActor

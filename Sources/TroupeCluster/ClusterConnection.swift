@@ -118,10 +118,14 @@ final class ClusterChannelHandler: ChannelInboundHandler {
     /// Completed when the handshake ends, either way; nil afterwards.
     private var handshakePromise: EventLoopPromise<NodeIdentity>?
 
-    init(role: Role, inbound: any ClusterInbound, logger: Logger) {
+    /// The most bytes that may wait to be sent to a peer that does not read; nil: no limit.
+    private let maxBufferedBytes: Int?
+
+    init(role: Role, inbound: any ClusterInbound, maxBufferedBytes: Int? = nil, logger: Logger) {
         self.role = role
         if case .connecting(_, let promise) = role { handshakePromise = promise }
         self.inbound = inbound
+        self.maxBufferedBytes = maxBufferedBytes
         self.logger = logger
     }
 
@@ -351,7 +355,20 @@ final class ClusterChannelHandler: ChannelInboundHandler {
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute { [self] in
             flushScheduled = false
-            self.context?.flush()
+            guard let context = self.context else { return }
+            context.flush()
+            // Above the high-water mark only: a peer that calls without reading the replies
+            // must not grow this node's memory without bound.
+            if !context.channel.isWritable, let maxBufferedBytes,
+                let buffered = context.channel.bufferedBytes(beyond: maxBufferedBytes)
+            {
+                logger.warning(
+                    "the peer does not read its replies; closing",
+                    metadata: [
+                        "troupe.buffered_bytes": "\(buffered)", "troupe.max_buffered_bytes": "\(maxBufferedBytes)",
+                    ])
+                close(failing: .unavailable("the connection to node \(peerName) was closed: it did not read"))
+            }
         }
     }
 

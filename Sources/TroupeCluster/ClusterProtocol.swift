@@ -6,7 +6,7 @@ public import TroupeWire
 public enum ClusterProtocol {
     /// The cluster protocol major version this build speaks.
     public static let version: UInt32 = 1
-    /// The largest envelope body a node accepts.
+    /// The largest envelope body a node accepts by default (``ClusterTransport/Configuration/maxFrameBytes``).
     public static let maxFrameBytes: UInt32 = 16 * 1024 * 1024
 
     /// Why the handshake `handshake` is refused by a node of `system`, or nil to accept it.
@@ -96,7 +96,7 @@ extension SWIM.Message {
     }
 
     /// Reads a SWIM message; nil for a kind this build does not know.
-    init?(_ wire: ClusterSwim) {
+    package init?(_ wire: ClusterSwim) {
         let gossip = wire.gossip.map {
             Member(node: $0.node.identity, status: MemberStatus($0.status), incarnation: $0.incarnation)
         }

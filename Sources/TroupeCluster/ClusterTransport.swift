@@ -29,7 +29,15 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         public var listenHost: String
         public var listenPort: Int
         public var connectTimeout: TimeAmount = .seconds(1)
+        /// An accepted connection that has not completed its handshake by then is closed, and so
+        /// is a dialled one that got no answer.
         public var handshakeTimeout: TimeAmount = .seconds(2)
+        /// The largest envelope body read from a peer. A larger one is skipped unread and
+        /// answered with `resourceExhausted`; before the handshake it closes the connection.
+        public var maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes
+        /// The most bytes a connection may have waiting to be sent while its peer does not read;
+        /// past it the connection is closed. nil: no limit.
+        public var maxBufferedBytes: Int? = 64 << 20
         public var backoff = ReconnectBackoff()
         /// Mutual TLS on every connection, both ways; nil speaks plain TCP.
         public var tls: ClusterTLS?
@@ -193,10 +201,27 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         }
     }
 
+    /// Sets up a connection a peer opened: the framing with its limit, the handshake the peer
+    /// must start with, and the timer that closes the connection if it does not finish in time.
+    /// Call on the channel's loop. The fuzz target fuzz/Sources/FuzzClusterEnvelopes feeds it
+    /// hostile bytes.
+    package func accept(_ channel: any Channel) throws -> ClusterConnection {
+        let connection = try install(
+            on: channel, role: .accepting(system: configuration.system, myself: configuration.myself), logger: logger)
+        let id = ObjectIdentifier(connection)
+        accepted.withLock { $0[id] = connection }
+        channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: id) } }
+        channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
+            if connection.peer == nil { connection.close() }
+        }
+        return connection
+    }
+
     private func install(on channel: any Channel, role: ClusterChannelHandler.Role, logger: Logger) throws
         -> ClusterConnection
     {
-        let handler = ClusterChannelHandler(role: role, inbound: self, logger: logger)
+        let handler = ClusterChannelHandler(
+            role: role, inbound: self, maxBufferedBytes: configuration.maxBufferedBytes, logger: logger)
         let connection = ClusterConnection(channel: channel, handler: handler)
         handler.connection = connection
         if let tls = configuration.tls {
@@ -216,7 +241,10 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
                 ClusterTLSGate(tls: tls, accepting: accepting, logger: logger))
         }
         try channel.pipeline.syncOperations.addHandler(
-            ByteToMessageHandler(LengthPrefixedFrameDecoder(maxFrameBytes: ClusterProtocol.maxFrameBytes)))
+            ByteToMessageHandler(
+                LengthPrefixedFrameDecoder(maxFrameBytes: configuration.maxFrameBytes),
+                maximumBufferSize: LengthPrefixedFrameDecoder.maximumBufferedBytes(
+                    maxFrameBytes: configuration.maxFrameBytes)))
         try channel.pipeline.syncOperations.addHandler(handler)
         // The handler holds the connection weakly; the channel keeps it alive until it closes.
         channel.closeFuture.whenComplete { _ in withExtendedLifetime(connection) {} }
@@ -263,22 +291,12 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
     /// every connection, failing the calls waiting on them with `unavailable`.
     public func run() async throws {
         let logger = self.logger
-        let (system, myself) = (configuration.system, configuration.myself)
+        let myself = configuration.myself
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(ChannelOptions.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { [self] channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let connection = try install(
-                        on: channel, role: .accepting(system: system, myself: myself), logger: logger)
-                    let id = ObjectIdentifier(connection)
-                    accepted.withLock { $0[id] = connection }
-                    channel.closeFuture.whenComplete { [self] _ in _ = accepted.withLock { $0.removeValue(forKey: id) }
-                    }
-                    channel.eventLoop.scheduleTask(in: configuration.handshakeTimeout) {
-                        if connection.peer == nil { connection.close() }
-                    }
-                }
+                channel.eventLoop.makeCompletedFuture { _ = try accept(channel) }
             }
             .bind(host: configuration.listenHost, port: configuration.listenPort).get()
         bound.withLock { $0 = server }

@@ -120,6 +120,14 @@ public struct LengthPrefixedFrameDecoder: NIOSingleStepByteToMessageDecoder {
         try decode(buffer: &buffer)
     }
 
+    /// The most bytes a connection reading with this decoder ever holds between reads: one
+    /// frame of the largest size, with its header, not yet complete. Larger bodies are skipped
+    /// unread, so more can only mean a broken decoder; give it to `ByteToMessageHandler` as
+    /// `maximumBufferSize`, so such a connection is closed instead of growing.
+    public static func maximumBufferedBytes(maxFrameBytes: UInt32) -> Int {
+        Int(maxFrameBytes) + HostProtocol.headerSize
+    }
+
     /// Appends one frame (header and body) to `buffer`.
     public static func write(id: UInt64, body: some Collection<UInt8>, into buffer: inout ByteBuffer) {
         buffer.reserveCapacity(minimumWritableBytes: HostProtocol.headerSize + body.count)

@@ -21,6 +21,9 @@ public protocol PeerRequestHandler: Sendable {
     func peerViolatedProtocol(_ error: TroupeError, on connection: PeerConnection)
     /// The connection is closed. Every outstanding request of this side has been failed with `unavailable`.
     func connectionClosed(_ connection: PeerConnection)
+    /// More than the connection's `maxBufferedBytes` waited to be sent because the peer does not
+    /// read; the connection is being closed.
+    func peerStoppedReading(bufferedBytes: Int, on connection: PeerConnection)
 }
 
 extension PeerRequestHandler {
@@ -28,6 +31,7 @@ extension PeerRequestHandler {
     public func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {}
     public func peerViolatedProtocol(_ error: TroupeError, on connection: PeerConnection) {}
     public func connectionClosed(_ connection: PeerConnection) {}
+    public func peerStoppedReading(bufferedBytes: Int, on connection: PeerConnection) {}
 }
 
 /// One multiplexed host-protocol connection, seen from either end.
@@ -47,18 +51,28 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
     private let peerLimit: Atomic<UInt32>
 
     /// Sets up the pipeline of a fresh channel. Call on the channel's event loop.
+    ///
+    /// - Parameters:
+    ///   - maxFrameBytes: the largest frame body read from the peer; larger ones are skipped
+    ///     unread and answered with `resourceExhausted`.
+    ///   - maxBufferedBytes: the most bytes that may wait to be sent, for a peer that sends but
+    ///     does not read; past it the connection is closed. nil: no limit.
     public static func install(
         on channel: any Channel,
         side: ConnectionSide,
         maxFrameBytes: UInt32 = HostProtocol.defaultMaxFrameBytes,
+        maxBufferedBytes: Int? = nil,
         delegate: (any PeerRequestHandler)?,
         logger: Logger
     ) throws -> PeerConnection {
-        let handler = FrameConnectionHandler(side: side, logger: logger)
+        let handler = FrameConnectionHandler(side: side, maxBufferedBytes: maxBufferedBytes, logger: logger)
         let connection = PeerConnection(channel: channel, side: side, handler: handler, logger: logger)
         handler.connection = connection
         handler.delegate = delegate
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameBytes: maxFrameBytes)))
+        try channel.pipeline.syncOperations.addHandler(
+            ByteToMessageHandler(
+                FrameDecoder(maxFrameBytes: maxFrameBytes),
+                maximumBufferSize: LengthPrefixedFrameDecoder.maximumBufferedBytes(maxFrameBytes: maxFrameBytes)))
         try channel.pipeline.syncOperations.addHandler(handler)
         return connection
     }
@@ -209,6 +223,8 @@ final class FrameConnectionHandler: ChannelInboundHandler {
 
     let side: ConnectionSide
     let logger: Logger
+    /// See ``PeerConnection/install(on:side:maxFrameBytes:maxBufferedBytes:delegate:logger:)``.
+    let maxBufferedBytes: Int?
     var connection: PeerConnection?
     var delegate: (any PeerRequestHandler)?
     var pending: [UInt64: Pending] = [:]
@@ -220,8 +236,9 @@ final class FrameConnectionHandler: ChannelInboundHandler {
     private var closed = false
     private var flushScheduled = false
 
-    init(side: ConnectionSide, logger: Logger) {
+    init(side: ConnectionSide, maxBufferedBytes: Int?, logger: Logger) {
         self.side = side
+        self.maxBufferedBytes = maxBufferedBytes
         self.logger = logger
     }
 
@@ -364,8 +381,30 @@ final class FrameConnectionHandler: ChannelInboundHandler {
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute { [self] in
             flushScheduled = false
-            self.context?.flush()
+            guard let context = self.context else { return }
+            context.flush()
+            if !context.channel.isWritable { checkBufferedBytes(context: context) }
         }
+    }
+
+    /// Closes the connection when more than ``maxBufferedBytes`` wait to be sent: a peer that
+    /// keeps asking without reading the answers would otherwise grow this side's memory without
+    /// bound. Checked only while the channel is above its high-water mark, so the common case
+    /// costs nothing.
+    private func checkBufferedBytes(context: ChannelHandlerContext) {
+        guard !closed, let maxBufferedBytes, let buffered = context.channel.bufferedBytes(beyond: maxBufferedBytes)
+        else { return }
+        closed = true
+        logger.warning(
+            "the peer does not read what it asked for; closing",
+            metadata: ["troupe.buffered_bytes": "\(buffered)", "troupe.max_buffered_bytes": "\(maxBufferedBytes)"])
+        if let connection { delegate?.peerStoppedReading(bufferedBytes: buffered, on: connection) }
+        context.close(promise: nil)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if !context.channel.isWritable { checkBufferedBytes(context: context) }
+        context.fireChannelWritabilityChanged()
     }
 
     func flushAndClose() {
@@ -401,6 +440,15 @@ final class FrameConnectionHandler: ChannelInboundHandler {
 extension PeerConnection {
     fileprivate func sendConnectionCancel(_ id: UInt64) {
         writeFromLoop(OutboundFrame(id: id, .cancel(WireCancel())))
+    }
+}
+
+extension Channel {
+    /// The bytes waiting to be sent on this channel if they are more than `limit`, else nil.
+    /// Call on the channel's event loop.
+    public func bufferedBytes(beyond limit: Int) -> Int? {
+        guard let buffered = try? syncOptions?.getOption(.bufferedWritableBytes), buffered > limit else { return nil }
+        return buffered
     }
 }
 

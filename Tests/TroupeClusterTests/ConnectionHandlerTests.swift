@@ -25,6 +25,17 @@ final class RecordingInbound: ClusterInbound {
     func handle(swim: ClusterSwim, from peer: NodeIdentity) {}
 }
 
+/// The handshake of node `a` (127.0.0.1:1) of `system`, as a peer opens a connection with it.
+func clusterHandshake(system: String = "test") -> ClusterEnvelope.OneOf_Body {
+    var handshake = ClusterHandshake()
+    handshake.protocolVersion = ClusterProtocol.version
+    handshake.system = system
+    handshake.node.name = "a"
+    handshake.node.address = "127.0.0.1:1"
+    handshake.node.incarnation = 1
+    return .handshake(handshake)
+}
+
 @Suite("Cluster connection handler on an embedded channel")
 struct ConnectionHandlerTests {
     let myself = NodeIdentity(name: "b", address: "127.0.0.1:2", uid: 2)
@@ -50,13 +61,7 @@ struct ConnectionHandlerTests {
     }
 
     private func handshake(system: String = "test") -> ClusterEnvelope.OneOf_Body {
-        var handshake = ClusterHandshake()
-        handshake.protocolVersion = ClusterProtocol.version
-        handshake.system = system
-        handshake.node.name = "a"
-        handshake.node.address = "127.0.0.1:1"
-        handshake.node.incarnation = 1
-        return .handshake(handshake)
+        clusterHandshake(system: system)
     }
 
     private func call() -> ClusterEnvelope.OneOf_Body {

@@ -196,6 +196,7 @@ struct TestNode: Sendable {
 
 func withNodes(
     _ names: [String], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
+    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, maxBufferedBytes: Int? = nil,
     _ body: ([TestNode]) async throws -> Void
 ) async throws {
     // A port found free may be taken by a parallel test before the node binds it: then the
@@ -207,7 +208,9 @@ func withNodes(
                 NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
         }
         do {
-            try await withNodes(identities, system: system, handshakeTimeout: handshakeTimeout, body)
+            try await withNodes(
+                identities, system: system, handshakeTimeout: handshakeTimeout, maxFrameBytes: maxFrameBytes,
+                maxBufferedBytes: maxBufferedBytes, body)
             return
         } catch is PortTaken where attempt < 3 {
             continue
@@ -220,6 +223,7 @@ struct PortTaken: Error {}
 
 func withNodes(
     _ identities: [NodeIdentity], system: String = "test", handshakeTimeout: TimeAmount = .seconds(2),
+    maxFrameBytes: UInt32 = ClusterProtocol.maxFrameBytes, maxBufferedBytes: Int? = nil,
     _ body: ([TestNode]) async throws -> Void
 ) async throws {
     var logger = Logger(label: "test.cluster")
@@ -230,6 +234,8 @@ func withNodes(
         var configuration = ClusterTransport.Configuration(
             system: system, myself: identity, listenHost: host, listenPort: port)
         configuration.handshakeTimeout = handshakeTimeout
+        configuration.maxFrameBytes = maxFrameBytes
+        configuration.maxBufferedBytes = maxBufferedBytes
         let transport = ClusterTransport(
             configuration: configuration, actorSystem: actorSystem, group: MultiThreadedEventLoopGroup.singleton,
             logger: logger)

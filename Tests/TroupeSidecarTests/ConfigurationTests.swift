@@ -29,6 +29,29 @@ struct ConfigurationTests {
         #expect(throws: TroupeError.self) { try configuration.set("listen-tcp", to: "nohost") }
     }
 
+    @Test func aYAMLAliasBombIsRefusedWithoutBeingExpanded() throws {
+        // Nine levels of ten aliases each: 10^9 strings if the document were turned into values.
+        let bomb = try String(contentsOf: fuzzInput("FuzzConfiguration", "alias-bomb.yaml"), encoding: .utf8)
+        var configuration = SidecarConfiguration()
+        let refusal = #expect(throws: TroupeError.self) { try configuration.apply(yaml: bomb) }
+        #expect(refusal?.code == .invalidArgument)
+        #expect(refusal?.message.contains("must be a scalar") == true)
+        // An alias of a scalar is still a scalar.
+        try configuration.apply(yaml: "node: &name tickets\nsystem: *name\n")
+        #expect(configuration.system == "tickets" && configuration.node == "tickets")
+    }
+
+    @Test func aConnectionBufferSmallerThanOneFrameIsRefusedNamingBothSettings() throws {
+        var configuration = SidecarConfiguration()
+        try configuration.apply(yaml: "max-frame-bytes: 1048576\nmax-connection-buffer-bytes: 65536\n")
+        let refusal = #expect(throws: TroupeError.self) { try configuration.check() }
+        #expect(refusal?.code == .invalidArgument)
+        #expect(refusal?.message.contains("max-connection-buffer-bytes") == true)
+        #expect(refusal?.message.contains("max-frame-bytes") == true)
+        try configuration.set("max-connection-buffer-bytes", to: "\(1_048_576 + HostProtocol.headerSize)")
+        try configuration.check()
+    }
+
     @Test func everySettingHasAFlagAndIsDocumented() async throws {
         let (_, help) = try await runToCompletion("troupe-sidecar", ["--help"])
         let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
@@ -42,4 +65,12 @@ struct ConfigurationTests {
             #expect(documentation.contains("`\(setting.key)`"), "docs/configuration.md lacks \(setting.key)")
         }
     }
+}
+
+/// An input that broke a fuzz target's code, kept for its regression test
+/// (fuzz/regressions/<target>/<name>).
+func fuzzInput(_ target: String, _ name: String) -> URL {
+    let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+    return root.appendingPathComponent("fuzz/regressions/\(target)/\(name)")
 }

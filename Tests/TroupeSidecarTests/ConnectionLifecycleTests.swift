@@ -44,9 +44,9 @@ struct ConnectionLifecycleTests {
     }
 
     @Test func pingingPeerStaysConnectedPastThreeIntervals() async throws {
-        try await withSidecar(configure: { $0.heartbeatIntervalMs = 50 }) { sidecar in
+        try await withSidecar(configure: { $0.heartbeatIntervalMs = 250 }) { sidecar in
             let client = try await sidecar.client()
-            try await Task.sleep(for: .milliseconds(400))
+            try await Task.sleep(for: .milliseconds(1_000))
             let echoed: String = try await client.invoke("echo", action: "echo", "alive")
             #expect(echoed == "alive")
             await client.close()

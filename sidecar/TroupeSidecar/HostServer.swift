@@ -1,12 +1,12 @@
 import Foundation
-import Logging
-import NIOCore
+package import Logging
+package import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import Synchronization
-import TroupeActors
+package import TroupeActors
 import TroupeCluster
-import TroupeWire
+package import TroupeWire
 
 /// Accepts host and client connections on the Unix socket (and TCP if configured).
 ///
@@ -95,18 +95,9 @@ final class HostServer: Service {
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
             .childChannelInitializer { [self] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    var sessionLogger = logger
-                    sessionLogger[metadataKey: "troupe.connection"] =
-                        "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
-                    let session = HostSession(
-                        configuration: configuration, directory: directory, membership: membership,
-                        requiredSecret: requiredSecret, eventLoop: channel.eventLoop,
-                        jobs: jobInput,
-                        logger: sessionLogger)
-                    let connection = try PeerConnection.install(
-                        on: channel, side: .acceptor, maxFrameBytes: configuration.maxFrameBytes,
-                        delegate: session, logger: sessionLogger)
-                    session.attach(connection)
+                    let session = try Self.installSession(
+                        on: channel, configuration: configuration, directory: directory, membership: membership,
+                        requiredSecret: requiredSecret, jobs: jobInput, logger: logger)
                     let id = ObjectIdentifier(session)
                     sessions.withLock { $0[id] = session }
                     channel.closeFuture.whenComplete { [self] _ in
@@ -114,6 +105,25 @@ final class HostServer: Service {
                     }
                 }
             }
+    }
+
+    /// Sets up the host protocol on a freshly accepted `channel`: the framing with its limits,
+    /// the session that answers the peer, and the handshake timer. Call on the channel's loop.
+    static func installSession(
+        on channel: any Channel, configuration: SidecarConfiguration, directory: ActorDirectory,
+        membership: ClusterMembership?, requiredSecret: SharedSecret?,
+        jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
+    ) throws -> HostSession {
+        var sessionLogger = logger
+        sessionLogger[metadataKey: "troupe.connection"] = "\(channel.remoteAddress.map { "\($0)" } ?? "unix")"
+        let session = HostSession(
+            configuration: configuration, directory: directory, membership: membership,
+            requiredSecret: requiredSecret, eventLoop: channel.eventLoop, jobs: jobs, logger: sessionLogger)
+        let connection = try PeerConnection.install(
+            on: channel, side: .acceptor, maxFrameBytes: configuration.maxFrameBytes,
+            maxBufferedBytes: Int(configuration.maxConnectionBufferBytes), delegate: session, logger: sessionLogger)
+        session.attach(connection)
+        return session
     }
 
     /// Stops accepting, says Goodbye to every peer, and closes what is still open after the drain timeout.
@@ -131,5 +141,22 @@ final class HostServer: Service {
         for session in sessions.withLock({ Array($0.values) }) { session.connection?.close() }
         try? FileManager.default.removeItem(atPath: configuration.socket)
         jobInput.finish()
+    }
+}
+
+/// Host connections set up exactly as ``HostServer`` sets up the ones it accepts, on a channel
+/// the caller owns: what the fuzz target fuzz/Sources/FuzzHostFrames feeds hostile bytes to.
+package enum HostConnectionSetup {
+    /// Installs the framing, its limits, a session and its handshake timer on `channel` (a
+    /// single node: no cluster). Work the session hands off (spawns) goes to `jobs`.
+    /// - Returns: the connection, or nil when it closed during setup.
+    package static func serve(
+        on channel: any Channel, configuration: SidecarConfiguration, directory: ActorDirectory, hostSecret: String?,
+        jobs: AsyncStream<@Sendable () async -> Void>.Continuation, logger: Logger
+    ) throws -> PeerConnection? {
+        let session = try HostServer.installSession(
+            on: channel, configuration: configuration, directory: directory, membership: nil,
+            requiredSecret: hostSecret.map(SharedSecret.init), jobs: jobs, logger: logger)
+        return session.connection
     }
 }

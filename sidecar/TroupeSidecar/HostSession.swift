@@ -38,6 +38,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
         label: "troupe_host_unauthenticated_total", dimensions: [("reason", "missing_secret")])
     private static let wrongSecret = Counter(
         label: "troupe_host_unauthenticated_total", dimensions: [("reason", "wrong_secret")])
+    /// Connections closed because more than `max-connection-buffer-bytes` waited to be sent.
+    private static let stoppedReading = Counter(label: "troupe_host_connections_overrun_total")
 
     init(
         configuration: SidecarConfiguration, directory: ActorDirectory, membership: ClusterMembership?,
@@ -147,7 +149,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 }
             }
         case .broadcast(let request):
-            do { try BridgeSubjects.validate(channel: request.channel) } catch {
+            do {
+                try BridgeSubjects.validate(channel: request.channel)
+                try configuration.metadataLimits.check(request.metadata)
+            } catch {
                 answer(id, .failure(error.wire))
                 return
             }
@@ -200,6 +205,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
     private func startInvoke(_ request: WireInvokeRequest, id: UInt64, on connection: PeerConnection) {
         guard !request.actor.name.isEmpty, !request.action.isEmpty else {
             answer(id, .failure(TroupeError.invalidArgument("invoke needs an actor name and an action").wire))
+            return
+        }
+        do { try configuration.metadataLimits.check(request.metadata) } catch {
+            answer(id, .failure(error.wire))
             return
         }
         let key = ActorKey(
@@ -371,6 +380,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
             // Before the handshake nothing can be trusted, not even the framing.
             connection.close()
         }
+    }
+
+    func peerStoppedReading(bufferedBytes: Int, on connection: PeerConnection) {
+        Self.stoppedReading.increment()
     }
 
     func connectionClosed(_ connection: PeerConnection) {

@@ -54,10 +54,9 @@ public final class Sidecar: Sendable {
         tracer: (any Tracer)? = nil
     ) async throws -> Sidecar {
         // Validated before anything is opened, so a bad key never leaves a store open behind it.
-        try configuration.checkHostAuthentication()
+        try configuration.check()
         try SocketDirectory.prepare(forSocket: configuration.socket)
         let keyring = try configuration.stateKeyring()
-        _ = try configuration.bridgePolicy()
         let base: any StateStore
         switch configuration.store {
         case "memory":
@@ -157,7 +156,7 @@ public final class Sidecar: Sendable {
                     system: configuration.system, node: configuration.node,
                     maxCallBytes: Int(configuration.maxFrameBytes),
                     drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs)),
-                    policy: try configuration.bridgePolicy()),
+                    policy: try configuration.bridgePolicy(), metadataLimits: configuration.metadataLimits),
                 connection: nats, directory: directory, timerLoop: eventLoops.next(), logger: logger)
             directory.attach(bridge: bridge)
             self.bridge = bridge
@@ -188,6 +187,9 @@ public final class Sidecar: Sendable {
                 files: tlsFiles, system: configuration.system, logger: tlsLogger)
             transportConfiguration.tlsReloadInterval = .milliseconds(Int(configuration.clusterTLSReloadMs))
         }
+        transportConfiguration.maxFrameBytes = configuration.clusterMaxFrameBytes
+        transportConfiguration.maxBufferedBytes = Int(configuration.maxConnectionBufferBytes)
+        transportConfiguration.handshakeTimeout = .milliseconds(Int64(configuration.handshakeTimeoutMs))
         let transport = ClusterTransport(
             configuration: transportConfiguration, actorSystem: directory.actorSystem, group: group, logger: logger)
         var membershipConfiguration = ClusterMembership.Configuration()

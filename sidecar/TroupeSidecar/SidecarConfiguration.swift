@@ -1,4 +1,5 @@
 import Foundation
+public import TroupeActors
 public import TroupeBridge
 public import TroupeCluster
 public import TroupeNATS
@@ -58,6 +59,15 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var maxForwardHops: UInt32 = 32
     /// Actors one call chain may pass through, nested calls and effects included.
     public var maxCallDepth: UInt32 = 64
+    /// Bytes one host or cluster connection may have waiting to be sent before it is closed: a
+    /// peer that asks without reading the answers cannot grow the sidecar's memory without bound.
+    public var maxConnectionBufferBytes: UInt32 = 64 << 20
+    /// The most metadata entries one invocation or broadcast may carry.
+    public var maxMetadataEntries: UInt32 = UInt32(MetadataLimits.defaultMaxEntries)
+    /// The most bytes of metadata keys and values one invocation or broadcast may carry.
+    public var maxMetadataBytes: UInt32 = UInt32(MetadataLimits.defaultMaxBytes)
+    /// Largest cluster envelope body accepted from another sidecar.
+    public var clusterMaxFrameBytes: UInt32 = 16 << 20
     /// Threads serving connections and running actors. One keeps every call on one thread.
     public var eventLoopThreads = 1
     public var logLevel = "info"
@@ -106,6 +116,11 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var traceSampleRatio = 1.0
 
     public init() {}
+
+    /// The metadata limits of invocations and broadcasts (`max-metadata-entries`, `max-metadata-bytes`).
+    public var metadataLimits: MetadataLimits {
+        MetadataLimits(maxEntries: Int(maxMetadataEntries), maxBytes: Int(maxMetadataBytes))
+    }
 
     /// How to reach NATS, or nil when no bridge is configured.
     public var natsOptions: NATSOptions? {
@@ -260,6 +275,18 @@ public struct SidecarConfiguration: Sendable, Equatable {
             c, v throws(TroupeError) in
             c.maxConcurrentRequests = try number(v, "max-concurrent-requests", in: 1...1_000_000)
         },
+        Setting(key: "max-connection-buffer-bytes", summary: "bytes a connection may have waiting to be sent") {
+            c, v throws(TroupeError) in
+            c.maxConnectionBufferBytes = try number(v, "max-connection-buffer-bytes", in: 65_536...UInt32.max)
+        },
+        Setting(key: "max-metadata-entries", summary: "metadata entries one invocation may carry") {
+            c, v throws(TroupeError) in
+            c.maxMetadataEntries = try number(v, "max-metadata-entries", in: 0...100_000)
+        },
+        Setting(key: "max-metadata-bytes", summary: "bytes of metadata keys and values one invocation may carry") {
+            c, v throws(TroupeError) in
+            c.maxMetadataBytes = try number(v, "max-metadata-bytes", in: 0...UInt32(64 << 20))
+        },
         Setting(key: "event-loop-threads", summary: "threads serving connections and running actors") {
             c, v throws(TroupeError) in
             c.eventLoopThreads = Int(try number(v, "event-loop-threads", in: 1...256))
@@ -390,6 +417,10 @@ public struct SidecarConfiguration: Sendable, Equatable {
             }
             c.traceSampleRatio = ratio
         },
+        Setting(key: "cluster-max-frame-bytes", summary: "largest cluster envelope accepted from another sidecar") {
+            c, v throws(TroupeError) in
+            c.clusterMaxFrameBytes = try number(v, "cluster-max-frame-bytes", in: 1024...UInt32(1 << 30))
+        },
     ]
 
     /// Sets one setting by key.
@@ -414,18 +445,30 @@ public struct SidecarConfiguration: Sendable, Equatable {
 
     /// Applies a YAML mapping of setting keys to values. Unknown keys are refused, so a typo is
     /// not silently ignored.
+    ///
+    /// Only the top-level mapping and its scalar values are ever turned into values: a nested
+    /// collection is refused unread, so aliases of aliases (a "billion laughs" document) cannot
+    /// expand into memory.
     public mutating func apply(yaml text: String, source: String = "configuration") throws(TroupeError) {
-        let document: Any?
-        do { document = try Yams.load(yaml: text) } catch {
+        let document: Node?
+        do { document = try Yams.compose(yaml: text) } catch {
             throw .invalidArgument("\(source) is not valid YAML: \(error)")
         }
         guard let document else { return }
-        guard let mapping = document as? [String: Any] else {
+        guard case .mapping(let mapping) = document else {
             throw .invalidArgument("\(source) must be a mapping of setting names to values")
         }
-        for (key, value) in mapping.sorted(by: { $0.key < $1.key }) {
+        var settings: [(key: String, value: Node)] = []
+        for (key, value) in mapping {
+            guard case .scalar = key, let name = key.string else {
+                throw .invalidArgument("\(source) must be a mapping of setting names to values")
+            }
+            settings.append((name, value))
+        }
+        for (key, node) in settings.sorted(by: { $0.key < $1.key }) {
+            guard case .scalar = node else { throw .invalidArgument("\(source): setting '\(key)' must be a scalar") }
             let text: String
-            switch value {
+            switch node.any {
             case let string as String: text = string
             case let int as Int: text = String(int)
             case let bool as Bool: text = String(bool)
@@ -507,6 +550,23 @@ extension SidecarConfiguration {
         configuration.operationTimeout = .milliseconds(Int64(settings.operationTimeoutMs))
         configuration.maxWriteBatch = settings.maxWriteBatch
         return configuration
+    }
+
+    /// Checks what no single setting can: settings that must agree, the host listener's
+    /// authentication, the bridge policy, the state keys and, for `store: postgres`, the
+    /// connection settings. ``Sidecar/start(configuration:logger:metrics:)`` runs it first.
+    ///
+    /// - Throws: `invalidArgument` or `failedPrecondition` naming the setting to change.
+    public func check() throws(TroupeError) {
+        guard UInt64(maxConnectionBufferBytes) >= UInt64(maxFrameBytes) + UInt64(HostProtocol.headerSize) else {
+            throw .invalidArgument(
+                "max-connection-buffer-bytes (\(maxConnectionBufferBytes)) must hold at least one frame of "
+                    + "max-frame-bytes (\(maxFrameBytes)) and its \(HostProtocol.headerSize)-byte header")
+        }
+        try checkHostAuthentication()
+        _ = try stateKeyring()
+        _ = try bridgePolicy()
+        if store == "postgres" { _ = try postgresConfiguration() }
     }
 
     /// Refuses a host listener reachable from the network without a secret: with `listen-tcp`
