@@ -203,15 +203,16 @@ struct AdminEndpointProcessTests {
         #expect(metrics.body.contains("troupe_active_actors 1"), "\(metrics.body)")
 
         // A call in flight keeps the sidecar draining after SIGTERM; meanwhile it is not ready.
+        // Long enough that a loaded machine still polls /readyz while it runs.
         let slow = inBackground {
-            try await client.invoke("sleeper", action: "sleep", 4_000, as: Int.self, timeout: .seconds(20))
+            try await client.invoke("sleeper", action: "sleep", 12_000, as: Int.self, timeout: .seconds(40))
         }
         try await waitFor("the sleeper to be active", timeout: .seconds(10)) {
             (try? await httpGet(port: port, "/metrics"))?.body.contains("troupe_activations_total 2\n") == true
         }
         sidecar.signal(SIGTERM)
         var draining: HTTPAnswer?
-        try await waitFor("/readyz to report the drain", timeout: .seconds(10)) {
+        try await waitFor("/readyz to report the drain", timeout: .seconds(20)) {
             guard let answer = try? await httpGet(port: port, "/readyz"), answer.status == 503 else { return false }
             draining = answer
             return true

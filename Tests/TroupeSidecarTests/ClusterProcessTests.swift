@@ -439,7 +439,10 @@ struct ClusterProcessTests {
         let leaver = try #require(nodes.first { $0.name == owner })
         let other = try #require(nodes.first { $0.name != owner })
         let client = try await other.client()
-        let slow = inBackground { try await client.invoke("sleeper", action: "sleep", 4000, as: Int.self) }
+        // Long enough that a loaded machine still sees the node leaving while the call runs.
+        let slow = inBackground {
+            try await client.invoke("sleeper", action: "sleep", 8_000, as: Int.self, timeout: .seconds(40))
+        }
         try await waitFor("the slow call to run on \(leaver.name)") { await leaver.isRunning("sleeper") }
 
         let adminPort = try await adminPort(of: leaver.sidecar)
@@ -452,7 +455,7 @@ struct ClusterProcessTests {
         #expect(draining.status == 503)
         #expect(draining.body.contains("cluster: this node is leaving in the cluster"), "\(draining.body)")
         // Still the owner while it drains: the slow call was not moved, and it finishes there.
-        #expect(try await slow.value.get() == 4000)
+        #expect(try await slow.value.get() == 8_000)
         #expect(try await leaver.sidecar.waitForExit() == 0, "\(leaver.logs)")
         try await waitFor("\(other.name) to see \(leaver.name) down after leaving") {
             other.sidecar.log.split(separator: "\n").contains {
