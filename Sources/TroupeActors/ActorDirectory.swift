@@ -178,6 +178,9 @@ public final class ActorDirectory: Service, Sendable {
     /// Numbers the call chains this node starts, after a prefix unique to this directory (the
     /// node name alone could repeat the ids of a previous run whose calls are still in flight).
     private let chainCounter = Atomic<UInt64>(0)
+    /// Set once the first pooled type registers (pools are never removed), so that calls on a
+    /// sidecar without pools do not take the state lock an extra time to look for one.
+    private let hasPools = Atomic<Bool>(false)
     private let chainPrefix: String
     /// The calls an actor holds (running and waiting) as each new one joins them.
     private let mailboxDepth = Recorder(label: "troupe_mailbox_depth", aggregate: true)
@@ -271,6 +274,7 @@ public final class ActorDirectory: Service, Sendable {
                 if info.pooled {
                     state.pools[definition.name, default: ActorPool(info: info)].update(info)
                     growths += state.pools[definition.name]!.refill(hosts: entry.hosts)
+                    hasPools.store(true, ordering: .releasing)
                 }
             }
             return definitions.map(\.name)
@@ -467,6 +471,7 @@ public final class ActorDirectory: Service, Sendable {
             case noLocalHost
             case admitted(ActorPool.Admission)
         }
+        guard hasPools.load(ordering: .acquiring) else { return false }
         let name = invocation.actor.name
         let step = state.withLock { state -> Step in
             guard state.pools[name] != nil else { return .notPooled }
@@ -534,7 +539,9 @@ public final class ActorDirectory: Service, Sendable {
     /// and not in a pool, whose calls are accepted when answered).
     private func isServedHere(_ invocation: Invocation) -> Bool {
         guard invocation.actor.system == configuration.system else { return false }
-        if state.withLock({ $0.pools[invocation.actor.name] != nil }) { return false }
+        if hasPools.load(ordering: .acquiring), state.withLock({ $0.pools[invocation.actor.name] != nil }) {
+            return false
+        }
         guard let router = router.withLock({ $0 }) else { return true }
         return router.remoteOwner(of: invocation.actor, spawnFrom: invocation.spawnFrom) == nil
     }

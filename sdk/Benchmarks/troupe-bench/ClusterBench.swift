@@ -111,24 +111,11 @@ struct ClusterBench {
                     try await TroupeClient.connect(
                         system: "bench", to: .unix(path: sidecars[0].socket), name: "load-\(index)", logger: logger))
             }
-            let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-            let started = ContinuousClock.now
-            let total = try await withThrowingTaskGroup(of: Int.self) { load in
-                for (caller, id) in remoteIDs.enumerated() {
-                    let client = clients[caller % clients.count]
-                    load.addTask {
-                        var count = 0
-                        while ContinuousClock.now < deadline {
-                            let _: String = try await client.invoke(
-                                id, action: "echo", payload, spawnFrom: BenchEchoPool.name)
-                            count += 1
-                        }
-                        return count
-                    }
-                }
-                return try await load.reduce(0, +)
+            let (total, elapsed) = try await closedLoop(clients, callers: remoteIDs.count, seconds: seconds) {
+                client, caller in
+                let _: String = try await client.invoke(
+                    remoteIDs[caller], action: "echo", payload, spawnFrom: BenchEchoPool.name)
             }
-            let elapsed = (ContinuousClock.now - started).microseconds / 1_000_000
             print(
                 "   \(total) remote invocations in \(String(format: "%.2f", elapsed)) s = \(Int(Double(total) / elapsed))/s"
             )
