@@ -55,7 +55,10 @@ let package = Package(
         // W3C trace context in invocation metadata, span names and attributes shared by sidecar and SDK.
         .target(
             name: "TroupeTracing",
-            dependencies: ["TroupeWire", .product(name: "Tracing", package: "swift-distributed-tracing")],
+            dependencies: [
+                "TroupeWire", .product(name: "Tracing", package: "swift-distributed-tracing"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             path: "Sources/TroupeTracing",
             swiftSettings: strict
         ),
@@ -218,7 +221,7 @@ let package = Package(
             name: "troupe-sidecar",
             dependencies: [
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
-                "TroupeSidecar", "TroupeWire",
+                "TroupeSidecar", "TroupeWire", "TroupeTracing",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
@@ -297,6 +300,7 @@ let package = Package(
             dependencies: [
                 "TroupeWire", "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/Fixtures/TestSupport"
         ),

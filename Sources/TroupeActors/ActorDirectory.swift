@@ -686,10 +686,10 @@ public final class ActorDirectory: Service, Sendable {
                 broadcastFailures.increment()
                 logger.debug(
                     "broadcast not delivered",
-                    metadata: [
+                    metadata: TraceLogMetadata.metadata(of: invocation.metadata).merging([
                         "troupe.actor_id": "\(invocation.actor)", "troupe.channel": "\(broadcast.channel)",
                         "troupe.error": "\(error)",
-                    ])
+                    ]) { $1 })
             }
             reply.arm(deadline: deadline, on: DeadlineTimers.loop)
             invoke(invocation, reply: reply)
@@ -733,11 +733,11 @@ public final class ActorDirectory: Service, Sendable {
             counter.increment()
             logger.warning(
                 message,
-                metadata: [
+                metadata: TraceLogMetadata.metadata(of: invocation.metadata).merging([
                     "troupe.actor_id": "\(invocation.caller.map { "\($0.system)/\($0.name)" } ?? "-")",
                     "troupe.target": "\(invocation.actor)", "troupe.action": "\(invocation.action)",
                     "troupe.error": "\(error)",
-                ])
+                ]) { $1 })
         }
     }
 

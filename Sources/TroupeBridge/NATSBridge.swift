@@ -297,10 +297,10 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             Self.count(caller, in: callsDenied, "troupe_bridge_calls_denied_total")
             logger.warning(
                 "bridge call denied by the policy",
-                metadata: [
+                metadata: TraceLogMetadata.metadata(of: invocation.metadata).merging([
                     "troupe.caller_system": "\(caller)", "troupe.actor_id": "\(invocation.actor)",
                     "troupe.action": "\(invocation.action)",
-                ])
+                ]) { $1 })
             answer(replyTo, .failure(denial))
             return
         }

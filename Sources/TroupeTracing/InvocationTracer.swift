@@ -15,6 +15,10 @@ public enum TroupeSpan {
     public static let bridgeCall = "troupe.bridge.call"
     /// A call from another ActorSystem arrives over NATS (server side of the bridge hop).
     public static let bridgeServe = "troupe.bridge.serve"
+    /// An SDK program (a client, or an action's own calls) sends a call to its sidecar (client side).
+    public static let clientInvoke = "troupe.client.invoke"
+    /// An SDK host runs an action for the sidecar's turn (server side of the host invocation).
+    public static let hostAction = "troupe.host.action"
 }
 
 /// The attribute names of Troupe's spans.
@@ -63,13 +67,7 @@ public struct InvocationTracer: Sendable {
         tracer.extract(metadata, into: &parent, using: MetadataExtractor())
         let span = tracer.startAnySpan(name, context: parent, ofKind: kind)
         if span.isRecording {
-            var attributes = SpanAttributes()
-            attributes[TroupeSpanAttribute.system] = system
-            attributes[TroupeSpanAttribute.node] = node
-            attributes[TroupeSpanAttribute.actorID] = actorID
-            attributes[TroupeSpanAttribute.action] = action
-            if let actorType { attributes[TroupeSpanAttribute.actorType] = actorType }
-            span.attributes = attributes
+            span.attributes = .troupe(system: system, node: node, actorID: actorID, action: action, actorType: actorType)
         }
         tracer.inject(span.context, into: &metadata, using: MetadataInjector())
         return span
@@ -95,5 +93,20 @@ extension Span {
         case .success: end(reporting: nil)
         case .failure(let error): end(reporting: error)
         }
+    }
+}
+
+extension SpanAttributes {
+    /// The attributes of a Troupe span about one call; `node` is set by sidecars only.
+    static func troupe(
+        system: String, node: String? = nil, actorID: String, action: String, actorType: String? = nil
+    ) -> SpanAttributes {
+        var attributes = SpanAttributes()
+        attributes[TroupeSpanAttribute.system] = system
+        if let node { attributes[TroupeSpanAttribute.node] = node }
+        attributes[TroupeSpanAttribute.actorID] = actorID
+        attributes[TroupeSpanAttribute.action] = action
+        if let actorType { attributes[TroupeSpanAttribute.actorType] = actorType }
+        return attributes
     }
 }

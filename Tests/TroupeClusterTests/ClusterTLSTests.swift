@@ -322,34 +322,3 @@ func expectRefusal(from: TestNode, to: TestNode, sourceLocation: SourceLocation 
         return error
     }
 }
-
-/// Log entries kept for a test to read.
-final class RecordedLogs: Sendable {
-    struct Entry: Sendable {
-        let level: Logger.Level
-        let message: String
-        let metadata: Logger.Metadata
-    }
-
-    private let storage = Mutex<[Entry]>([])
-    var entries: [Entry] { storage.withLock { $0 } }
-    func append(_ entry: Entry) { storage.withLock { $0.append(entry) } }
-}
-
-struct RecordingLogHandler: LogHandler {
-    let logs: RecordedLogs
-    var metadata: Logger.Metadata = [:]
-    var logLevel: Logger.Level = .info
-
-    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-        get { metadata[key] }
-        set { metadata[key] = newValue }
-    }
-
-    func log(event: LogEvent) {
-        logs.append(
-            .init(
-                level: event.level, message: event.message.description,
-                metadata: metadata.merging(event.metadata ?? [:]) { $1 }))
-    }
-}

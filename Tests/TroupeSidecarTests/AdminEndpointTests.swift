@@ -102,7 +102,10 @@ struct AdminEndpointTests {
 
     @Test func metricsServeTheRegistryInPrometheusTextFormat() async throws {
         let registry = PrometheusCollectorRegistry()
-        registry.makeCounter(name: "troupe_test_requests_total", labels: [("status", "ok")]).increment(by: Int64(3))
+        let descriptor = MetricNameDescriptor(
+            namespace: "troupe", subsystem: "test", metricName: "requests", unitName: "total",
+            helpText: "Requests counted by the test.")
+        registry.makeCounter(descriptor: descriptor, labels: [("status", "ok")]).increment(by: Int64(3))
         try await withSidecar(host: false, metrics: registry) { harness in
             let port = try #require(harness.sidecar.adminPort)
             let answer = try await httpGet(port: port, "/metrics")

@@ -35,6 +35,8 @@ func withSidecar<T: Sendable>(
     host: Bool = true,
     metrics: PrometheusCollectorRegistry = PrometheusCollectorRegistry(),
     tracer: (any Tracer)? = nil,
+    hostTracer: (any Tracer)? = nil,
+    logger: Logger? = nil,
     configure: (inout SidecarConfiguration) -> Void = { _ in },
     _ body: @Sendable (SidecarHarness) async throws -> T
 ) async throws -> T {
@@ -49,8 +51,13 @@ func withSidecar<T: Sendable>(
     // Tests run side by side: each admin endpoint on a port of its own.
     configuration.adminListen = "127.0.0.1:0"
     configure(&configuration)
-    var logger = Logger(label: "test.sidecar")
-    logger.logLevel = .warning
+    let logger =
+        logger
+        ?? {
+            var logger = Logger(label: "test.sidecar")
+            logger.logLevel = .warning
+            return logger
+        }()
     let sidecar = try await Sidecar.start(
         configuration: configuration, logger: logger, metrics: metrics, tracer: tracer)
     return try await withThrowingTaskGroup(of: Void.self) { group in
@@ -67,7 +74,8 @@ func withSidecar<T: Sendable>(
             var hostLogger = Logger(label: "test.host")
             hostLogger.logLevel = .warning
             let sdkHost = try TroupeHost(
-                system: system, endpoint: .unix(path: configuration.socket), actors: testActorTypes, logger: hostLogger)
+                system: system, endpoint: .unix(path: configuration.socket), actors: testActorTypes, logger: hostLogger,
+                tracer: hostTracer)
             group.addTask { try await sdkHost.run() }
             _ = try await sdkHost.connected(timeout: .seconds(10))
             testHost = sdkHost
@@ -88,8 +96,8 @@ struct SidecarHarness: Sendable {
 
     var endpoint: Endpoint { .unix(path: configuration.socket) }
 
-    func client(name: String = "test-client") async throws -> TroupeClient {
-        try await TroupeClient.connect(system: configuration.system, to: endpoint, name: name)
+    func client(name: String = "test-client", tracer: (any Tracer)? = nil) async throws -> TroupeClient {
+        try await TroupeClient.connect(system: configuration.system, to: endpoint, name: name, tracer: tracer)
     }
 
     /// Waits until some host has registered actor type `type` (at most 20 s).

@@ -164,8 +164,8 @@ func finished(_ tracer: W3CTestTracer, _ names: Set<String>, count: Int? = nil) 
 
 private func order(_ name: String) -> Int {
     [
-        TroupeSpan.invoke, TroupeSpan.bridgeCall, TroupeSpan.bridgeServe, TroupeSpan.clusterForward,
-        TroupeSpan.clusterServe, TroupeSpan.actorTurn,
+        TroupeSpan.clientInvoke, TroupeSpan.invoke, TroupeSpan.bridgeCall, TroupeSpan.bridgeServe,
+        TroupeSpan.clusterForward, TroupeSpan.clusterServe, TroupeSpan.actorTurn, TroupeSpan.hostAction,
     ].firstIndex(of: name) ?? .max
 }
 

@@ -1,7 +1,7 @@
 public import Logging
 import NIOCore
 import NIOPosix
-import Tracing
+public import Tracing
 import TroupeProto
 import TroupeTracing
 
@@ -25,10 +25,12 @@ public final class TroupeClient: Sendable {
     let caller: String?
     /// The call chain of the action the client belongs to, which its calls continue.
     let chain: WireCallChain?
+    /// Starts each call's `troupe.client.invoke` span and writes its trace headers.
+    let tracer: any Tracer
 
     init(
         system: String, connection: PeerConnection, ownsConnection: Bool, caller: String? = nil,
-        chain: WireCallChain? = nil
+        chain: WireCallChain? = nil, tracer: any Tracer
     ) {
         self.system = system
         self.connection = connection
@@ -36,6 +38,7 @@ public final class TroupeClient: Sendable {
         self.caller = caller
         self.executor = EventLoopTaskExecutor(connection.eventLoop)
         self.chain = chain
+        self.tracer = tracer
     }
 
     /// The executor of this client's connection: its event loop.
@@ -56,8 +59,11 @@ public final class TroupeClient: Sendable {
 
     /// Connects to a sidecar as a client (it may invoke, not host actors).
     ///
-    /// - Parameter secret: the sidecar's `host-secret`, required on its TCP listener when it has
-    ///   one (a Unix socket ignores it).
+    /// - Parameters:
+    ///   - secret: the sidecar's `host-secret`, required on its TCP listener when it has
+    ///     one (a Unix socket ignores it).
+    ///   - tracer: starts a `troupe.client.invoke` span for each call, the parent of the
+    ///     sidecar's spans; by default the tracer bootstrapped in `InstrumentationSystem`.
     /// - Throws: `unavailable` if no sidecar listens there; `failedPrecondition` if the sidecar
     ///   serves another system or speaks another protocol version; `unauthenticated` if the
     ///   listener requires a secret and `secret` is missing or wrong.
@@ -66,12 +72,14 @@ public final class TroupeClient: Sendable {
         to endpoint: Endpoint = .unix(path: "/tmp/troupe/troupe.sock"),
         name: String = "swift-client",
         secret: String? = nil,
-        logger: Logger = Logger(label: "troupe.client")
+        logger: Logger = Logger(label: "troupe.client"),
+        tracer: (any Tracer)? = nil
     ) async throws -> TroupeClient {
         let (connection, _) = try await PeerConnection.connect(
             to: endpoint, hello: .make(system: system, role: .client, name: name, secret: secret), delegate: nil,
             logger: logger)
-        return TroupeClient(system: system, connection: connection, ownsConnection: true)
+        return TroupeClient(
+            system: system, connection: connection, ownsConnection: true, tracer: tracer ?? InstrumentationSystem.tracer)
     }
 
     /// Invokes `action` on actor `actor` and decodes the reply as `Output`.
@@ -140,7 +148,7 @@ public final class TroupeClient: Sendable {
         request.actor.name = actor
         request.action = action
         request.payload = try PayloadCoding.encode(input)
-        request.metadata = TracePropagation.outgoing(metadata)
+        request.metadata = metadata
         request.timeoutMs = timeout.milliseconds
         if let spawnFrom { request.spawnFrom = spawnFrom }
         if let caller {
@@ -153,14 +161,25 @@ public final class TroupeClient: Sendable {
         return request
     }
 
+    /// Sends `request` in its `troupe.client.invoke` span, which its trace headers name as parent.
     private func send(_ request: WireInvokeRequest, timeout: Duration) async throws -> WireInvokeResponse {
-        // The sidecar enforces the deadline; the local one is a backstop for a sidecar that went silent.
-        let answer = try await connection.call(
-            .invoke(request), timeout: .milliseconds(Int64(timeout.milliseconds) + 2000))
-        guard case .invoked(let response) = answer else {
-            throw TroupeError.internalError("the sidecar answered invoke with an unexpected frame")
+        var request = request
+        let span = TracePropagation.startClientSpan(
+            TroupeSpan.clientInvoke, tracer: tracer, metadata: &request.metadata, system: system,
+            target: request.actor.system, actorID: request.actor.name, action: request.action)
+        do {
+            // The sidecar enforces the deadline; the local one is a backstop for a sidecar that went silent.
+            let answer = try await connection.call(
+                .invoke(request), timeout: .milliseconds(Int64(timeout.milliseconds) + 2000))
+            guard case .invoked(let response) = answer else {
+                throw TroupeError.internalError("the sidecar answered invoke with an unexpected frame")
+            }
+            span?.end(reporting: nil)
+            return response
+        } catch {
+            span?.end(reporting: TroupeError(wrapping: error))
+            throw error
         }
-        return response
     }
 
     /// Fire and forget: returns as soon as the call waits in the actor's mailbox, without waiting
@@ -232,7 +251,7 @@ public final class TroupeClient: Sendable {
         request.channel = channel
         request.action = action
         request.payload = try PayloadCoding.encode(input)
-        request.metadata = TracePropagation.outgoing(metadata)
+        request.metadata = TracePropagation.outgoing(metadata, using: tracer)
         let answer = try await connection.call(.broadcast(request), timeout: .milliseconds(Int64(timeout.milliseconds)))
         guard case .broadcasted(let response) = answer else {
             throw TroupeError.internalError("the sidecar answered broadcast with an unexpected frame")
@@ -297,7 +316,8 @@ public final class TroupeClient: Sendable {
 
     /// A client that calls on behalf of actor `name`, in call chain `chain`, over the same connection.
     func acting(as name: String, in chain: WireCallChain) -> TroupeClient {
-        TroupeClient(system: system, connection: connection, ownsConnection: false, caller: name, chain: chain)
+        TroupeClient(
+            system: system, connection: connection, ownsConnection: false, caller: name, chain: chain, tracer: tracer)
     }
 
     /// Says Goodbye and closes the connection, if this client owns it.

@@ -2,7 +2,9 @@ public import Logging
 import NIOCore
 public import ServiceLifecycle
 import Synchronization
+public import Tracing
 import TroupeProto
+import TroupeTracing
 
 /// Serves actor types to a sidecar: connects, registers them, runs their actions, and connects
 /// again (with backoff) when the sidecar restarts. Run it in a `ServiceGroup`, or call ``run()``.
@@ -17,6 +19,8 @@ public final class TroupeHost: Service, Sendable {
     public let name: String
     private let actors: [String: RegisteredActor]
     private let logger: Logger
+    /// Starts the `troupe.host.action` span of each action and the client spans of its calls.
+    private let tracer: any Tracer
     /// Sent in every Hello; never logged.
     private let secret: String?
     private let current = Mutex<TroupeClient?>(nil)
@@ -28,6 +32,9 @@ public final class TroupeHost: Service, Sendable {
     /// - Parameter secret: the sidecar's `host-secret`, required on its TCP listener when it has
     ///   one (a Unix socket ignores it). A wrong secret is refused on every attempt, so the host
     ///   keeps retrying and never registers; the refusal is logged at error level.
+    /// - Parameter tracer: starts a `troupe.host.action` span around every action (a child of
+    ///   the sidecar's `troupe.actor.turn`) and a `troupe.client.invoke` span for every call an
+    ///   action or ``client`` makes; by default the tracer bootstrapped in `InstrumentationSystem`.
     /// - Throws: `invalidArgument` if two actor types share a name or an initial state cannot be encoded.
     public init(
         system: String,
@@ -35,8 +42,10 @@ public final class TroupeHost: Service, Sendable {
         actors: [any VirtualActor.Type],
         name: String = "swift-host",
         secret: String? = nil,
-        logger: Logger = Logger(label: "troupe.host")
+        logger: Logger = Logger(label: "troupe.host"),
+        tracer: (any Tracer)? = nil
     ) throws {
+        self.tracer = tracer ?? InstrumentationSystem.tracer
         self.system = system
         self.secret = secret
         self.endpoint = endpoint
@@ -98,7 +107,8 @@ public final class TroupeHost: Service, Sendable {
                     to: endpoint, hello: .make(system: system, role: .host, name: name, secret: secret),
                     delegate: handler,
                     logger: logger)
-                let client = TroupeClient(system: system, connection: connection, ownsConnection: false)
+                let client = TroupeClient(
+                    system: system, connection: connection, ownsConnection: false, tracer: tracer)
                 handler.client.withLock { $0 = client }
                 var register = WireRegisterRequest()
                 register.actors = actors.values.map(\.definition).sorted { $0.name < $1.name }
@@ -154,12 +164,11 @@ public final class TroupeHost: Service, Sendable {
             } catch let error as TroupeError {
                 connection.fail(id, with: error)
             } catch {
-                logger.warning(
-                    "action failed",
-                    metadata: [
-                        "troupe.actor_id": "\(invocation.actor.name)", "troupe.action": "\(invocation.action)",
-                        "troupe.error": "\(error)",
-                    ])
+                var metadata = TraceLogMetadata.metadata(of: invocation.metadata)
+                metadata["troupe.actor_id"] = "\(invocation.actor.name)"
+                metadata["troupe.action"] = "\(invocation.action)"
+                metadata["troupe.error"] = "\(error)"
+                logger.warning("action failed", metadata: metadata)
                 connection.fail(id, with: .init(.unknown, "action '\(invocation.action)' failed: \(error)"))
             }
         }

@@ -457,9 +457,18 @@ struct RegisteredActor: Sendable {
                 client: client)
             var result = WireActorInvocationResult()
             // In the caller's trace: spans the action starts and calls it makes continue it.
-            let trace = TracePropagation.context(continuing: invocation.metadata)
-            result.reply = try await ServiceContext.withValue(trace) {
-                try await handler(&context, invocation.payload)
+            let trace = TracePropagation.context(continuing: invocation.metadata, using: client.tracer)
+            let span = TracePropagation.startActionSpan(
+                TroupeSpan.hostAction, tracer: client.tracer, context: trace, system: invocation.actor.system,
+                actorID: invocation.actor.name, actorType: A.name, action: invocation.action)
+            do {
+                result.reply = try await ServiceContext.withValue(span?.context ?? trace) {
+                    try await handler(&context, invocation.payload)
+                }
+                span?.end(reporting: nil)
+            } catch {
+                span?.end(reporting: TroupeError(wrapping: error))
+                throw error
             }
             if stateful, context.stateChanged || context.checkpoint {
                 result.newState = try PayloadCoding.encode(context.state)

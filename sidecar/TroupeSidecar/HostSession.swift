@@ -250,6 +250,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
         let span = directory.tracing?.startSpan(
             TroupeSpan.invoke, kind: .server, metadata: &invocation.metadata, actorID: invocation.actor.name,
             action: invocation.action)
+        let (traced, action) = (invocation.metadata, invocation.action)
         let reply = Reply { [self] result in
             span?.end(reporting: result)
             switch result {
@@ -258,6 +259,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 response.payload = payload
                 answer(id, .invoked(response))
             case .failure(let error):
+                logger.debug("call failed", metadata: Self.failureMetadata(key, action, error, traced))
                 answer(id, .failure(error.wire))
             }
         }
@@ -268,6 +270,18 @@ final class HostSession: PeerRequestHandler, ActorHost {
         } else {
             directory.invoke(invocation, reply: reply)
         }
+    }
+
+    /// What a failed call is logged with: its trace, so the line is found from the trace.
+    private static func failureMetadata(
+        _ key: ActorKey, _ action: String, _ error: TroupeError, _ metadata: [String: String]
+    ) -> Logger.Metadata {
+        var logged = TraceLogMetadata.metadata(of: metadata)
+        logged["troupe.actor_id"] = "\(key)"
+        logged["troupe.action"] = "\(action)"
+        logged["troupe.status"] = "\(error.code)"
+        logged["troupe.error"] = "\(error.message)"
+        return logged
     }
 
     /// Sends the answer to request `id` unless the peer cancelled it.

@@ -5,6 +5,7 @@ import Metrics
 import Prometheus
 import Tracing
 import TroupeSidecar
+import TroupeTracing
 import TroupeWire
 
 /// `troupe-sidecar`: runs one Troupe sidecar until SIGTERM or SIGINT.
@@ -63,11 +64,13 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
             throw ValidationError(TroupeError(wrapping: error).message)
         }
         let level = Logger.Level(rawValue: configuration.logLevel) ?? .info
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        // Lines logged inside a traced task carry its trace_id and span_id.
+        LoggingSystem.bootstrap(
+            { label, provider in
+                var handler = StreamLogHandler.standardError(label: label, metadataProvider: provider)
+                handler.logLevel = level
+                return handler
+            }, metadataProvider: TraceLogMetadata.provider())
         // Every metric goes to Prometheus' default registry, which the admin endpoint's /metrics serves.
         MetricsSystem.bootstrap(PrometheusMetricsFactory())
         var logger = Logger(label: "troupe.sidecar")

@@ -1,6 +1,6 @@
 public import InMemoryTracing
 public import Tracing
-import TroupeTracing
+public import TroupeTracing
 
 /// A real tracer for tests: its spans are swift-distributed-tracing's `InMemoryTracer` spans,
 /// collected as they end, and its trace context travels as W3C `traceparent` headers, as
@@ -51,34 +51,11 @@ public struct W3CTestTracer: Tracer {
     }
 }
 
-/// A W3C `traceparent` header: `00-<32 hex trace id>-<16 hex parent span id>-<2 hex flags>`.
-public struct TraceParent: Sendable, Hashable, CustomStringConvertible {
-    public var traceID: String
-    public var spanID: String
-    public var sampled = true
-
-    public init(traceID: String, spanID: String, sampled: Bool = true) {
-        self.traceID = traceID
-        self.spanID = spanID
-        self.sampled = sampled
-    }
-
+extension TraceParent {
     /// A new trace with a random trace id and parent span id.
     public static func random() -> TraceParent {
         TraceParent(traceID: randomHex(bytes: 16), spanID: randomHex(bytes: 8))
     }
-
-    /// Parses a version-00 header; nil if it is not one.
-    public init?(_ header: String) {
-        let parts = header.split(separator: "-", omittingEmptySubsequences: false).map(String.init)
-        guard parts.count == 4, parts[0] == "00", parts[1].count == 32, parts[2].count == 16, parts[3].count == 2,
-            parts[1...3].allSatisfy({ $0.allSatisfy(\.isHexDigit) })
-        else { return nil }
-        self.init(traceID: parts[1], spanID: parts[2], sampled: (UInt8(parts[3], radix: 16) ?? 0) & 1 == 1)
-    }
-
-    public var header: String { "00-\(traceID)-\(spanID)-\(sampled ? "01" : "00")" }
-    public var description: String { header }
 }
 
 private func randomHex(bytes: Int) -> String {
