@@ -18,6 +18,16 @@ public protocol InvocationRouter: Sendable {
     /// `spawnFrom` is the call's unnamed actor type, if it names one. Must not block: it runs on
     /// the thread that read the call.
     func remoteOwner(of actor: ActorKey, spawnFrom: String) -> String?
+
+    /// Another node where `actor` may still be active although this node owns it now (placement
+    /// moved it here: this node joined, or started serving its type). The directory asks that
+    /// node to release the actor, letting its running and queued calls finish and storing its
+    /// state, before activating it here. Nil when no hand-off is needed. Must not block.
+    func handOffSource(of actor: ActorKey, spawnFrom: String) -> String?
+}
+
+extension InvocationRouter {
+    public func handOffSource(of actor: ActorKey, spawnFrom: String) -> String? { nil }
 }
 
 /// The directory of a sidecar's actors: registered types, their hosts, and every activation with
@@ -61,6 +71,8 @@ public final class ActorDirectory: Service, Sendable {
         case activate(ActorKey, activationID: UInt64, spawnFrom: String)
         /// Store the unsaved write-behind state of an activation that is going away.
         case flush(ActorProcess)
+        /// Let go of an actor another node owns now, then answer that node (``StableTargets/directoryRelease``).
+        case release(ActorKey, deadline: NIODeadline, reply: @Sendable (Result<Data?, TroupeError>) -> Void)
     }
 
     struct TypeEntry {
@@ -175,6 +187,12 @@ public final class ActorDirectory: Service, Sendable {
         label: "troupe_reentrant_calls_total", dimensions: [("outcome", "refused")])
     private let hopLimitRefusals = Counter(label: "troupe_hop_limit_refusals_total")
     private let depthLimitRefusals = Counter(label: "troupe_call_depth_refusals_total")
+    /// Actors that moved here and that the node which had them released first, or did not.
+    private let handOffs = Counter(label: "troupe_actor_handoffs_total", dimensions: [("outcome", "released")])
+    private let handOffFailures = Counter(
+        label: "troupe_actor_handoffs_total", dimensions: [("outcome", "unconfirmed")])
+    /// How long this node took to let go of an actor another node asked for.
+    private let handOffWaits = Metrics.Timer(label: "troupe_actor_release_seconds", preferredDisplayUnit: .seconds)
     /// Numbers the call chains this node starts, after a prefix unique to this directory (the
     /// node name alone could repeat the ids of a previous run whose calls are still in flight).
     private let chainCounter = Atomic<UInt64>(0)
@@ -207,6 +225,13 @@ public final class ActorDirectory: Service, Sendable {
         actorSystem.serve(stableTarget: StableTargets.actorProcessInvoke) { [weak self] call, deadline, reply in
             guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
             self.serveRemote(call, deadline: deadline, reply: reply)
+        }
+        actorSystem.serve(stableTarget: StableTargets.directoryRelease) { [weak self] call, deadline, reply in
+            guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
+            guard let key = ActorKey(path: call.recipient.path) else {
+                return reply(.failure(.invalidArgument("recipient path '\(call.recipient.path)' is not SYSTEM/ACTOR")))
+            }
+            self.workInput.yield(.release(key, deadline: deadline, reply: reply))
         }
         actorSystem.serve(stableTarget: StableTargets.directoryList) { [weak self] call, _, reply in
             guard let self else { return reply(.failure(.unavailable("the sidecar is shutting down"))) }
@@ -613,14 +638,12 @@ public final class ActorDirectory: Service, Sendable {
         guard let bytes = call.arguments.first, call.arguments.count == 1 else {
             return reply(.failure(.invalidArgument("\(StableTargets.actorProcessInvoke) takes one argument")))
         }
-        let parts = call.recipient.path.split(separator: "/", maxSplits: 1).map(String.init)
-        guard parts.count == 2 else {
+        guard let recipient = ActorKey(path: call.recipient.path) else {
             return reply(.failure(.invalidArgument("recipient path '\(call.recipient.path)' is not SYSTEM/ACTOR")))
         }
         var invocation: Invocation
         do {
-            invocation = try Invocation(
-                remote: Array(bytes), defaultActor: ActorKey(system: parts[0], name: parts[1]), hops: call.hops)
+            invocation = try Invocation(remote: Array(bytes), defaultActor: recipient, hops: call.hops)
         } catch {
             return reply(.failure(error))
         }
@@ -784,6 +807,9 @@ public final class ActorDirectory: Service, Sendable {
 
     private func activate(_ key: ActorKey, activationID: UInt64, spawnFrom: String) async {
         do {
+            if let router = router.withLock({ $0 }), let source = router.handOffSource(of: key, spawnFrom: spawnFrom) {
+                await handOff(key, from: source)
+            }
             let (info, host) = try await resolve(key, spawnFrom: spawnFrom)
             var activation: Activation?
             if info.stateful || info.definition.kind == .unnamed {
@@ -1030,6 +1056,8 @@ public final class ActorDirectory: Service, Sendable {
                         await self.activate(key, activationID: id, spawnFrom: spawnFrom)
                     case .flush(let process):
                         await process.whenLocal { await $0.flushForDeactivation() }
+                    case .release(let key, let deadline, let reply):
+                        reply(await self.release(key, until: deadline))
                     }
                 }
             }
@@ -1083,36 +1111,91 @@ public final class ActorDirectory: Service, Sendable {
                 }
                 moved = Set(candidates.filter { router.remoteOwner(of: $0.0, spawnFrom: $0.1) != nil }.map(\.0))
             }
-            var unsaved: [(ActorProcess, any EventLoop)] = []
-            let removed = state.withLock { state -> Int in
-                let idle = state.slots.filter { key, slot in
-                    guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return false }
-                    return now - slot.lastActivity >= type.idleTimeout || moved.contains(key)
-                }
-                var count = 0
-                for (key, slot) in idle {
-                    if slot.dirty {
-                        // Store first; a later sweep removes it once it is clean.
-                        if let process = slot.process, let loop = slot.loop { unsaved.append((process, loop)) }
-                    } else {
-                        state.slots.removeValue(forKey: key)
-                        count += 1
-                    }
-                }
-                return count
+            let removed = letGo { key, slot, type in
+                now - slot.lastActivity >= type.idleTimeout || moved.contains(key)
             }
-            for (process, loop) in unsaved { process.requestSnapshot(on: loop) }
             let retired = state.withLock { state in
                 var retired = 0
                 for name in Array(state.pools.keys) { retired += state.pools[name]!.retireIdle(now: now) }
                 return retired
             }
             if retired > 0 { logger.debug("idle pool instances retired", metadata: ["troupe.count": "\(retired)"]) }
-            if removed > 0 {
-                deactivations.increment(by: removed)
-                activeGauge.record(activeCount)
-                logger.debug("idle actors deactivated", metadata: ["troupe.count": "\(removed)"])
+            if removed > 0 { logger.debug("idle actors deactivated", metadata: ["troupe.count": "\(removed)"]) }
+        }
+    }
+
+    /// Ends the idle activations (nothing running or queued) that `chosen` picks: a clean one
+    /// at once, one with unsaved write-behind state once it is stored (its snapshot is started
+    /// here; a later call removes it).
+    ///
+    /// - Returns: how many activations ended.
+    private func letGo(_ chosen: (ActorKey, Slot, ActorTypeInfo) -> Bool) -> Int {
+        var unsaved: [(ActorProcess, any EventLoop)] = []
+        let removed = state.withLock { state -> Int in
+            let idle = state.slots.filter { key, slot in
+                guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return false }
+                return chosen(key, slot, type)
             }
+            var count = 0
+            for (key, slot) in idle {
+                if slot.dirty {
+                    if let process = slot.process, let loop = slot.loop { unsaved.append((process, loop)) }
+                } else {
+                    state.slots.removeValue(forKey: key)
+                    count += 1
+                }
+            }
+            return count
+        }
+        for (process, loop) in unsaved { process.requestSnapshot(on: loop) }
+        if removed > 0 {
+            deactivations.increment(by: removed)
+            activeGauge.record(activeCount)
+        }
+        return removed
+    }
+
+    // MARK: Hand-off between nodes
+
+    /// Waits until `key` is not active here, ending its activation as soon as its calls are done
+    /// and its state is stored: the node placement moved it to asked for it before activating it.
+    private func release(_ key: ActorKey, until deadline: NIODeadline) async -> Result<Data?, TroupeError> {
+        let started = NIODeadline.now()
+        // Bounded by the asking node's deadline; a turn that outlasts it loses nothing either:
+        // the new activation's fencing token refuses this one's later writes.
+        while state.withLock({ $0.slots[key] != nil }) {
+            if letGo({ candidate, _, _ in candidate == key }) > 0 { break }
+            guard NIODeadline.now() < deadline, !Task.isCancelled else {
+                return .failure(
+                    .deadlineExceeded(
+                        "\(key) was still busy on node \(configuration.node) when the hand-off's deadline passed",
+                        details: ["actor": key.name, "node": configuration.node]))
+            }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        handOffWaits.recordNanoseconds((NIODeadline.now() - started).nanoseconds)
+        return .success(nil)
+    }
+
+    /// Asks `source`, where placement had `key` before, to let go of it, and waits (at most
+    /// ``Configuration/drainTimeout``, as a drain would) before this node activates it. A failed
+    /// or late answer is logged and counted, and the activation goes on: the store's fencing
+    /// still refuses writes of an activation left behind there.
+    private func handOff(_ key: ActorKey, from source: String) async {
+        let call = RemoteCallEnvelope(
+            recipient: TroupeActorID(node: source, path: key.description), target: StableTargets.directoryRelease,
+            arguments: [])
+        do {
+            _ = try await actorSystem.start(call, deadline: .now() + configuration.drainTimeout).get()
+            handOffs.increment()
+        } catch {
+            handOffFailures.increment()
+            logger.info(
+                "hand-off not confirmed; activating anyway",
+                metadata: [
+                    "troupe.actor_id": "\(key)", "troupe.peer": "\(source)",
+                    "troupe.error": "\(TroupeError(wrapping: error))",
+                ])
         }
     }
 }

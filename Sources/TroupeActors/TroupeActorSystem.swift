@@ -222,6 +222,11 @@ public enum StableTargets {
     /// The active actors of a node: one argument, a serialized `ListActorsRequest`; the value is a
     /// serialized `ListActorsResponse`. Served by ``ActorDirectory``; no distributed method behind it.
     public static let directoryList = "troupe.ActorDirectory.list"
+    /// Let go of the actor named by the recipient's path (`SYSTEM/ACTOR`): its running and
+    /// queued calls finish, its unsaved state is stored, and the activation ends; answered (with
+    /// no value) once the actor is not active on that node. No arguments. Served by
+    /// ``ActorDirectory`` for the node that placement moved the actor to.
+    public static let directoryRelease = "troupe.ActorDirectory.release"
 
     /// The mangled identifier of each method with a stable name. A test pins every entry against
     /// the identifier the compiler produces, so a rename fails there, not in a rolling upgrade.

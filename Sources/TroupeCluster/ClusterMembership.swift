@@ -30,6 +30,10 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         public var tickInterval: TimeAmount = .milliseconds(100)
         /// How often seeds and DNS are tried again while they are not members.
         public var discoveryInterval: TimeAmount = .seconds(1)
+        /// How long after placement changed an actor that moved here is first released by the
+        /// node that had it (``handOffSource(of:spawnFrom:)``). Later activations skip the
+        /// round trip: the other node let go of its moved actors long before.
+        public var handOffWindow: TimeAmount = .seconds(60)
         public var swim = SWIM.Settings()
 
         public init() {}
@@ -48,6 +52,8 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         var declaredDown = false
         /// Set just before this node's own farewell, which also makes it down.
         var departing = false
+        /// When placement last changed (this node's start counts as a change).
+        var placementChangedAt = NIODeadline.now()
     }
 
     public let configuration: Configuration
@@ -102,8 +108,33 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// type) is placed over the up members that serve any type, since its type is only in the
     /// store: every node must compute the same owner from the key alone.
     public func owner(of actor: ActorKey, spawnFrom: String) -> String? {
-        let (placement, mine, myselfUp) = state.withLock {
-            ($0.placement, $0.localTypes, $0.swim.myself.status.keepsItsActors)
+        RendezvousPlacement.owner(of: actor.description, among: candidates(for: actor, spawnFrom: spawnFrom).nodes)
+    }
+
+    public func remoteOwner(of actor: ActorKey, spawnFrom: String) -> String? {
+        guard let owner = owner(of: actor, spawnFrom: spawnFrom), owner != myself.name else { return nil }
+        return owner
+    }
+
+    /// The owner `actor` would have without this node, when this node owns it and placement
+    /// changed within ``Configuration/handOffWindow``.
+    ///
+    /// Removing the highest-weight node from a rendezvous ranking leaves the rest in order, so
+    /// this is where the actor lived before this node joined (or started serving its type), and
+    /// where it lived while this node was away (a restart). After any other change it names a
+    /// node that never had the actor, which answers at once.
+    public func handOffSource(of actor: ActorKey, spawnFrom: String) -> String? {
+        let (nodes, changedAt) = candidates(for: actor, spawnFrom: spawnFrom)
+        guard NIODeadline.now() - changedAt < configuration.handOffWindow,
+            RendezvousPlacement.owner(of: actor.description, among: nodes) == myself.name
+        else { return nil }
+        return RendezvousPlacement.owner(of: actor.description, among: nodes.filter { $0 != myself.name })
+    }
+
+    /// The nodes placement picks `actor`'s owner among, and when placement last changed.
+    private func candidates(for actor: ActorKey, spawnFrom: String) -> (nodes: [String], changedAt: NIODeadline) {
+        let (placement, mine, myselfUp, changedAt) = state.withLock {
+            ($0.placement, $0.localTypes, $0.swim.myself.status.keepsItsActors, $0.placementChangedAt)
         }
         var candidates: [String] = []
         if spawnFrom.isEmpty {
@@ -114,12 +145,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
             candidates = placement.filter { !$0.value.isEmpty }.map(\.key)
             if myselfUp, !mine.isEmpty { candidates.append(myself.name) }
         }
-        return RendezvousPlacement.owner(of: actor.description, among: candidates)
-    }
-
-    public func remoteOwner(of actor: ActorKey, spawnFrom: String) -> String? {
-        guard let owner = owner(of: actor, spawnFrom: spawnFrom), owner != myself.name else { return nil }
-        return owner
+        return (candidates, changedAt)
     }
 
     // MARK: Running
@@ -148,7 +174,9 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                 let types = self.localTypes()
                 let (directives, typesChanged) = self.state.withLock { state in
                     defer { state.localTypes = types }
-                    return (state.swim.tick(now: self.now), state.localTypes != types)
+                    let typesChanged = state.localTypes != types
+                    if typesChanged { state.placementChangedAt = .now() }
+                    return (state.swim.tick(now: self.now), typesChanged)
                 }
                 self.execute(directives)
                 if typesChanged { self.moved(self) }
@@ -250,7 +278,9 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                 placement[member.node.name] = state.types[member.node.name] ?? []
             }
             defer { state.placement = placement }
-            return placement != state.placement
+            guard placement != state.placement else { return false }
+            state.placementChangedAt = .now()
+            return true
         }
         guard changed else { return }
         upGauge.record(state.withLock { $0.placement.count } + 1)

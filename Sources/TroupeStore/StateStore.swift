@@ -11,6 +11,13 @@ public struct ActorKey: Hashable, Sendable, Codable, CustomStringConvertible {
     }
 
     public var description: String { "\(system)/\(name)" }
+
+    /// Parses ``description``, `SYSTEM/NAME` (the name may contain `/`); nil unless both parts are there.
+    public init?(path: String) {
+        let parts = path.split(separator: "/", maxSplits: 1)
+        guard parts.count == 2 else { return nil }
+        self.init(system: String(parts[0]), name: String(parts[1]))
+    }
 }
 
 /// An actor's state as the store keeps it: opaque bytes and the name of their type.

@@ -101,10 +101,16 @@ private struct ClusterNodeProcess: Sendable {
         return try await connection.call(body, timeout: .seconds(5))
     }
 
-    /// True while `actor` is active here.
+    /// True while `actor` is active anywhere in the cluster, as this node lists its actors.
     func isActive(_ actor: String) async -> Bool {
         guard case .actors(let response)? = try? await request(.listActors(.init())) else { return false }
         return response.actors.contains { $0.actor.name == actor }
+    }
+
+    /// The nodes `actor` is active on, as this node lists the cluster's actors.
+    func nodes(running actor: String) async -> [String] {
+        guard case .actors(let response)? = try? await request(.listActors(.init())) else { return [] }
+        return response.actors.filter { $0.actor.name == actor }.map(\.node)
     }
 
     /// True while `actor` is active here with a call running or queued.
@@ -555,7 +561,8 @@ struct ClusterProcessTests {
         let client = try await nodes[0].client()
         for actor in actors {
             let before = RendezvousPlacement.owner(of: "\(ClusterNodeProcess.system)/\(actor)", among: ["n0", "n1"])
-            #expect(try await whereabouts(of: actor, via: client) == before)
+            let served = try await whereabouts(of: actor, via: client)
+            #expect(served == before, "\(actor) ran on \(served), placement says \(before ?? "-")")
         }
 
         nodes.append(
@@ -582,6 +589,13 @@ struct ClusterProcessTests {
     /// continues from it.
     @Test func aDrainedNodeHandsOverItsWriteBehindStateWithNothingLost() async throws {
         try await withSharedSchema { url in try await drainScenario(url) }
+    }
+
+    /// A node joins while the actor placement moves to it is in a long turn on its old owner,
+    /// with write-behind state not stored yet: the new owner has the old one finish the turn
+    /// and store the state before it activates the actor, so the turn succeeds and nothing is lost.
+    @Test func aJoiningNodeWaitsForTheOldOwnerToFinishAndStoreABusyActorBeforeServingIt() async throws {
+        try await withSharedSchema { url in try await busyHandOffScenario(url) }
     }
 
     /// Callers on two nodes hammer one counter while its owner is paused (SIGSTOP) long enough to
@@ -699,6 +713,42 @@ private func pausedOwnerScenario(_ url: String) async throws {
     #expect(stored >= acknowledged.count)
     #expect((acknowledged.max() ?? 0) <= stored)
     for client in clients { await client.close() }
+}
+
+/// The body of `aJoiningNodeWaitsForTheOldOwnerToFinishAndStoreABusyActorBeforeServingIt`.
+private func busyHandOffScenario(_ url: String) async throws {
+    let store = ["--store", "postgres", "--pg-url", url]
+    var nodes = try await startCluster(2, store: store)
+    defer { for node in nodes { node.stop() } }
+    let actor = "\(ClusterNodeProcess.system)/tally"
+    let oldOwner = try #require(nodes.first { $0.name == RendezvousPlacement.owner(of: actor, among: ["n0", "n1"]) })
+    // A name for the joining node that placement gives `tally` to.
+    let joiner = try #require(
+        (2..<200).map { "n\($0)" }.first { RendezvousPlacement.owner(of: actor, among: ["n0", "n1", $0]) == $0 })
+    let client = try await oldOwner.client()
+    // `tally` stores its state only every 60 s, on deactivation and on shutdown.
+    for amount in 1...5 { let _: Int = try await client.invoke("tally", action: "add", amount) }
+    let slow = inBackground { [client] in
+        try await client.invoke(
+            "tally", action: "add-slowly", SlowAdd(amount: 100, milliseconds: 8000), as: Int.self, timeout: .seconds(30))
+    }
+    try await waitFor("the slow turn to run on \(oldOwner.name)") { await oldOwner.isRunning("tally") }
+
+    nodes.append(try await ClusterNodeProcess.start(name: joiner, seeds: [nodes[0].address], store: store))
+    let names = nodes.map(\.name)
+    for node in nodes {
+        try await waitFor("\(node.name) to see \(joiner) up", timeout: .seconds(30)) { await node.sees(names) }
+    }
+    let busyAtJoin = await oldOwner.isRunning("tally")
+    let newClient = try await nodes[2].client()
+    let value = try await newClient.invoke("tally", action: "get", as: Int.self, timeout: .seconds(30))
+
+    let slowAnswer = try await slow.value
+    #expect((try? slowAnswer.get()) == 115, "the turn running during the hand-off: \(slowAnswer)\n\(oldOwner.logs)")
+    #expect(value == 115, "the new owner started from \(value), not from the old owner's state (busy at join: \(busyAtJoin))")
+    #expect(await nodes[2].nodes(running: "tally") == [joiner], "only the new owner has it; the old one let go")
+    await newClient.close()
+    await client.close()
 }
 
 /// The body of `aDrainedNodeHandsOverItsWriteBehindStateWithNothingLost`.

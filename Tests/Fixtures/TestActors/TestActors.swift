@@ -132,6 +132,22 @@ public struct Tally: VirtualActor {
             return context.state.value
         }
         actions.on("get") { context -> Int in context.state.value }
+        // Adds after a pause: a turn that is still running when placement moves the actor.
+        actions.on("add-slowly") { (context, request: SlowAdd) -> Int in
+            try await Task.sleep(for: .milliseconds(request.milliseconds))
+            context.state.value += request.amount
+            return context.state.value
+        }
+    }
+}
+
+/// What ``Tally``'s `add-slowly` adds, and after how long.
+public struct SlowAdd: Codable, Sendable {
+    public var amount: Int
+    public var milliseconds: Int
+    public init(amount: Int, milliseconds: Int) {
+        self.amount = amount
+        self.milliseconds = milliseconds
     }
 }
 
