@@ -19,9 +19,16 @@ struct ExportedSpan: Sendable, Hashable {
     var attributes: [String: String]
 }
 
+/// A collector of exported spans in the test process.
+protocol SpanCollector: Sendable {
+    var spans: [ExportedSpan] { get }
+    var port: Int? { get }
+    func stop()
+}
+
 /// An OTLP/HTTP collector in the test process on 127.0.0.1 (port 0): it takes `POST /v1/traces`
 /// in OTLP's JSON encoding and keeps every span.
-final class OTLPReceiver: Sendable {
+final class OTLPReceiver: SpanCollector, Sendable {
     private let received = Mutex<[ExportedSpan]>([])
     private let bound = Mutex<Int?>(nil)
     private let task = Mutex<Task<Void, any Error>?>(nil)
@@ -95,43 +102,55 @@ struct TracingProcessTests {
     @Test func aClientsTraceparentReachesTheActorAsAChildSpanAndTheSpansReachAnOTLPCollector() async throws {
         let collector = try await OTLPReceiver.start()
         defer { collector.stop() }
-        let directory = try TemporaryDirectory()
-        defer { directory.remove() }
-        let port = try #require(collector.port)
-        let processes = try await ReadySidecar.start(
-            system: "traced", in: directory,
-            [
-                "--store", "memory", "--otlp-endpoint", "http://127.0.0.1:\(port)", "--otlp-protocol", "http/json",
-            ])
-        defer { processes.kill9() }
-        let client = try await TroupeClient.connect(system: "traced", to: .unix(path: processes.socket))
-        let caller = TraceParent.random()
-        let seen: [String: String] = try await client.invoke(
-            "echo", action: "metadata", NoPayload(), metadata: [TraceHeaders.traceparent: caller.header])
-        await client.close()
-
-        // Same trace, and the actor's parent is a span of the sidecar, not the client's.
-        let parent = try #require(seen[TraceHeaders.traceparent].flatMap(TraceParent.init), "\(seen)")
-        #expect(parent.traceID == caller.traceID)
-        #expect(parent.spanID != caller.spanID)
-
-        // Spans still queued are exported while the sidecar stops.
-        processes.sidecar.signal(SIGTERM)
-        #expect(try await processes.sidecar.waitForExit(timeout: .seconds(30)) == 0, "\(processes.sidecar.log)")
-        var spans: [ExportedSpan] = []
-        try await waitFor("the sidecar's spans at the collector") {
-            spans = collector.spans.filter { $0.traceID == caller.traceID }
-            return spans.count >= 2
-        }
-        let invoke = try #require(spans.first { $0.name == TroupeSpan.invoke }, "\(spans)")
-        let turn = try #require(spans.first { $0.name == TroupeSpan.actorTurn }, "\(spans)")
-        #expect(invoke.parentSpanID == caller.spanID)
-        #expect(turn.parentSpanID == invoke.spanID)
-        #expect(turn.spanID == parent.spanID)
-        #expect(turn.attributes[TroupeSpanAttribute.actorType] == "echo")
-        #expect(turn.attributes[TroupeSpanAttribute.system] == "traced")
-        #expect(invoke.attributes[TroupeSpanAttribute.status] == "ok")
-        processes.host.signal(SIGTERM)
-        try await processes.host.waitForExit()
+        try await exportScenario(to: collector, protocol: "http/json")
     }
+
+    @Test func theSpansReachAnOTLPCollectorOverGRPC() async throws {
+        let collector = try await OTLPGRPCReceiver.start()
+        defer { collector.stop() }
+        try await exportScenario(to: collector, protocol: "grpc")
+    }
+}
+
+/// A sidecar process exporting to `collector` over `otlpProtocol` serves a call with a
+/// `traceparent`; its spans of that trace reach the collector, parented as the hops were.
+private func exportScenario(to collector: some SpanCollector, protocol otlpProtocol: String) async throws {
+    let directory = try TemporaryDirectory()
+    defer { directory.remove() }
+    let port = try #require(collector.port)
+    let processes = try await ReadySidecar.start(
+        system: "traced", in: directory,
+        [
+            "--store", "memory", "--otlp-endpoint", "http://127.0.0.1:\(port)", "--otlp-protocol", otlpProtocol,
+        ])
+    defer { processes.kill9() }
+    let client = try await TroupeClient.connect(system: "traced", to: .unix(path: processes.socket))
+    let caller = TraceParent.random()
+    let seen: [String: String] = try await client.invoke(
+        "echo", action: "metadata", NoPayload(), metadata: [TraceHeaders.traceparent: caller.header])
+    await client.close()
+
+    // Same trace, and the actor's parent is a span of the sidecar, not the client's.
+    let parent = try #require(seen[TraceHeaders.traceparent].flatMap(TraceParent.init), "\(seen)")
+    #expect(parent.traceID == caller.traceID)
+    #expect(parent.spanID != caller.spanID)
+
+    // Spans still queued are exported while the sidecar stops.
+    processes.sidecar.signal(SIGTERM)
+    #expect(try await processes.sidecar.waitForExit(timeout: .seconds(30)) == 0, "\(processes.sidecar.log)")
+    var spans: [ExportedSpan] = []
+    try await waitFor("the sidecar's spans at the collector") {
+        spans = collector.spans.filter { $0.traceID == caller.traceID }
+        return spans.count >= 2
+    }
+    let invoke = try #require(spans.first { $0.name == TroupeSpan.invoke }, "\(spans)")
+    let turn = try #require(spans.first { $0.name == TroupeSpan.actorTurn }, "\(spans)")
+    #expect(invoke.parentSpanID == caller.spanID)
+    #expect(turn.parentSpanID == invoke.spanID)
+    #expect(turn.spanID == parent.spanID)
+    #expect(turn.attributes[TroupeSpanAttribute.actorType] == "echo")
+    #expect(turn.attributes[TroupeSpanAttribute.system] == "traced")
+    #expect(invoke.attributes[TroupeSpanAttribute.status] == "ok")
+    processes.host.signal(SIGTERM)
+    try await processes.host.waitForExit()
 }
