@@ -67,7 +67,8 @@ public struct InvocationTracer: Sendable {
         tracer.extract(metadata, into: &parent, using: MetadataExtractor())
         let span = tracer.startAnySpan(name, context: parent, ofKind: kind)
         if span.isRecording {
-            span.attributes = .troupe(system: system, node: node, actorID: actorID, action: action, actorType: actorType)
+            span.attributes = .troupe(
+                system: system, node: node, actorID: actorID, action: action, actorType: actorType)
         }
         tracer.inject(span.context, into: &metadata, using: MetadataInjector())
         return span

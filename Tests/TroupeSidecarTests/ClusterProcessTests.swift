@@ -721,7 +721,8 @@ private func busyHandOffScenario(_ url: String) async throws {
     var nodes = try await startCluster(2, store: store)
     defer { for node in nodes { node.stop() } }
     let actor = "\(ClusterNodeProcess.system)/tally"
-    let oldOwner = try #require(nodes.first { $0.name == RendezvousPlacement.owner(of: actor, among: ["n0", "n1"]) })
+    let oldOwner = try #require(
+        nodes.first { $0.name == RendezvousPlacement.owner(of: actor, among: ["n0", "n1"]) })
     // A name for the joining node that placement gives `tally` to.
     let joiner = try #require(
         (2..<200).map { "n\($0)" }.first { RendezvousPlacement.owner(of: actor, among: ["n0", "n1", $0]) == $0 })
@@ -730,7 +731,8 @@ private func busyHandOffScenario(_ url: String) async throws {
     for amount in 1...5 { let _: Int = try await client.invoke("tally", action: "add", amount) }
     let slow = inBackground { [client] in
         try await client.invoke(
-            "tally", action: "add-slowly", SlowAdd(amount: 100, milliseconds: 8000), as: Int.self, timeout: .seconds(30))
+            "tally", action: "add-slowly", SlowAdd(amount: 100, milliseconds: 8000), as: Int.self,
+            timeout: .seconds(30))
     }
     try await waitFor("the slow turn to run on \(oldOwner.name)") { await oldOwner.isRunning("tally") }
 
@@ -745,7 +747,9 @@ private func busyHandOffScenario(_ url: String) async throws {
 
     let slowAnswer = try await slow.value
     #expect((try? slowAnswer.get()) == 115, "the turn running during the hand-off: \(slowAnswer)\n\(oldOwner.logs)")
-    #expect(value == 115, "the new owner started from \(value), not from the old owner's state (busy at join: \(busyAtJoin))")
+    #expect(
+        value == 115,
+        "the new owner started from \(value), not from the old owner's state (busy at join: \(busyAtJoin))")
     #expect(await nodes[2].nodes(running: "tally") == [joiner], "only the new owner has it; the old one let go")
     await newClient.close()
     await client.close()

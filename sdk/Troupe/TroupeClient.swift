@@ -79,7 +79,8 @@ public final class TroupeClient: Sendable {
             to: endpoint, hello: .make(system: system, role: .client, name: name, secret: secret), delegate: nil,
             logger: logger)
         return TroupeClient(
-            system: system, connection: connection, ownsConnection: true, tracer: tracer ?? InstrumentationSystem.tracer)
+            system: system, connection: connection, ownsConnection: true, tracer: tracer ?? InstrumentationSystem.tracer
+        )
     }
 
     /// Invokes `action` on actor `actor` and decodes the reply as `Output`.
