@@ -178,14 +178,14 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
 
     private func write(_ frame: OutboundFrame) {
         var frame = frame
-        let body: [UInt8]
+        var body: FrameBuffer
         do {
             body = try frame.frame.serializedBytes()
         } catch {
             // Serializing a message we built ourselves cannot fail for valid UTF-8 strings; answer anyway.
             frame = OutboundFrame(
                 id: frame.id, .failure(TroupeError.internalError("could not encode answer: \(error)").wire))
-            body = (try? frame.frame.serializedBytes()) ?? []
+            body = (try? frame.frame.serializedBytes()) ?? FrameBuffer(repeating: 0, count: 0)
         }
         let limit = peerMaxFrameBytes
         if body.count > Int(limit), frame.id != HostProtocol.connectionFrameID {
@@ -201,8 +201,7 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
             write(OutboundFrame(id: frame.id, .failure(failure.wire)))
             return
         }
-        var buffer = channel.allocator.buffer(capacity: HostProtocol.headerSize + body.count)
-        LengthPrefixedFrameDecoder.write(id: frame.id, body: body, into: &buffer)
+        let buffer = body.framed(id: frame.id)
         if channel.eventLoop.inEventLoop {
             handler.value.send(buffer)
         } else {
