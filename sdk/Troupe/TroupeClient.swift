@@ -28,13 +28,13 @@ public final class TroupeClient: Sendable {
 
     init(
         system: String, connection: PeerConnection, ownsConnection: Bool, caller: String? = nil,
-        chain: WireCallChain? = nil
+        chain: WireCallChain? = nil, executor: (any TaskExecutor)? = nil
     ) {
         self.system = system
         self.connection = connection
         self.ownsConnection = ownsConnection
         self.caller = caller
-        self.executor = EventLoopTaskExecutor(connection.eventLoop)
+        self.executor = executor ?? EventLoopTaskExecutor(connection.eventLoop)
         self.chain = chain
     }
 
@@ -297,7 +297,10 @@ public final class TroupeClient: Sendable {
 
     /// A client that calls on behalf of actor `name`, in call chain `chain`, over the same connection.
     func acting(as name: String, in chain: WireCallChain) -> TroupeClient {
-        TroupeClient(system: system, connection: connection, ownsConnection: false, caller: name, chain: chain)
+        // The connection's executor is shared: a client is made per invocation.
+        TroupeClient(
+            system: system, connection: connection, ownsConnection: false, caller: name, chain: chain,
+            executor: executor)
     }
 
     /// Says Goodbye and closes the connection, if this client owns it.
