@@ -221,8 +221,7 @@ public struct FrameBuffer: SwiftProtobufContiguousBytes, Sendable {
         try self.body.withUnsafeReadableBytes(body)
     }
 
-    public mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R
-    {
+    public mutating func withUnsafeMutableBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
         try self.body.withUnsafeMutableReadableBytes(body)
     }
 

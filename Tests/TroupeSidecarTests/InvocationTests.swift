@@ -157,7 +157,9 @@ struct InvocationTests {
     @Test func deadlinePassesWhileTheCallWaitsInTheMailbox() async throws {
         try await withSidecar { sidecar in
             let client = try await sidecar.client()
-            let slow = Task { let _: Int = try await client.invoke("sleeper", action: "sleep", 3000, timeout: .seconds(10)) }
+            let slow = Task {
+                let _: Int = try await client.invoke("sleeper", action: "sleep", 3000, timeout: .seconds(10))
+            }
             try await waitFor("the slow call to run", timeout: .seconds(5)) {
                 try await client.activeActors().contains { $0.name == "sleeper" && $0.mailboxDepth >= 1 }
             }

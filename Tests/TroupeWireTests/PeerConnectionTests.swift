@@ -155,7 +155,8 @@ struct PeerConnectionTests {
             for timeout in [150, 50, 100, 200, 50] {
                 group.addTask {
                     do {
-                        _ = try await connection.call(invoke("x", action: "never"), timeout: .milliseconds(Int64(timeout)))
+                        _ = try await connection.call(
+                            invoke("x", action: "never"), timeout: .milliseconds(Int64(timeout)))
                         return nil
                     } catch {
                         return (error as? TroupeError)?.code
