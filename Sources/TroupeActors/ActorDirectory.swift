@@ -156,6 +156,15 @@ public final class ActorDirectory: Service, Sendable {
         var pools: [String: ActorPool] = [:]
         var nextActivationID: UInt64 = 1
         var stopping = false
+
+        /// Changes the slot of `key` in place if it still belongs to activation `activationID`.
+        /// In place: reading `slots[key]` first would copy the slot, retaining each of its references.
+        mutating func updateSlot(_ key: ActorKey, _ activationID: UInt64, _ change: (inout Slot) -> Void) {
+            guard let index = slots.index(forKey: key), slots.values[index].activationID == activationID else {
+                return
+            }
+            change(&slots.values[index])
+        }
     }
 
     public let configuration: Configuration
@@ -1003,10 +1012,7 @@ public final class ActorDirectory: Service, Sendable {
     }
 
     func noteDirty(_ key: ActorKey, _ activationID: UInt64, _ dirty: Bool) {
-        state.withLock { state in
-            guard state.slots[key]?.activationID == activationID else { return }
-            state.slots[key]?.dirty = dirty
-        }
+        state.withLock { $0.updateSlot(key, activationID) { $0.dirty = dirty } }
     }
 
     func log(snapshotFailed key: ActorKey, _ error: TroupeError) {
@@ -1017,25 +1023,16 @@ public final class ActorDirectory: Service, Sendable {
     }
 
     func noteTags(_ key: ActorKey, _ activationID: UInt64, _ tags: [String: String]) {
-        state.withLock { state in
-            guard state.slots[key]?.activationID == activationID else { return }
-            state.slots[key]?.tags = tags
-        }
+        state.withLock { $0.updateSlot(key, activationID) { $0.tags = tags } }
     }
 
     /// The running turn's action answered: calls of its chain are no longer calls into it.
     func turnEnded(_ key: ActorKey, _ activationID: UInt64) {
-        state.withLock { state in
-            guard state.slots[key]?.activationID == activationID else { return }
-            state.slots[key]?.turnChain = nil
-        }
+        state.withLock { $0.updateSlot(key, activationID) { $0.turnChain = nil } }
     }
 
     func noteRevision(_ key: ActorKey, _ activationID: UInt64, _ revision: UInt64) {
-        state.withLock { state in
-            guard state.slots[key]?.activationID == activationID else { return }
-            state.slots[key]?.revision = revision
-        }
+        state.withLock { $0.updateSlot(key, activationID) { $0.revision = revision } }
     }
 
     // MARK: Lifecycle

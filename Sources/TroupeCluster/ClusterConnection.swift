@@ -219,7 +219,7 @@ final class ClusterChannelHandler: ChannelInboundHandler {
         case .frame(let id, let body):
             let envelope: ClusterEnvelope
             do {
-                envelope = try ClusterEnvelope(serializedBytes: Array(body.readableBytesView))
+                envelope = try ClusterEnvelope(serializedBytes: FrameBuffer(body: body))
             } catch {
                 refuseUnreadable(id, .invalidArgument("a cluster envelope could not be read: \(error)"))
                 return
@@ -343,14 +343,12 @@ final class ClusterChannelHandler: ChannelInboundHandler {
     /// Writes an envelope and flushes once per event-loop tick.
     func write(id: UInt64, _ envelope: ClusterEnvelope) {
         guard let context, !closed else { return }
-        let body: [UInt8]
+        var body: FrameBuffer
         do { body = try envelope.serializedBytes() } catch {
             logger.error("cannot encode a cluster envelope", metadata: ["troupe.error": "\(error)"])
             return
         }
-        var buffer = context.channel.allocator.buffer(capacity: HostProtocol.headerSize + body.count)
-        LengthPrefixedFrameDecoder.write(id: id, body: body, into: &buffer)
-        context.write(wrapOutboundOut(buffer), promise: nil)
+        context.write(wrapOutboundOut(body.framed(id: id)), promise: nil)
         guard !flushScheduled else { return }
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute { [self] in

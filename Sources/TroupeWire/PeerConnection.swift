@@ -1,6 +1,5 @@
 public import Logging
 public import NIOCore
-import NIOPosix
 import Synchronization
 public import TroupeProto
 
@@ -38,8 +37,9 @@ extension PeerRequestHandler {
 ///
 /// Both sides may have many requests outstanding at once; answers are matched to requests by
 /// correlation id. Each request carries a timeout: when it passes, the request fails with
-/// `deadlineExceeded` and a `Cancel` frame tells the peer. When the connection closes, every
-/// outstanding request fails with `unavailable` at once instead of waiting out its timeout.
+/// `deadlineExceeded` and a `Cancel` frame tells the peer; one timer per connection enforces them
+/// all (``DeadlineTimer``). When the connection closes, every outstanding request fails with
+/// `unavailable` at once instead of waiting out its timeout.
 ///
 /// `PeerConnection` is thread-safe; its methods may be called from any thread or task.
 public final class PeerConnection: Sendable, CustomStringConvertible {
@@ -109,10 +109,13 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
     ) -> EventLoopFuture<WireFrame.OneOf_Body> {
         let id = id ?? makeRequestID()
         let frame = OutboundFrame(id: id, body)
+        let promise = channel.eventLoop.makePromise(of: WireFrame.OneOf_Body.self)
         if channel.eventLoop.inEventLoop {
-            return handler.value.start(frame, timeout: timeout)
+            handler.value.start(frame, timeout: timeout, promise: promise)
+        } else {
+            channel.eventLoop.execute { self.handler.value.start(frame, timeout: timeout, promise: promise) }
         }
-        return channel.eventLoop.flatSubmit { self.handler.value.start(frame, timeout: timeout) }
+        return promise.futureResult
     }
 
     /// Sends a request and waits for its answer. Cancelling the task cancels the request, and the
@@ -175,14 +178,14 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
 
     private func write(_ frame: OutboundFrame) {
         var frame = frame
-        let body: [UInt8]
+        var body: FrameBuffer
         do {
             body = try frame.frame.serializedBytes()
         } catch {
             // Serializing a message we built ourselves cannot fail for valid UTF-8 strings; answer anyway.
             frame = OutboundFrame(
                 id: frame.id, .failure(TroupeError.internalError("could not encode answer: \(error)").wire))
-            body = (try? frame.frame.serializedBytes()) ?? []
+            body = (try? frame.frame.serializedBytes()) ?? FrameBuffer(repeating: 0, count: 0)
         }
         let limit = peerMaxFrameBytes
         if body.count > Int(limit), frame.id != HostProtocol.connectionFrameID {
@@ -198,8 +201,7 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
             write(OutboundFrame(id: frame.id, .failure(failure.wire)))
             return
         }
-        var buffer = channel.allocator.buffer(capacity: HostProtocol.headerSize + body.count)
-        LengthPrefixedFrameDecoder.write(id: frame.id, body: body, into: &buffer)
+        let buffer = body.framed(id: frame.id)
         if channel.eventLoop.inEventLoop {
             handler.value.send(buffer)
         } else {
@@ -218,7 +220,9 @@ final class FrameConnectionHandler: ChannelInboundHandler {
 
     struct Pending {
         var promise: EventLoopPromise<WireFrame.OneOf_Body>
-        var timeout: Scheduled<Void>?
+        var deadline: NIODeadline
+        /// For the message of its `deadlineExceeded`.
+        var timeout: TimeAmount
     }
 
     let side: ConnectionSide
@@ -228,6 +232,8 @@ final class FrameConnectionHandler: ChannelInboundHandler {
     var connection: PeerConnection?
     var delegate: (any PeerRequestHandler)?
     var pending: [UInt64: Pending] = [:]
+    /// Fires at the earliest deadline in `pending`.
+    private var deadlines = DeadlineTimer()
     private var context: ChannelHandlerContext?
     private var lastRead = NIODeadline.now()
     private var heartbeat: Scheduled<Void>?
@@ -246,25 +252,40 @@ final class FrameConnectionHandler: ChannelInboundHandler {
         self.context = context
     }
 
-    func start(_ frame: OutboundFrame, timeout: TimeAmount) -> EventLoopFuture<WireFrame.OneOf_Body> {
+    func start(_ frame: OutboundFrame, timeout: TimeAmount, promise: EventLoopPromise<WireFrame.OneOf_Body>) {
         guard let context, !closed, let connection else {
-            return (self.context?.eventLoop ?? connectionLoopFallback()).makeFailedFuture(
-                TroupeError.unavailable("connection is closed"))
+            promise.fail(TroupeError.unavailable("connection is closed"))
+            return
         }
-        let promise = context.eventLoop.makePromise(of: WireFrame.OneOf_Body.self)
-        let id = frame.id
-        let scheduled = context.eventLoop.assumeIsolated().scheduleTask(in: timeout) { [self] in
-            guard pending[id] != nil else { return }
-            failPending(id: id, with: .deadlineExceeded("no answer within \(timeout.milliseconds) ms"))
-            connection.sendConnectionCancel(id)
-        }
-        pending[id] = Pending(promise: promise, timeout: scheduled)
+        let deadline = NIODeadline.now() + timeout
+        pending[frame.id] = Pending(promise: promise, deadline: deadline, timeout: timeout)
+        armDeadlines(for: deadline, on: context.eventLoop)
         connection.writeFromLoop(frame)
-        return promise.futureResult
     }
 
-    private func connectionLoopFallback() -> any EventLoop {
-        connection?.channel.eventLoop ?? MultiThreadedEventLoopGroup.singleton.any()
+    private func armDeadlines(for deadline: NIODeadline, on loop: any EventLoop) {
+        deadlines.arm(for: deadline, on: loop) { [self] in expireRequests() }
+    }
+
+    /// Fails the requests whose deadline passed, tells the peer, and arms the timer for the rest.
+    private func expireRequests() {
+        deadlines.fired()
+        guard let context, !closed, let connection else { return }
+        let now = NIODeadline.now()
+        var expired: [(id: UInt64, timeout: TimeAmount)] = []
+        var next: NIODeadline?
+        for (id, entry) in pending {
+            if entry.deadline <= now {
+                expired.append((id, entry.timeout))
+            } else if next.map({ entry.deadline < $0 }) ?? true {
+                next = entry.deadline
+            }
+        }
+        for request in expired {
+            failPending(id: request.id, with: .deadlineExceeded("no answer within \(request.timeout.milliseconds) ms"))
+            connection.sendConnectionCancel(request.id)
+        }
+        if let next { armDeadlines(for: next, on: context.eventLoop) }
     }
 
     func cancel(id: UInt64) {
@@ -275,7 +296,6 @@ final class FrameConnectionHandler: ChannelInboundHandler {
 
     func failPending(id: UInt64, with error: TroupeError) {
         guard let entry = pending.removeValue(forKey: id) else { return }
-        entry.timeout?.cancel()
         entry.promise.fail(error)
     }
 
@@ -285,7 +305,6 @@ final class FrameConnectionHandler: ChannelInboundHandler {
             logger.debug("late answer dropped", metadata: ["troupe.correlation_id": "\(id)"])
             return
         }
-        entry.timeout?.cancel()
         if case .failure(let failure) = body {
             entry.promise.fail(TroupeError(failure))
         } else {
@@ -417,10 +436,10 @@ final class FrameConnectionHandler: ChannelInboundHandler {
         closed = true
         heartbeat?.cancel()
         heartbeat = nil
+        deadlines.stop()
         let waiting = pending
         pending.removeAll()
         for (_, entry) in waiting {
-            entry.timeout?.cancel()
             entry.promise.fail(TroupeError.unavailable("the connection closed before the answer arrived"))
         }
         if let connection {

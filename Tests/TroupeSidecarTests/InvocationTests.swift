@@ -154,6 +154,26 @@ struct InvocationTests {
         }
     }
 
+    @Test func deadlinePassesWhileTheCallWaitsInTheMailbox() async throws {
+        try await withSidecar { sidecar in
+            let client = try await sidecar.client()
+            let slow = Task {
+                let _: Int = try await client.invoke("sleeper", action: "sleep", 3000, timeout: .seconds(10))
+            }
+            try await waitFor("the slow call to run", timeout: .seconds(5)) {
+                try await client.activeActors().contains { $0.name == "sleeper" && $0.mailboxDepth >= 1 }
+            }
+            // Queued behind the slow call: the sidecar answers it at its deadline. Were it not
+            // enforced there, the client's own backstop (2 s later) would answer it instead.
+            let error = await expectCode(.deadlineExceeded) {
+                let _: Int = try await client.invoke("sleeper", action: "sleep", 1, timeout: .milliseconds(200))
+            }
+            #expect(error?.message.contains("deadline passed") == true, "\(String(describing: error))")
+            slow.cancel()
+            await client.close()
+        }
+    }
+
     @Test func fullMailboxRefusesWithResourceExhausted() async throws {
         try await withSidecar(configure: { $0.mailboxCapacity = 2 }) { sidecar in
             let client = try await sidecar.client()

@@ -142,6 +142,20 @@ struct FrameCodecTests {
 
 @Suite("Typed errors and endpoints")
 struct ErrorAndEndpointTests {
+    @Test func aBodyWithoutRoomForTheHeaderIsFramedToo() throws {
+        let bytes: [UInt8] = try invokeFrame(9).frame.serializedBytes()
+        var body = FrameBuffer(body: ByteBuffer(bytes: bytes))
+        var buffer = body.framed(id: 9)
+        var decoder = FrameDecoder()
+        let frames = try decodeAll(&buffer, &decoder)
+        guard case .frame(9, let frame)? = frames.first, case .invoke(let invoke) = frame.body else {
+            Issue.record("not the invoke: \(frames)")
+            return
+        }
+        #expect(invoke.action == "reserve")
+        #expect(frames.count == 1)
+    }
+
     @Test func errorsSurviveTheWire() {
         for code in TroupeError.Code.allCases {
             let error = TroupeError(code, "boom", details: ["actor": "a"])

@@ -128,6 +128,51 @@ struct PeerConnectionTests {
         await server.stop()
     }
 
+    @Test func aShorterTimeoutFiresWhileALongerRequestWaits() async throws {
+        let server = try await Server.start()
+        let connection = try await server.connect()
+        let long = Task { try await connection.call(invoke("long", action: "never"), timeout: .seconds(60)) }
+        for _ in 0..<500 where try await connection.outstandingRequests().get() == 0 {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        // Sent after the long one, due long before it: the connection's timer must move earlier.
+        let error = await #expect(throws: TroupeError.self) {
+            _ = try await connection.call(invoke("short", action: "never"), timeout: .milliseconds(100))
+        }
+        #expect(error?.code == .deadlineExceeded)
+        #expect(try await connection.outstandingRequests().get() == 1)
+        connection.close()
+        let closed = await #expect(throws: TroupeError.self) { _ = try await long.value }
+        #expect(closed?.code == .unavailable)
+        await server.stop()
+    }
+
+    @Test func everyRequestTimesOutAtItsOwnDeadline() async throws {
+        let server = try await Server.start()
+        let connection = try await server.connect()
+        // Deadlines in both orders, so the timer is moved earlier and armed again after firing.
+        let codes = await withTaskGroup(of: TroupeError.Code?.self) { group in
+            for timeout in [150, 50, 100, 200, 50] {
+                group.addTask {
+                    do {
+                        _ = try await connection.call(
+                            invoke("x", action: "never"), timeout: .milliseconds(Int64(timeout)))
+                        return nil
+                    } catch {
+                        return (error as? TroupeError)?.code
+                    }
+                }
+            }
+            return await group.reduce(into: [TroupeError.Code?]()) { $0.append($1) }
+        }
+        #expect(codes == Array(repeating: .deadlineExceeded, count: 5))
+        #expect(try await connection.outstandingRequests().get() == 0)
+        // The timer keeps working for requests made after it fired.
+        #expect(text(try await connection.call(invoke("after"), timeout: .seconds(5))) == "after")
+        connection.close()
+        await server.stop()
+    }
+
     @Test func closingTheConnectionFailsOutstandingRequestsWithUnavailable() async throws {
         let server = try await Server.start()
         let connection = try await server.connect()

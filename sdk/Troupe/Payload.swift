@@ -27,7 +27,13 @@ enum PayloadCoding {
 
     static func encode<T>(_ value: T) throws(TroupeError) -> WirePayload {
         var payload = WirePayload()
-        if value is NoPayload { return payload }
+        // Comparing type metadata first: a dynamic cast per call shows up in the invocation profile.
+        if T.self == String.self, let json = JSONString.encode(unsafeBitCast(value, to: String.self)) {
+            payload.typeURL = jsonTypeURL
+            payload.value = json
+            return payload
+        }
+        if T.self == NoPayload.self || value is NoPayload { return payload }
         do {
             if let message = value as? any SwiftProtobuf.Message {
                 payload.typeURL = protobufPrefix + type(of: message).protoMessageName
@@ -47,6 +53,11 @@ enum PayloadCoding {
     }
 
     static func decode<T>(_ type: T.Type, from payload: WirePayload) throws(TroupeError) -> T {
+        if T.self == String.self, payload.typeURL.isEmpty || payload.typeURL.hasPrefix(jsonTypeURL),
+            let text = JSONString.decode(payload.value)
+        {
+            return unsafeBitCast(text, to: T.self)
+        }
         if let empty = NoPayload() as? T { return empty }
         do {
             if let messageType = T.self as? any SwiftProtobuf.Message.Type {
@@ -69,5 +80,43 @@ enum PayloadCoding {
         } catch {
             throw .invalidArgument("payload is not a valid \(T.self): \(error)")
         }
+    }
+}
+
+/// JSON strings without escapes, coded without Foundation: a `String` is the most common payload,
+/// and `JSONEncoder` and `JSONDecoder` cost microseconds per call for it. Anything that needs an
+/// escape (or is not a plain JSON string) is left to Foundation, so the bytes and the errors stay
+/// what Foundation produces.
+enum JSONString {
+    /// `text` as a JSON string, or nil if it contains a byte Foundation escapes (`"`, `\`, `/`,
+    /// control characters).
+    static func encode(_ text: String) -> Data? {
+        var text = text
+        return text.withUTF8 { utf8 -> Data? in
+            for byte in utf8 where needsEscape(byte) { return nil }
+            var data = Data(capacity: utf8.count + 2)
+            data.append(quote)
+            data.append(utf8)
+            data.append(quote)
+            return data
+        }
+    }
+
+    /// The string `json` holds if it is exactly one JSON string without escapes (no surrounding
+    /// whitespace); nil otherwise, for Foundation to decode or to reject.
+    static func decode(_ json: Data) -> String? {
+        json.withUnsafeBytes { raw -> String? in
+            guard raw.count >= 2, raw[0] == quote, raw[raw.count - 1] == quote else { return nil }
+            let inner = UnsafeRawBufferPointer(rebasing: raw[1..<(raw.count - 1)])
+            for byte in inner where byte == quote || byte == backslash || byte < 0x20 { return nil }
+            return String(validating: inner, as: UTF8.self)
+        }
+    }
+
+    private static let quote = UInt8(ascii: "\"")
+    private static let backslash = UInt8(ascii: "\\")
+
+    private static func needsEscape(_ byte: UInt8) -> Bool {
+        byte < 0x20 || byte == quote || byte == backslash || byte == UInt8(ascii: "/")
     }
 }

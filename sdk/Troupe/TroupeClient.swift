@@ -30,13 +30,13 @@ public final class TroupeClient: Sendable {
 
     init(
         system: String, connection: PeerConnection, ownsConnection: Bool, caller: String? = nil,
-        chain: WireCallChain? = nil, tracer: any Tracer
+        chain: WireCallChain? = nil, executor: (any TaskExecutor)? = nil, tracer: any Tracer
     ) {
         self.system = system
         self.connection = connection
         self.ownsConnection = ownsConnection
         self.caller = caller
-        self.executor = EventLoopTaskExecutor(connection.eventLoop)
+        self.executor = executor ?? EventLoopTaskExecutor(connection.eventLoop)
         self.chain = chain
         self.tracer = tracer
     }
@@ -317,8 +317,10 @@ public final class TroupeClient: Sendable {
 
     /// A client that calls on behalf of actor `name`, in call chain `chain`, over the same connection.
     func acting(as name: String, in chain: WireCallChain) -> TroupeClient {
+        // The connection's executor is shared: a client is made per invocation.
         TroupeClient(
-            system: system, connection: connection, ownsConnection: false, caller: name, chain: chain, tracer: tracer)
+            system: system, connection: connection, ownsConnection: false, caller: name, chain: chain,
+            executor: executor, tracer: tracer)
     }
 
     /// Says Goodbye and closes the connection, if this client owns it.

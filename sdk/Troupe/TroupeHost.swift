@@ -139,8 +139,7 @@ public final class TroupeHost: Service, Sendable {
 
     /// Runs one invocation on the connection's event loop and answers it.
     fileprivate func serve(
-        _ invocation: WireActorInvocation, id: UInt64, connection: PeerConnection, client: TroupeClient?,
-        executor: EventLoopTaskExecutor
+        _ invocation: WireActorInvocation, id: UInt64, connection: PeerConnection, client: TroupeClient?
     ) {
         guard let actor = actors[invocation.actorType] else {
             connection.fail(id, with: .notFound("this host has no actor type '\(invocation.actorType)'"))
@@ -154,7 +153,7 @@ public final class TroupeHost: Service, Sendable {
         running.wrappingAdd(1, ordering: .relaxed)
         // Not in the task group: starting there would cost two thread switches per call. `running`
         // counts these tasks, and shutdown waits for it to reach zero.
-        Task(executorPreference: executor) {
+        Task(executorPreference: client.executor) {
             defer { self.running.wrappingSubtract(1, ordering: .relaxed) }
             do {
                 let result = try await CallChainScope.$current.withValue(invocation.chain) {
@@ -186,9 +185,8 @@ public final class TroupeHost: Service, Sendable {
 /// Receives the sidecar's requests on a host connection.
 private final class InvocationHandler: PeerRequestHandler {
     let host: TroupeHost
+    /// Its executor, the connection's event loop, runs the actions.
     let client = Mutex<TroupeClient?>(nil)
-    /// Made on the first invocation, for the connection's event loop.
-    private let executor = Mutex<EventLoopTaskExecutor?>(nil)
 
     init(host: TroupeHost) {
         self.host = host
@@ -199,13 +197,7 @@ private final class InvocationHandler: PeerRequestHandler {
             connection.fail(id, with: .invalidArgument("a host serves only actor invocations"))
             return
         }
-        let executor = executor.withLock { executor in
-            if let executor { return executor }
-            let made = EventLoopTaskExecutor(connection.eventLoop)
-            executor = made
-            return made
-        }
-        host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 }, executor: executor)
+        host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 })
     }
 
     func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {

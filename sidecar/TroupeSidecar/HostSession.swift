@@ -19,6 +19,15 @@ final class HostSession: PeerRequestHandler, ActorHost {
         var leaving = false
         /// The peer's requests that have not been answered yet.
         var inFlight: Set<UInt64> = []
+        /// The invocations of this connection whose reply is not complete yet, by request id,
+        /// with their deadlines: ``deadlines`` fails each with `deadlineExceeded` at its deadline.
+        /// A cancelled request stays here until then, as its call may still be running.
+        var calls: [UInt64: PendingCall] = [:]
+    }
+
+    private struct PendingCall {
+        var reply: Reply
+        var deadline: NIODeadline
     }
 
     private let configuration: SidecarConfiguration
@@ -29,6 +38,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
     private let logger: Logger
     private let state = Mutex(State())
     private let connectionBox = Mutex<PeerConnection?>(nil)
+    /// One timer for the deadlines of all of this connection's calls, on its event loop.
+    private let deadlines: NIOLoopBoundBox<DeadlineTimer>
     /// The secret this connection's Hello must carry: set on the TCP listener when `host-secret`
     /// is, nil on the Unix socket (its directory's permissions are the boundary).
     private let requiredSecret: SharedSecret?
@@ -49,6 +60,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
         self.requiredSecret = requiredSecret
         self.membership = membership
         self.eventLoop = eventLoop
+        self.deadlines = NIOLoopBoundBox(DeadlineTimer(), eventLoop: eventLoop)
         self.configuration = configuration
         self.directory = directory
         self.jobs = jobs
@@ -263,7 +275,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
                 answer(id, .failure(error.wire))
             }
         }
-        reply.arm(deadline: deadline, on: connection.eventLoop)
+        track(reply, of: id, until: deadline)
         if request.fireAndForget {
             // The caller hears about acceptance; the outcome is only logged and counted.
             directory.send(invocation, acceptance: reply, on: connection.eventLoop)
@@ -284,9 +296,43 @@ final class HostSession: PeerRequestHandler, ActorHost {
         return logged
     }
 
+    /// Arms the connection's deadline timer for the reply of request `id`. Call on the loop.
+    private func track(_ reply: Reply, of id: UInt64, until deadline: NIODeadline) {
+        state.withLock { $0.calls[id] = PendingCall(reply: reply, deadline: deadline) }
+        armDeadlines(for: deadline)
+    }
+
+    private func armDeadlines(for deadline: NIODeadline) {
+        deadlines.value.arm(for: deadline, on: eventLoop) { [self] in expireCalls() }
+    }
+
+    /// Fails the calls whose deadline passed and arms the timer for the earliest one left.
+    private func expireCalls() {
+        deadlines.value.fired()
+        let now = NIODeadline.now()
+        let (due, next) = state.withLock { state -> ([Reply], NIODeadline?) in
+            var due: [Reply] = []
+            var next: NIODeadline?
+            for call in state.calls.values {
+                if call.deadline <= now {
+                    due.append(call.reply)
+                } else if next.map({ call.deadline < $0 }) ?? true {
+                    next = call.deadline
+                }
+            }
+            return (due, next)
+        }
+        // Each completion answers through `answer`, which takes the call out of `calls`.
+        for reply in due {
+            reply.complete(.failure(.deadlineExceeded("the call's deadline passed before the actor answered")))
+        }
+        if let next { armDeadlines(for: next) }
+    }
+
     /// Sends the answer to request `id` unless the peer cancelled it.
     private func answer(_ id: UInt64, _ body: WireFrame.OneOf_Body) {
         let (live, closeNow) = state.withLock { state -> (Bool, Bool) in
+            state.calls.removeValue(forKey: id)
             let live = state.inFlight.remove(id) != nil
             return (live, state.leaving && state.inFlight.isEmpty)
         }
@@ -401,8 +447,11 @@ final class HostSession: PeerRequestHandler, ActorHost {
     }
 
     func connectionClosed(_ connection: PeerConnection) {
+        // Nobody waits for these calls any more; each still ends by its deadline when it starts or runs.
+        deadlines.value.stop()
         let registered = state.withLock { state -> Bool in
             state.inFlight.removeAll()
+            state.calls.removeAll()
             return state.registered
         }
         if registered { directory.hostDisconnected(self) }
