@@ -104,13 +104,14 @@ struct TransportTests {
 
     /// The handshake timeout closes only connections that never finished their handshake.
     @Test func anEstablishedConnectionOutlivesTheHandshakeTimeout() async throws {
-        try await withNodes(["a", "b"], handshakeTimeout: .milliseconds(50)) { nodes in
+        // Long enough for a handshake on a loaded machine; the call outlives it five times over.
+        try await withNodes(["a", "b"], handshakeTimeout: .milliseconds(250)) { nodes in
             Silent().serve(on: nodes[1].system)
             let error = await #expect(throws: TroupeError.self) {
                 try await nodes[0].system.start(
                     RemoteCallEnvelope(
                         recipient: TroupeActorID(node: "b", path: "x"), target: "test.silent", arguments: []),
-                    deadline: .now() + .milliseconds(500)
+                    deadline: .now() + .milliseconds(1250)
                 ).get()
             }
             #expect(
