@@ -1,3 +1,4 @@
+import Foundation
 import Metrics
 public import NIOCore
 import SwiftProtobuf
@@ -18,6 +19,13 @@ public struct TimerFiring: Sendable {
         self.name = name
         self.due = due
         self.durable = durable
+    }
+
+    /// The due time on the wall clock, for the host (`ActorInvocation.timer_due_unix_micros`):
+    /// `due` is on the monotonic clock, which means nothing outside this process.
+    func dueUnixMicros(now: NIODeadline) -> Int64 {
+        let wallMicros = Int64((Date().timeIntervalSince1970 * 1_000_000).rounded(.down))
+        return wallMicros - (now - due).nanoseconds / 1000
     }
 }
 

@@ -15,19 +15,24 @@ public final class TroupeHost: Service, Sendable {
     public let system: String
     public let endpoint: Endpoint
     public let name: String
-    private let actors: [String: RegisteredActor]
-    private let logger: Logger
+    let actors: [String: RegisteredActor]
+    let logger: Logger
     /// Sent in every Hello; never logged.
     private let secret: String?
     private let current = Mutex<TroupeClient?>(nil)
     /// Actions running now.
-    private let running = Atomic<Int>(0)
+    let running = Atomic<Int>(0)
+    /// Asks the sidecar for invocation batches in the Hello.
+    private let acceptsInvocationBatches: Bool
     /// Set on graceful shutdown: the connection is not opened again.
     private let stopping = Atomic<Bool>(false)
 
     /// - Parameter secret: the sidecar's `host-secret`, required on its TCP listener when it has
     ///   one (a Unix socket ignores it). A wrong secret is refused on every attempt, so the host
     ///   keeps retrying and never registers; the refusal is logged at error level.
+    /// - Parameter invocationBatches: let the sidecar send many timer firings in one frame
+    ///   (`ActorInvocationBatch`); they run concurrently, as single invocations do. Off only to
+    ///   behave like a host that predates batches.
     /// - Throws: `invalidArgument` if two actor types share a name or an initial state cannot be encoded.
     public init(
         system: String,
@@ -35,9 +40,11 @@ public final class TroupeHost: Service, Sendable {
         actors: [any VirtualActor.Type],
         name: String = "swift-host",
         secret: String? = nil,
+        invocationBatches: Bool = true,
         logger: Logger = Logger(label: "troupe.host")
     ) throws {
         self.system = system
+        self.acceptsInvocationBatches = invocationBatches
         self.secret = secret
         self.endpoint = endpoint
         self.name = name
@@ -94,8 +101,10 @@ public final class TroupeHost: Service, Sendable {
         while !Task.isCancelled, !stopping.load(ordering: .relaxed) {
             do {
                 let handler = InvocationHandler(host: self)
+                var hello = WireHello.make(system: system, role: .host, name: name, secret: secret)
+                hello.acceptsInvocationBatches = acceptsInvocationBatches
                 let (connection, welcome) = try await PeerConnection.connect(
-                    to: endpoint, hello: .make(system: system, role: .host, name: name, secret: secret),
+                    to: endpoint, hello: hello,
                     delegate: handler,
                     logger: logger)
                 let client = TroupeClient(system: system, connection: connection, ownsConnection: false)
@@ -140,7 +149,6 @@ public final class TroupeHost: Service, Sendable {
             connection.fail(id, with: .unavailable("the host is still registering"))
             return
         }
-        let logger = logger
         running.wrappingAdd(1, ordering: .relaxed)
         // Not in the task group: starting there would cost two thread switches per call. `running`
         // counts these tasks, and shutdown waits for it to reach zero.
@@ -154,13 +162,7 @@ public final class TroupeHost: Service, Sendable {
             } catch let error as TroupeError {
                 connection.fail(id, with: error)
             } catch {
-                logger.warning(
-                    "action failed",
-                    metadata: [
-                        "troupe.actor_id": "\(invocation.actor.name)", "troupe.action": "\(invocation.action)",
-                        "troupe.error": "\(error)",
-                    ])
-                connection.fail(id, with: .init(.unknown, "action '\(invocation.action)' failed: \(error)"))
+                connection.fail(id, with: self.unexpected(error, of: invocation))
             }
         }
     }
@@ -186,17 +188,20 @@ private final class InvocationHandler: PeerRequestHandler {
     }
 
     func handle(request: WireFrame.OneOf_Body, id: UInt64, on connection: PeerConnection) {
-        guard case .actorInvocation(let invocation) = request else {
-            connection.fail(id, with: .invalidArgument("a host serves only actor invocations"))
-            return
-        }
         let executor = executor.withLock { executor in
             if let executor { return executor }
             let made = EventLoopTaskExecutor(connection.eventLoop)
             executor = made
             return made
         }
-        host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 }, executor: executor)
+        switch request {
+        case .actorInvocation(let invocation):
+            host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 }, executor: executor)
+        case .actorInvocationBatch(let batch):
+            host.serve(batch, id: id, connection: connection, client: client.withLock { $0 }, executor: executor)
+        default:
+            connection.fail(id, with: .invalidArgument("a host serves only actor invocations"))
+        }
     }
 
     func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {
