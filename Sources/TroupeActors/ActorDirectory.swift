@@ -50,6 +50,10 @@ public final class ActorDirectory: Service, Sendable {
         /// calls itself without end is refused with `resourceExhausted` instead of recursing
         /// until its deadline.
         public var maxCallDepth: Int = 64
+        /// The event loop the activation timers run on; nil = one of NIO's shared loops. Given
+        /// the loop of the host connections, a pass of due timers starts its turns and fills the
+        /// host's batch without a thread switch.
+        public var timerLoop: (any EventLoop)?
 
         public init(system: String, node: String) {
             self.system = system
@@ -90,6 +94,8 @@ public final class ActorDirectory: Service, Sendable {
         var timers: [String: ActiveTimer] = [:]
         /// Whether the running call (if any) is a timer's firing: its end does not count as activity.
         var runningTimer: Bool?
+        /// The activation timer whose firing is the running call, if it is one.
+        var runningFiring: String?
 
         var depth: Int { (queue?.count ?? 0) + (running ? 1 : 0) }
 
@@ -112,13 +118,25 @@ public final class ActorDirectory: Service, Sendable {
                 running = false
                 turnChain = nil
                 runningTimer = nil
+                runningFiring = nil
                 queue = nil
                 return nil
             }
             turnChain = call.invocation.chain.id
             runningTimer = call.invocation.firing != nil
+            runningFiring = call.invocation.firing.flatMap { $0.durable ? nil : $0.name }
             if runningTimer == false { lastActivity = .now() }
             return call
+        }
+
+        /// Whether activation timer `name` has a firing waiting or running. Read from the mailbox
+        /// itself, so a firing's end needs no bookkeeping of its own.
+        func hasFiring(of name: String) -> Bool {
+            if running, runningFiring == name { return true }
+            return queue?.contains { call in
+                guard let firing = call.invocation.firing else { return false }
+                return !firing.durable && firing.name == name
+            } ?? false
         }
 
         /// What to do with `call` of the same chain as the turn in progress, if it is one.
@@ -155,7 +173,7 @@ public final class ActorDirectory: Service, Sendable {
     /// Where reminders and delayed calls are kept, if anywhere.
     public let reminders: (any ReminderStore)?
     /// Every activation timer of this node.
-    let timerWheel = TimerWheel(loop: DeadlineTimers.loop)
+    let timerWheel: TimerWheel
     let logger: Logger
     let state = Mutex(State())
     private let work: AsyncStream<Work>
@@ -192,6 +210,7 @@ public final class ActorDirectory: Service, Sendable {
     ) {
         self.configuration = configuration
         self.store = store
+        self.timerWheel = TimerWheel(loop: configuration.timerLoop ?? DeadlineTimers.loop)
         self.tracing = configuration.tracer.map {
             InvocationTracer(tracer: $0, system: configuration.system, node: configuration.node)
         }

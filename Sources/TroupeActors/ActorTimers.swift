@@ -36,9 +36,6 @@ struct ActiveTimer: Sendable {
     var payload: WirePayload
     /// nil for a one-shot timer.
     var period: TimeAmount?
-    /// Its previous firing has not finished: the next one is skipped rather than queued behind it,
-    /// so a slow action never piles up firings in its mailbox.
-    var inFlight = false
 }
 
 /// The timer and reminder metrics.
