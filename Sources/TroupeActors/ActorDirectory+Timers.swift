@@ -58,6 +58,8 @@ extension ActorDirectory {
 
     /// Queues the firings of timers that came due, each as a call in its actor's mailbox. A firing
     /// is skipped (and counted) while the timer's previous one is unfinished or the mailbox is full.
+    /// One lock for the whole pass, and nothing to do when a firing ends: the mailbox itself says
+    /// whether a timer's previous firing is still waiting or running.
     func fire(_ entries: [TimerWheel.Entry]) {
         let now = NIODeadline.now()
         var next: [TimerWheel.Entry] = []
@@ -85,11 +87,12 @@ extension ActorDirectory {
                     state.slots.values[index].timers.removeValue(forKey: entry.name)
                 }
                 let capacity = state.slots.values[index].type?.mailboxCapacity ?? configuration.defaultMailboxCapacity
-                guard !timer.inFlight, (state.slots.values[index].queue?.count ?? 0) < capacity else {
+                guard (state.slots.values[index].queue?.count ?? 0) < capacity,
+                    timer.period == nil || !state.slots.values[index].hasFiring(of: entry.name)
+                else {
                     skipped += 1
                     continue
                 }
-                if timer.period != nil { state.slots.values[index].timers[entry.name]?.inFlight = true }
                 var invocation = Invocation(
                     actor: entry.key, action: timer.action, payload: timer.payload,
                     deadline: now + configuration.sideEffectTimeout)
@@ -98,7 +101,8 @@ extension ActorDirectory {
                 // task each): the mailbox checks the deadline when the firing starts, the host call
                 // has its own timeout, and every way out of the mailbox completes the reply.
                 let reply = Reply { [weak self] result in
-                    self?.timerFinished(entry, result)
+                    guard case .failure(let error) = result else { return }
+                    self?.timerFailed(entry, error)
                 }
                 if let pump = state.slots.values[index].enqueue(Call(invocation: invocation, reply: reply)) {
                     pumps.append(pump)
@@ -109,18 +113,14 @@ extension ActorDirectory {
         timerWheel.schedule(next)
         if fired > 0 { TimerMeters.timerFires.increment(by: fired) }
         if skipped > 0 { TimerMeters.timerSkips.increment(by: skipped) }
-        for (process, loop) in pumps { process.schedulePump(on: loop) }
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, processes: [ActorProcess])] = [:]
+        for (process, loop) in pumps {
+            byLoop[ObjectIdentifier(loop), default: (loop: loop, processes: [])].processes.append(process)
+        }
+        for (loop, processes) in byLoop.values { ActorProcess.schedulePumps(processes, on: loop) }
     }
 
-    private func timerFinished(_ entry: TimerWheel.Entry, _ result: Result<WirePayload, TroupeError>) {
-        state.withLock { state in
-            guard let index = state.slots.index(forKey: entry.key),
-                state.slots.values[index].activationID == entry.activationID,
-                state.slots.values[index].timers[entry.name]?.generation == entry.generation
-            else { return }
-            state.slots.values[index].timers[entry.name]?.inFlight = false
-        }
-        guard case .failure(let error) = result else { return }
+    private func timerFailed(_ entry: TimerWheel.Entry, _ error: TroupeError) {
         TimerMeters.timerFailures.increment()
         logger.warning(
             "timer firing failed",

@@ -122,6 +122,18 @@ public distributed actor ActorProcess {
         }
     }
 
+    /// Starts the pumps of many activations pinned to `loop`: one task on the loop for all of
+    /// them (a timer heap's pass starts thousands of turns at once), inline when already there.
+    static func schedulePumps(_ processes: [ActorProcess], on loop: any EventLoop) {
+        if loop.inEventLoop {
+            for process in processes { process.assumeIsolated { $0.pump() } }
+        } else {
+            loop.execute {
+                for process in processes { process.assumeIsolated { $0.pump() } }
+            }
+        }
+    }
+
     /// Runs `call` now, next to the turn in progress: a reentrant call of the turn's own chain,
     /// which the directory hands over instead of queueing it (it would wait for ever).
     nonisolated func scheduleInterleaved(_ call: Call, on loop: any EventLoop) {
@@ -199,6 +211,7 @@ public distributed actor ActorProcess {
             interleaved: interleaved, generation: pendingWrites > 0 ? generation &- 1 : generation, started: started)
         if let firing = invocation.firing {
             wire.timer = firing.name
+            wire.timerDueUnixMicros = firing.dueUnixMicros(now: started)
             TimerMeters.recordLag(firing, startedAt: started)
         }
         let loop = host.eventLoop
@@ -228,7 +241,8 @@ public distributed actor ActorProcess {
     private func finish(_ call: Call, _ result: Result<WireActorInvocationResult, any Error>, _ turn: Turn) {
         // The action has returned, so nothing of its chain waits inside it any more: a call of
         // the chain that comes now (say a forward to this actor itself) queues as usual.
-        if !turn.interleaved { directory.turnEnded(key, activationID) }
+        // A call without a chain id (a timer's firing) set no chain to clear: no lock needed.
+        if !turn.interleaved, !call.invocation.chain.id.isEmpty { directory.turnEnded(key, activationID) }
         let answer: WireActorInvocationResult
         do {
             answer = try result.get()

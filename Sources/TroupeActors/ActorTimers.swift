@@ -1,3 +1,4 @@
+import Foundation
 import Metrics
 public import NIOCore
 import SwiftProtobuf
@@ -19,6 +20,13 @@ public struct TimerFiring: Sendable {
         self.due = due
         self.durable = durable
     }
+
+    /// The due time on the wall clock, for the host (`ActorInvocation.timer_due_unix_micros`):
+    /// `due` is on the monotonic clock, which means nothing outside this process.
+    func dueUnixMicros(now: NIODeadline) -> Int64 {
+        let wallMicros = Int64((Date().timeIntervalSince1970 * 1_000_000).rounded(.down))
+        return wallMicros - (now - due).nanoseconds / 1000
+    }
 }
 
 /// A timer of one activation, as the directory keeps it with the actor's mailbox.
@@ -28,9 +36,6 @@ struct ActiveTimer: Sendable {
     var payload: WirePayload
     /// nil for a one-shot timer.
     var period: TimeAmount?
-    /// Its previous firing has not finished: the next one is skipped rather than queued behind it,
-    /// so a slow action never piles up firings in its mailbox.
-    var inFlight = false
 }
 
 /// The timer and reminder metrics.

@@ -469,6 +469,24 @@ public nonisolated struct WireFrame: Sendable {
     set {body = .actorResult(newValue)}
   }
 
+  /// Several invocations in one request, answered by one batch result (only to a host whose
+  /// Hello set accepts_invocation_batches).
+  public var actorInvocationBatch: WireActorInvocationBatch {
+    get {
+      if case .actorInvocationBatch(let v)? = body {return v}
+      return WireActorInvocationBatch()
+    }
+    set {body = .actorInvocationBatch(newValue)}
+  }
+
+  public var actorBatchResult: WireActorInvocationBatchResult {
+    get {
+      if case .actorBatchResult(let v)? = body {return v}
+      return WireActorInvocationBatchResult()
+    }
+    set {body = .actorBatchResult(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Body: Equatable, Sendable {
@@ -500,6 +518,10 @@ public nonisolated struct WireFrame: Sendable {
     /// Sidecar -> host requests and their answers.
     case actorInvocation(WireActorInvocation)
     case actorResult(WireActorInvocationResult)
+    /// Several invocations in one request, answered by one batch result (only to a host whose
+    /// Hello set accepts_invocation_batches).
+    case actorInvocationBatch(WireActorInvocationBatch)
+    case actorBatchResult(WireActorInvocationBatchResult)
 
   }
 
@@ -618,6 +640,10 @@ public nonisolated struct WireHello: Sendable {
   /// boundary. Never logged by either side.
   public var secret: String = String()
 
+  /// Hosts only: this host serves ActorInvocationBatch requests. A host that leaves it unset only
+  /// ever receives single ActorInvocation frames.
+  public var acceptsInvocationBatches: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -646,6 +672,10 @@ public nonisolated struct WireWelcome: Sendable {
 
   /// How many requests the host may have outstanding on this connection.
   public var maxConcurrentRequests: UInt32 = 0
+
+  /// The most invocations the sidecar puts in one ActorInvocationBatch on this connection;
+  /// 0 = it sends none (the host did not ask for them, or this sidecar does not batch).
+  public var maxInvocationBatch: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -1307,11 +1337,82 @@ public nonisolated struct WireActorInvocation: @unchecked Sendable {
     set {_uniqueStorage()._timer = newValue}
   }
 
+  /// A firing only: when it was due, in microseconds since the Unix epoch by the sidecar's clock
+  /// (0 otherwise). The host's own clock minus this is how late the firing reached it.
+  public var timerDueUnixMicros: Int64 {
+    get {_storage._timerDueUnixMicros}
+    set {_uniqueStorage()._timerDueUnixMicros = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _storage = _StorageClass.defaultInstance
+}
+
+/// Several invocations of different actors sent as one request (sidecar -> host). Each entry is
+/// an ActorInvocation exactly as it would be sent alone; their order carries no meaning, and the
+/// host may run them concurrently. The request's deadline is that of its longest entry.
+public nonisolated struct WireActorInvocationBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var invocations: [WireActorInvocation] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// The answer to an ActorInvocationBatch: one outcome per invocation, in the same order.
+public nonisolated struct WireActorInvocationBatchResult: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var outcomes: [WireActorInvocationOutcome] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// What one invocation of a batch came to: its result, or the failure that would have answered it
+/// alone.
+public nonisolated struct WireActorInvocationOutcome: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var outcome: WireActorInvocationOutcome.OneOf_Outcome? = nil
+
+  public var result: WireActorInvocationResult {
+    get {
+      if case .result(let v)? = outcome {return v}
+      return WireActorInvocationResult()
+    }
+    set {outcome = .result(newValue)}
+  }
+
+  public var failure: WireFailure {
+    get {
+      if case .failure(let v)? = outcome {return v}
+      return WireFailure()
+    }
+    set {outcome = .failure(newValue)}
+  }
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public nonisolated enum OneOf_Outcome: Equatable, Sendable {
+    case result(WireActorInvocationResult)
+    case failure(WireFailure)
+
+  }
+
+  public init() {}
 }
 
 public nonisolated struct WireActorInvocationResult: Sendable {
@@ -1556,7 +1657,7 @@ nonisolated extension WireDurability: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Frame"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}failure\0\u{1}cancel\0\u{2}\u{3}register\0\u{1}registered\0\u{1}invoke\0\u{1}invoked\0\u{1}spawn\0\u{1}spawned\0\u{3}list_actors\0\u{1}actors\0\u{3}describe_sidecar\0\u{1}sidecar\0\u{1}broadcast\0\u{1}broadcasted\0\u{3}list_members\0\u{1}members\0\u{4}\u{7}actor_invocation\0\u{3}actor_result\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}hello\0\u{1}welcome\0\u{1}ping\0\u{1}pong\0\u{1}goodbye\0\u{1}failure\0\u{1}cancel\0\u{2}\u{3}register\0\u{1}registered\0\u{1}invoke\0\u{1}invoked\0\u{1}spawn\0\u{1}spawned\0\u{3}list_actors\0\u{1}actors\0\u{3}describe_sidecar\0\u{1}sidecar\0\u{1}broadcast\0\u{1}broadcasted\0\u{3}list_members\0\u{1}members\0\u{4}\u{7}actor_invocation\0\u{3}actor_result\0\u{3}actor_invocation_batch\0\u{3}actor_batch_result\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1863,6 +1964,32 @@ nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
           self.body = .actorResult(v)
         }
       }()
+      case 32: try {
+        var v: WireActorInvocationBatch?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .actorInvocationBatch(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .actorInvocationBatch(v)
+        }
+      }()
+      case 33: try {
+        var v: WireActorInvocationBatchResult?
+        var hadOneofValue = false
+        if let current = self.body {
+          hadOneofValue = true
+          if case .actorBatchResult(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.body = .actorBatchResult(v)
+        }
+      }()
       default: break
       }
     }
@@ -1965,6 +2092,14 @@ nonisolated extension WireFrame: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     case .actorResult?: try {
       guard case .actorResult(let v)? = self.body else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 31)
+    }()
+    case .actorInvocationBatch?: try {
+      guard case .actorInvocationBatch(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 32)
+    }()
+    case .actorBatchResult?: try {
+      guard case .actorBatchResult(let v)? = self.body else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 33)
     }()
     case nil: break
     }
@@ -2130,7 +2265,7 @@ nonisolated extension WireCallChain: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}system\0\u{1}role\0\u{1}name\0\u{3}sdk_name\0\u{3}sdk_version\0\u{3}max_frame_bytes\0\u{1}secret\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}system\0\u{1}role\0\u{1}name\0\u{3}sdk_name\0\u{3}sdk_version\0\u{3}max_frame_bytes\0\u{1}secret\0\u{3}accepts_invocation_batches\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2146,6 +2281,7 @@ nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
       case 6: try { try decoder.decodeSingularStringField(value: &self.sdkVersion) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.maxFrameBytes) }()
       case 8: try { try decoder.decodeSingularStringField(value: &self.secret) }()
+      case 9: try { try decoder.decodeSingularBoolField(value: &self.acceptsInvocationBatches) }()
       default: break
       }
     }
@@ -2176,6 +2312,9 @@ nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     if !self.secret.isEmpty {
       try visitor.visitSingularStringField(value: self.secret, fieldNumber: 8)
     }
+    if self.acceptsInvocationBatches != false {
+      try visitor.visitSingularBoolField(value: self.acceptsInvocationBatches, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2188,6 +2327,7 @@ nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
     if lhs.sdkVersion != rhs.sdkVersion {return false}
     if lhs.maxFrameBytes != rhs.maxFrameBytes {return false}
     if lhs.secret != rhs.secret {return false}
+    if lhs.acceptsInvocationBatches != rhs.acceptsInvocationBatches {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -2195,7 +2335,7 @@ nonisolated extension WireHello: SwiftProtobuf.Message, SwiftProtobuf._MessageIm
 
 nonisolated extension WireWelcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}system\0\u{1}node\0\u{3}sidecar_version\0\u{3}max_frame_bytes\0\u{3}heartbeat_interval_ms\0\u{3}max_concurrent_requests\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{1}system\0\u{1}node\0\u{3}sidecar_version\0\u{3}max_frame_bytes\0\u{3}heartbeat_interval_ms\0\u{3}max_concurrent_requests\0\u{3}max_invocation_batch\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2210,6 +2350,7 @@ nonisolated extension WireWelcome: SwiftProtobuf.Message, SwiftProtobuf._Message
       case 5: try { try decoder.decodeSingularUInt32Field(value: &self.maxFrameBytes) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.heartbeatIntervalMs) }()
       case 7: try { try decoder.decodeSingularUInt32Field(value: &self.maxConcurrentRequests) }()
+      case 8: try { try decoder.decodeSingularUInt32Field(value: &self.maxInvocationBatch) }()
       default: break
       }
     }
@@ -2237,6 +2378,9 @@ nonisolated extension WireWelcome: SwiftProtobuf.Message, SwiftProtobuf._Message
     if self.maxConcurrentRequests != 0 {
       try visitor.visitSingularUInt32Field(value: self.maxConcurrentRequests, fieldNumber: 7)
     }
+    if self.maxInvocationBatch != 0 {
+      try visitor.visitSingularUInt32Field(value: self.maxInvocationBatch, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2248,6 +2392,7 @@ nonisolated extension WireWelcome: SwiftProtobuf.Message, SwiftProtobuf._Message
     if lhs.maxFrameBytes != rhs.maxFrameBytes {return false}
     if lhs.heartbeatIntervalMs != rhs.heartbeatIntervalMs {return false}
     if lhs.maxConcurrentRequests != rhs.maxConcurrentRequests {return false}
+    if lhs.maxInvocationBatch != rhs.maxInvocationBatch {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -3246,7 +3391,7 @@ nonisolated extension WireListMembersResponse: SwiftProtobuf.Message, SwiftProto
 
 nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ActorInvocation"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0\u{2}\u{b}timer\0\u{2}\u{a}chain\0\u{1}tags\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}actor\0\u{3}actor_type\0\u{1}action\0\u{1}state\0\u{1}payload\0\u{1}metadata\0\u{1}caller\0\u{3}timeout_ms\0\u{1}revision\0\u{2}\u{b}timer\0\u{3}timer_due_unix_micros\0\u{2}\u{9}chain\0\u{1}tags\0")
 
   fileprivate class _StorageClass {
     var _actor: WireActorId? = nil
@@ -3261,6 +3406,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
     var _chain: WireCallChain? = nil
     var _tags: Dictionary<String,String> = [:]
     var _timer: String = String()
+    var _timerDueUnixMicros: Int64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -3283,6 +3429,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
       _chain = source._chain
       _tags = source._tags
       _timer = source._timer
+      _timerDueUnixMicros = source._timerDueUnixMicros
     }
   }
 
@@ -3311,6 +3458,7 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
         case 8: try { try decoder.decodeSingularUInt32Field(value: &_storage._timeoutMs) }()
         case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._revision) }()
         case 20: try { try decoder.decodeSingularStringField(value: &_storage._timer) }()
+        case 21: try { try decoder.decodeSingularInt64Field(value: &_storage._timerDueUnixMicros) }()
         case 30: try { try decoder.decodeSingularMessageField(value: &_storage._chain) }()
         case 31: try { try decoder.decodeMapField(fieldType: SwiftProtobuf._ProtobufMap<SwiftProtobuf.ProtobufString,SwiftProtobuf.ProtobufString>.self, value: &_storage._tags) }()
         default: break
@@ -3355,6 +3503,9 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
       if !_storage._timer.isEmpty {
         try visitor.visitSingularStringField(value: _storage._timer, fieldNumber: 20)
       }
+      if _storage._timerDueUnixMicros != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._timerDueUnixMicros, fieldNumber: 21)
+      }
       try { if let v = _storage._chain {
         try visitor.visitSingularMessageField(value: v, fieldNumber: 30)
       } }()
@@ -3382,10 +3533,138 @@ nonisolated extension WireActorInvocation: SwiftProtobuf.Message, SwiftProtobuf.
         if _storage._chain != rhs_storage._chain {return false}
         if _storage._tags != rhs_storage._tags {return false}
         if _storage._timer != rhs_storage._timer {return false}
+        if _storage._timerDueUnixMicros != rhs_storage._timerDueUnixMicros {return false}
         return true
       }
       if !storagesAreEqual {return false}
     }
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireActorInvocationBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ActorInvocationBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}invocations\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.invocations) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.invocations.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.invocations, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireActorInvocationBatch, rhs: WireActorInvocationBatch) -> Bool {
+    if lhs.invocations != rhs.invocations {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireActorInvocationBatchResult: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ActorInvocationBatchResult"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}outcomes\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.outcomes) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.outcomes.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.outcomes, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireActorInvocationBatchResult, rhs: WireActorInvocationBatchResult) -> Bool {
+    if lhs.outcomes != rhs.outcomes {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension WireActorInvocationOutcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ActorInvocationOutcome"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}result\0\u{1}failure\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try {
+        var v: WireActorInvocationResult?
+        var hadOneofValue = false
+        if let current = self.outcome {
+          hadOneofValue = true
+          if case .result(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.outcome = .result(v)
+        }
+      }()
+      case 2: try {
+        var v: WireFailure?
+        var hadOneofValue = false
+        if let current = self.outcome {
+          hadOneofValue = true
+          if case .failure(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.outcome = .failure(v)
+        }
+      }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    switch self.outcome {
+    case .result?: try {
+      guard case .result(let v)? = self.outcome else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    }()
+    case .failure?: try {
+      guard case .failure(let v)? = self.outcome else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    }()
+    case nil: break
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: WireActorInvocationOutcome, rhs: WireActorInvocationOutcome) -> Bool {
+    if lhs.outcome != rhs.outcome {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -17,21 +17,26 @@ public final class TroupeHost: Service, Sendable {
     public let system: String
     public let endpoint: Endpoint
     public let name: String
-    private let actors: [String: RegisteredActor]
-    private let logger: Logger
+    let actors: [String: RegisteredActor]
+    let logger: Logger
     /// Starts the `troupe.host.action` span of each action and the client spans of its calls.
     private let tracer: any Tracer
     /// Sent in every Hello; never logged.
     private let secret: String?
     private let current = Mutex<TroupeClient?>(nil)
     /// Actions running now.
-    private let running = Atomic<Int>(0)
+    let running = Atomic<Int>(0)
+    /// Asks the sidecar for invocation batches in the Hello.
+    private let acceptsInvocationBatches: Bool
     /// Set on graceful shutdown: the connection is not opened again.
     private let stopping = Atomic<Bool>(false)
 
     /// - Parameter secret: the sidecar's `host-secret`, required on its TCP listener when it has
     ///   one (a Unix socket ignores it). A wrong secret is refused on every attempt, so the host
     ///   keeps retrying and never registers; the refusal is logged at error level.
+    /// - Parameter invocationBatches: let the sidecar send many timer firings in one frame
+    ///   (`ActorInvocationBatch`); they run concurrently, as single invocations do. Off only to
+    ///   behave like a host that predates batches.
     /// - Parameter tracer: starts a `troupe.host.action` span around every action (a child of
     ///   the sidecar's `troupe.actor.turn`) and a `troupe.client.invoke` span for every call an
     ///   action or ``client`` makes; by default the tracer bootstrapped in `InstrumentationSystem`.
@@ -42,11 +47,13 @@ public final class TroupeHost: Service, Sendable {
         actors: [any VirtualActor.Type],
         name: String = "swift-host",
         secret: String? = nil,
+        invocationBatches: Bool = true,
         logger: Logger = Logger(label: "troupe.host"),
         tracer: (any Tracer)? = nil
     ) throws {
         self.tracer = tracer ?? InstrumentationSystem.tracer
         self.system = system
+        self.acceptsInvocationBatches = invocationBatches
         self.secret = secret
         self.endpoint = endpoint
         self.name = name
@@ -103,8 +110,10 @@ public final class TroupeHost: Service, Sendable {
         while !Task.isCancelled, !stopping.load(ordering: .relaxed) {
             do {
                 let handler = InvocationHandler(host: self)
+                var hello = WireHello.make(system: system, role: .host, name: name, secret: secret)
+                hello.acceptsInvocationBatches = acceptsInvocationBatches
                 let (connection, welcome) = try await PeerConnection.connect(
-                    to: endpoint, hello: .make(system: system, role: .host, name: name, secret: secret),
+                    to: endpoint, hello: hello,
                     delegate: handler,
                     logger: logger)
                 let client = TroupeClient(
@@ -149,7 +158,6 @@ public final class TroupeHost: Service, Sendable {
             connection.fail(id, with: .unavailable("the host is still registering"))
             return
         }
-        let logger = logger
         running.wrappingAdd(1, ordering: .relaxed)
         // Not in the task group: starting there would cost two thread switches per call. `running`
         // counts these tasks, and shutdown waits for it to reach zero.
@@ -163,12 +171,7 @@ public final class TroupeHost: Service, Sendable {
             } catch let error as TroupeError {
                 connection.fail(id, with: error)
             } catch {
-                var metadata = TraceLogMetadata.metadata(of: invocation.metadata)
-                metadata["troupe.actor_id"] = "\(invocation.actor.name)"
-                metadata["troupe.action"] = "\(invocation.action)"
-                metadata["troupe.error"] = "\(error)"
-                logger.warning("action failed", metadata: metadata)
-                connection.fail(id, with: .init(.unknown, "action '\(invocation.action)' failed: \(error)"))
+                connection.fail(id, with: self.unexpected(error, of: invocation))
             }
         }
     }
@@ -193,11 +196,14 @@ private final class InvocationHandler: PeerRequestHandler {
     }
 
     func handle(request: WireFrame.OneOf_Body, id: UInt64, on connection: PeerConnection) {
-        guard case .actorInvocation(let invocation) = request else {
+        switch request {
+        case .actorInvocation(let invocation):
+            host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 })
+        case .actorInvocationBatch(let batch):
+            host.serve(batch, id: id, connection: connection, client: client.withLock { $0 })
+        default:
             connection.fail(id, with: .invalidArgument("a host serves only actor invocations"))
-            return
         }
-        host.serve(invocation, id: id, connection: connection, client: client.withLock { $0 })
     }
 
     func peerSaidGoodbye(_ goodbye: WireGoodbye, on connection: PeerConnection) {

@@ -1,3 +1,4 @@
+import Foundation
 import Tracing
 import TroupeProto
 import TroupeTracing
@@ -140,6 +141,10 @@ public struct ActorContext<State: Sendable>: Sendable {
     public let revision: UInt64
     /// The name of the timer or reminder whose firing this call is; nil for an ordinary call.
     public let timer: String?
+    /// For a firing: how late it reached this action, from when it was due by the sidecar's
+    /// clock to when the action started by this host's (on different machines their skew adds
+    /// in). nil for an ordinary call, or from a sidecar that does not send the due time.
+    public let timerLag: Duration?
     /// Invokes other actors from inside the action.
     public let client: TroupeClient
     /// Forces storing the state even if the action did not change it.
@@ -342,9 +347,10 @@ public struct ActorContext<State: Sendable>: Sendable {
     init(
         state: State, name: String, actorType: String, system: String, caller: String?, callerSystem: String?,
         metadata: [String: String], tags: [String: String], revision: UInt64, timer: String? = nil,
-        client: TroupeClient
+        timerLag: Duration? = nil, client: TroupeClient
     ) {
         self.timer = timer
+        self.timerLag = timerLag
         self.state = state
         self.name = name
         self.actorType = actorType
@@ -454,7 +460,7 @@ struct RegisteredActor: Sendable {
                 callerSystem: invocation.caller.system.isEmpty ? nil : invocation.caller.system,
                 metadata: invocation.metadata, tags: invocation.tags,
                 revision: invocation.revision, timer: invocation.timer.isEmpty ? nil : invocation.timer,
-                client: client)
+                timerLag: TimerClock.lag(sinceDueUnixMicros: invocation.timerDueUnixMicros), client: client)
             var result = WireActorInvocationResult()
             // In the caller's trace: spans the action starts and calls it makes continue it.
             let trace = TracePropagation.context(continuing: invocation.metadata, using: client.tracer)
@@ -480,5 +486,15 @@ struct RegisteredActor: Sendable {
             result.timers = context.timerCommands
             return result
         }
+    }
+}
+
+/// The wall clock that firings' due times are given in.
+enum TimerClock {
+    /// Now minus the due time; nil when the sidecar sent none (0).
+    static func lag(sinceDueUnixMicros due: Int64) -> Duration? {
+        guard due != 0 else { return nil }
+        let now = Int64((Date().timeIntervalSince1970 * 1_000_000).rounded(.down))
+        return .microseconds(now - due)
     }
 }

@@ -43,6 +43,8 @@ final class HostSession: PeerRequestHandler, ActorHost {
     /// The secret this connection's Hello must carry: set on the TCP listener when `host-secret`
     /// is, nil on the Unix socket (its directory's permissions are the boundary).
     private let requiredSecret: SharedSecret?
+    /// Set in the handshake when the host asked for invocation batches; used on the loop only.
+    private let batcher: NIOLoopBoundBox<InvocationBatcher?>
 
     /// Handshakes refused for a missing or wrong secret.
     private static let missingSecret = Counter(
@@ -61,6 +63,7 @@ final class HostSession: PeerRequestHandler, ActorHost {
         self.membership = membership
         self.eventLoop = eventLoop
         self.deadlines = NIOLoopBoundBox(DeadlineTimer(), eventLoop: eventLoop)
+        self.batcher = .makeEmptyBox(valueType: InvocationBatcher.self, eventLoop: eventLoop)
         self.configuration = configuration
         self.directory = directory
         self.jobs = jobs
@@ -90,6 +93,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
     func invoke(_ invocation: WireActorInvocation, timeout: TimeAmount) -> EventLoopFuture<WireActorInvocationResult> {
         guard let connection else {
             return eventLoop.makeFailedFuture(TroupeError.unavailable("the actor host is not connected"))
+        }
+        // Firings come many at a time from the timer heap: they wait for the end of the tick.
+        if !invocation.timer.isEmpty, eventLoop.inEventLoop, let batcher = batcher.value, batcher.accepts(invocation) {
+            return batcher.add(invocation, timeout: timeout)
         }
         return connection.request(.actorInvocation(invocation), timeout: timeout).flatMapThrowing { answer in
             guard case .actorResult(let result) = answer else {
@@ -398,6 +405,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
         welcome.maxFrameBytes = min(limit, configuration.maxFrameBytes)
         welcome.heartbeatIntervalMs = configuration.heartbeatIntervalMs
         welcome.maxConcurrentRequests = configuration.maxConcurrentRequests
+        if hello.role == .host, hello.acceptsInvocationBatches {
+            batcher.value = InvocationBatcher(connection: connection, maxBatch: InvocationBatcher.defaultMaxBatch)
+            welcome.maxInvocationBatch = UInt32(InvocationBatcher.defaultMaxBatch)
+        }
         connection.respond(to: id, with: .welcome(welcome))
         connection.startHeartbeat(interval: .milliseconds(Int64(configuration.heartbeatIntervalMs)))
         logger.info(
@@ -493,6 +504,8 @@ extension WireFrame.OneOf_Body {
         case .broadcasted: "broadcasted"
         case .actorInvocation: "actor_invocation"
         case .actorResult: "actor_result"
+        case .actorInvocationBatch: "actor_invocation_batch"
+        case .actorBatchResult: "actor_batch_result"
         case .listMembers: "list_members"
         case .members: "members"
         }

@@ -116,6 +116,8 @@ public final class Sidecar: Sendable {
         directoryConfiguration.drainTimeout = .milliseconds(Int64(configuration.drainTimeoutMs))
         directoryConfiguration.broadcastTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
         directoryConfiguration.sideEffectTimeout = .milliseconds(Int64(configuration.defaultTimeoutMs))
+        // With one event loop (the default) that is the loop of every host connection.
+        directoryConfiguration.timerLoop = eventLoops.any()
         directoryConfiguration.tracer = tracer
         directoryConfiguration.maxForwardHops = configuration.maxForwardHops
         directoryConfiguration.maxCallDepth = Int(configuration.maxCallDepth)

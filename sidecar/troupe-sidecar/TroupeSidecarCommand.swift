@@ -72,7 +72,14 @@ struct TroupeSidecarCommand: AsyncParsableCommand {
                 return handler
             }, metadataProvider: TraceLogMetadata.provider())
         // Every metric goes to Prometheus' default registry, which the admin endpoint's /metrics serves.
-        MetricsSystem.bootstrap(PrometheusMetricsFactory())
+        var factory = PrometheusMetricsFactory()
+        // A healthy timer fires well under the default 5 ms first bucket: finer buckets show it.
+        factory.durationHistogramBuckets["troupe_timer_fire_lag_seconds"] = [
+            .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1), .microseconds(2500),
+            .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50), .milliseconds(100),
+            .milliseconds(250), .milliseconds(500), .seconds(1), .milliseconds(2500), .seconds(5), .seconds(10),
+        ]
+        MetricsSystem.bootstrap(factory)
         var logger = Logger(label: "troupe.sidecar")
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"

@@ -628,5 +628,5 @@ public let testActorTypes: [any VirtualActor.Type] = [
     Redirect.self, Notifier.self, Gate.self, BehindForwarder.self, CallerReader.self, Bouncer.self, StrictLoop.self,
     ReentrantLoop.self, Spinner.self, Player.self, Announcer.self, TickCounterOne.self, TickCounterTwo.self,
     PoolWorker.self, NarrowPool.self,
-    Ticker.self, Alarm.self,
+    Ticker.self, Alarm.self, LagProbe.self,
 ]

@@ -108,3 +108,24 @@ public struct Alarm: VirtualActor {
         }
     }
 }
+
+/// Records how late each firing of its timer reached the action (nil: it came without a due time).
+public struct LagProbe: VirtualActor {
+    public struct State: Codable, Sendable { public var lagsMicros: [Int64?] = [] }
+    public static let name = "lag-probe"
+    public static let kind = ActorKind.unnamed
+    public static let idleTimeout: Duration? = .seconds(5)
+    public static func initialState() -> State { State() }
+
+    public static func actions(_ actions: inout Actions<Self>) {
+        actions.on("set") { (context, afterMs: Int) -> NoPayload in
+            try context.setTimer("probe", action: "probe", after: .milliseconds(afterMs))
+            return NoPayload()
+        }
+        actions.on("probe") { context -> NoPayload in
+            context.state.lagsMicros.append(context.timerLag.map { $0.components.seconds * 1_000_000 + $0.components.attoseconds / 1_000_000_000_000 })
+            return NoPayload()
+        }
+        actions.on("lags") { context -> [Int64?] in context.state.lagsMicros }
+    }
+}
