@@ -124,9 +124,15 @@ struct InvocationBatchTests {
             return failures > failuresBefore + 2 && ticks > ticksBefore + 64
         }
 
-        // The host goes away with a batch outstanding: each of its firings fails at once.
-        host.answer.withLock { $0 = .closeConnection }
+        // The host goes away with a batch outstanding: each of its firings fails at once. The
+        // count is read while the host answers in full, before the close can add to it.
+        host.answer.withLock { $0 = .results }
+        let ticksAnswered = host.seen.withLock { $0.ticks.values.reduce(0, +) }
+        try await waitFor("firings answered in full again") {
+            host.seen.withLock { $0.ticks.values.reduce(0, +) } > ticksAnswered + 64
+        }
         let failuresBeforeClose = try await metric("troupe_timer_failures_total")
+        host.answer.withLock { $0 = .closeConnection }
         try await waitFor("the connection to close") { !host.connection.channel.isActive }
         try await waitFor("the abandoned firings to be counted") {
             try await metric("troupe_timer_failures_total") > failuresBeforeClose
