@@ -95,7 +95,11 @@ struct ClusterLimitsTests {
     @Test func aHandshakeTrickledSlowerThanTheTimeoutIsClosed() async throws {
         try await withNodes(["b"], handshakeTimeout: .milliseconds(300)) { nodes in
             let peer = try await RawClusterPeer(port: try #require(nodes[0].transport.boundPort))
-            try await peer.sendHeader(length: 100, id: 0)
+            do { try await peer.sendHeader(length: 100, id: 0) } catch {
+                // On a loaded machine the timeout can run out before the header is sent: closed already.
+                #expect(!peer.channel.isActive, "the header could not be sent: \(error)")
+                return
+            }
             var closed = false
             for _ in 0..<100 {
                 if !peer.channel.isActive {
