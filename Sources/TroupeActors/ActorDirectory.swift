@@ -639,7 +639,7 @@ public final class ActorDirectory: Service, Sendable {
             TroupeSpan.clusterForward, kind: .client, metadata: &invocation.metadata, actorID: invocation.actor.name,
             action: invocation.action)
         span?.attributes[TroupeSpanAttribute.peer] = owner
-        let request: [UInt8]
+        let request: Data
         do { request = try invocation.remoteRequest() } catch {
             span?.end(reporting: error)
             reply.complete(.failure(error))
@@ -647,14 +647,14 @@ public final class ActorDirectory: Service, Sendable {
         }
         let call = RemoteCallEnvelope(
             recipient: TroupeActorID(node: owner, path: invocation.actor.description),
-            target: StableTargets.actorProcessInvoke, arguments: [Data(request)], hops: invocation.hops + 1)
+            target: StableTargets.actorProcessInvoke, arguments: [request], hops: invocation.hops + 1)
         forwarded.increment()
         actorSystem.start(call, deadline: invocation.deadline).whenComplete { result in
             let outcome: Result<WirePayload, TroupeError>
             switch result {
             case .success(let bytes):
                 do {
-                    outcome = .success(try WirePayload(serializedBytes: Array(bytes ?? Data())))
+                    outcome = .success(try WirePayload(serializedBytes: bytes ?? Data()))
                 } catch {
                     outcome = .failure(.internalError("node \(owner) answered with an unreadable payload: \(error)"))
                 }
@@ -680,7 +680,7 @@ public final class ActorDirectory: Service, Sendable {
         }
         var invocation: Invocation
         do {
-            invocation = try Invocation(remote: Array(bytes), defaultActor: recipient, hops: call.hops)
+            invocation = try Invocation(remote: bytes, defaultActor: recipient, hops: call.hops)
         } catch {
             return reply(.failure(error))
         }
@@ -692,14 +692,14 @@ public final class ActorDirectory: Service, Sendable {
             span?.end(reporting: result)
             reply(
                 result.flatMap { payload in
-                    do { return .success(Data(try payload.serializedBytes() as [UInt8])) } catch {
+                    do { return .success(try payload.serializedBytes() as Data) } catch {
                         return .failure(.internalError("cannot encode a reply: \(error)"))
                     }
                 })
         }
-        // On the loop that read the call: a timer on another thread costs two wake-ups per call.
-        answer.arm(
-            deadline: invocation.deadline, on: MultiThreadedEventLoopGroup.currentEventLoop ?? DeadlineTimers.loop)
+        // No timer of its own: the calling node's connection fails the call at its deadline and
+        // drops a late reply, and the activation refuses a call whose deadline passed in the
+        // mailbox. A timer here cost a scheduled task and its cancellation for every call.
         invoke(invocation, reply: answer)
     }
 

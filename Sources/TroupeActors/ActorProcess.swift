@@ -1,4 +1,5 @@
 public import Distributed
+import Foundation
 import Logging
 import NIOCore
 import Tracing
@@ -23,6 +24,8 @@ final class ActorTypeInfo: Sendable {
     /// For a pooled type, the instances kept when idle and the most it grows to.
     let poolMin: Int
     let poolMax: Int
+    /// The calls of every activation of the type, counted and timed.
+    let meters: InvocationMeters
 
     /// The largest pool a type gets unless it says otherwise: eight instances per core, as each
     /// mostly waits for its host.
@@ -41,6 +44,7 @@ final class ActorTypeInfo: Sendable {
         self.pooled = definition.kind == .pooled
         self.poolMax = definition.poolMax == 0 ? Self.defaultPoolMax : Int(definition.poolMax)
         self.poolMin = definition.hasPoolMin ? Int(definition.poolMin) : min(1, poolMax)
+        self.meters = InvocationMeters(actorType: definition.name, actions: actions)
     }
 
     var name: String { definition.name }
@@ -71,7 +75,6 @@ public distributed actor ActorProcess {
     /// Write-behind: the pending snapshot timer, and the write in progress.
     var snapshotTimer: Scheduled<Void>?
     var storing: EventLoopFuture<Void>?
-    private var meters: InvocationMeters
     /// Grows by one each time a new state is accepted. A call remembers it when it starts: a new
     /// state it returns is accepted only if no other call's state was accepted meanwhile, which
     /// only an interleaved (reentrant) call can do.
@@ -101,7 +104,6 @@ public distributed actor ActorProcess {
         self.directory = directory
         self.fencingToken = activation?.fencingToken ?? 0
         self.revision = activation?.record.revision ?? 0
-        self.meters = InvocationMeters(actorType: type.name, actions: type.actions)
         if let stored = activation?.record.state {
             var payload = WirePayload()
             payload.typeURL = stored.typeURL
@@ -231,7 +233,7 @@ public distributed actor ActorProcess {
     /// Answers `call` and counts the outcome.
     private func complete(_ call: Call, _ outcome: Result<WirePayload, TroupeError>, since started: NIODeadline) {
         let failure: TroupeError? = if case .failure(let error) = outcome { error } else { nil }
-        meters.record(action: call.invocation.action, failure: failure, since: started)
+        type.meters.record(action: call.invocation.action, failure: failure, since: started)
         call.reply.complete(outcome)
     }
 
@@ -352,13 +354,13 @@ public distributed actor ActorProcess {
         }
         switch answer.route {
         case .forward(let target)?:
-            meters.record(action: origin.action, failure: nil, since: started)
+            type.meters.record(action: origin.action, failure: nil, since: started)
             directory.invoke(
                 Invocation(
                     effect: target, of: origin, by: key, payload: origin.payload, deadline: origin.deadline,
                     sameChain: true), reply: call.reply)
         case .pipe(let target)?:
-            meters.record(action: origin.action, failure: nil, since: started)
+            type.meters.record(action: origin.action, failure: nil, since: started)
             directory.invoke(
                 Invocation(
                     effect: target, of: origin, by: key, payload: answer.reply, deadline: origin.deadline,
@@ -466,7 +468,7 @@ public distributed actor ActorProcess {
     /// - Parameter request: a serialized `troupe.host.v1.InvokeRequest`.
     /// - Returns: the reply, a serialized `troupe.host.v1.Payload`.
     public distributed func invoke(request: [UInt8]) async throws -> [UInt8] {
-        let invocation = try Invocation(remote: request, defaultActor: key, hops: 0)
+        let invocation = try Invocation(remote: Data(request), defaultActor: key, hops: 0)
         let reply = try await directory.invoke(invocation)
         return try reply.serializedBytes()
     }

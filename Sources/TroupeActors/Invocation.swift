@@ -1,3 +1,4 @@
+public import Foundation
 public import NIOCore
 import SwiftProtobuf
 import Synchronization
@@ -92,7 +93,7 @@ extension Invocation {
     /// `timeout_ms` is what the caller still waits. An empty actor means `defaultActor`.
     ///
     /// - Throws: `invalidArgument` if the bytes are not an `InvokeRequest` or name no action.
-    public init(remote bytes: [UInt8], defaultActor: ActorKey, hops: UInt32) throws(TroupeError) {
+    public init(remote bytes: Data, defaultActor: ActorKey, hops: UInt32) throws(TroupeError) {
         let request: WireInvokeRequest
         do { request = try WireInvokeRequest(serializedBytes: bytes) } catch {
             throw .invalidArgument("a remote invocation is not a troupe.host.v1.InvokeRequest: \(error)")
@@ -111,7 +112,7 @@ extension Invocation {
     }
 
     /// This call as a serialized `InvokeRequest` for another node, with the time left until its deadline.
-    public func remoteRequest() throws(TroupeError) -> [UInt8] {
+    public func remoteRequest() throws(TroupeError) -> Data {
         var request = WireInvokeRequest()
         request.actor.system = actor.system
         request.actor.name = actor.name

@@ -53,7 +53,6 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     public let configuration: Configuration
     private let nats: NATSConnection
     private let directory: ActorDirectory
-    private let timerLoop: any EventLoop
     private let logger: Logger
     private let subscriptions = Mutex<[NATSSubscription]>([])
     private let inFlight = Atomic<Int>(0)
@@ -67,16 +66,13 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
     private let callsDenied = Mutex<[String: Counter]>([:])
     private let broadcastsDenied = Mutex<[String: Counter]>([:])
 
-    /// - Parameter timerLoop: arms the deadlines of calls taken from NATS.
     public init(
-        configuration: Configuration, connection: NATSConnection, directory: ActorDirectory,
-        timerLoop: any EventLoop, logger: Logger
+        configuration: Configuration, connection: NATSConnection, directory: ActorDirectory, logger: Logger
     ) throws(TroupeError) {
         try BridgeSubjects.validate(system: configuration.system)
         self.configuration = configuration
         self.nats = connection
         self.directory = directory
-        self.timerLoop = timerLoop
         var logger = logger
         logger[metadataKey: "troupe.system"] = "\(configuration.system)"
         logger[metadataKey: "troupe.node"] = "\(configuration.node)"
@@ -316,8 +312,10 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         }
         // Queued right here, on the subscription's thread: calls keep the order they arrived in,
         // and the actor's own loop is the only one woken on the way to the host (a hop through
-        // another loop first cost a second wake-up per call).
-        reply.arm(deadline: invocation.deadline, on: timerLoop)
+        // another loop first cost a second wake-up per call). No timer of its own: the calling
+        // sidecar fails the call at its deadline and drops a late answer, and the activation
+        // refuses a call whose deadline passed in the mailbox; a timer armed here from the
+        // libnats thread woke the loop once more per call.
         directory.invoke(invocation, reply: reply)
     }
 

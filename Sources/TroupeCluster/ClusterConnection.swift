@@ -108,7 +108,8 @@ final class ClusterChannelHandler: ChannelInboundHandler {
     private var context: ChannelHandlerContext?
     private var peer: NodeIdentity?
     private var pending = PendingCalls<EventLoopPromise<Data?>>()
-    private var timer: (deadline: NIODeadline, task: Scheduled<Void>)?
+    /// Fires at the earliest deadline in `pending`, or later when that one was answered.
+    private var deadlines = DeadlineTimer()
     private var nextID: UInt64 = 1
     /// The peer's calls not answered yet; a cancelled one is removed and its answer dropped.
     private var live: Set<UInt64> = []
@@ -172,31 +173,28 @@ final class ClusterChannelHandler: ChannelInboundHandler {
         var envelope = ClusterEnvelope()
         envelope.call = wire
         pending.insert(id, deadline: deadline, promise)
-        if timer.map({ deadline < $0.deadline }) ?? true { armTimer() }
+        armDeadlines(for: deadline, on: context.eventLoop)
         write(id: id, envelope)
         return promise.futureResult
     }
 
     private var connectionLoop: any EventLoop { connection?.eventLoop ?? DeadlineLoop.any }
 
-    /// One timer for the whole connection, at the earliest deadline of the calls waiting.
-    private func armTimer() {
-        guard let context, let earliest = pending.earliestDeadline else {
-            timer?.task.cancel()
-            timer = nil
-            return
+    /// Makes sure the connection's one timer fires by `deadline`. It stays armed when the calls
+    /// are answered: at one call in flight, cancelling and scheduling it again for every call
+    /// cost more than the few spurious firings a period (see ``DeadlineTimer``).
+    private func armDeadlines(for deadline: NIODeadline, on loop: any EventLoop) {
+        deadlines.arm(for: deadline, on: loop) { [self] in expireCalls() }
+    }
+
+    private func expireCalls() {
+        deadlines.fired()
+        guard let context else { return }
+        for (id, promise) in pending.expire(now: .now()) {
+            promise.fail(TroupeError.deadlineExceeded("no answer from node \(peerName) in time"))
+            write(id: id, cancelEnvelope)
         }
-        if let timer, timer.deadline <= earliest { return }
-        timer?.task.cancel()
-        let task = context.eventLoop.assumeIsolated().scheduleTask(deadline: earliest) { [self] in
-            timer = nil
-            for (id, promise) in pending.expire(now: .now()) {
-                promise.fail(TroupeError.deadlineExceeded("no answer from node \(peerName) in time"))
-                write(id: id, cancelEnvelope)
-            }
-            armTimer()
-        }
-        timer = (earliest, task)
+        if let next = pending.earliestDeadline { armDeadlines(for: next, on: context.eventLoop) }
     }
 
     private var cancelEnvelope: ClusterEnvelope {
@@ -270,7 +268,6 @@ final class ClusterChannelHandler: ChannelInboundHandler {
             case .failure(let failure): promise.fail(TroupeError(failure))
             case nil: promise.fail(TroupeError.internalError("node \(peer.name) sent an empty reply"))
             }
-            if pending.isEmpty { armTimer() }
         case .cancel:
             live.remove(id)
         case .swim(let swim):
@@ -378,8 +375,7 @@ final class ClusterChannelHandler: ChannelInboundHandler {
     }
 
     private func failAll(_ error: TroupeError) {
-        timer?.task.cancel()
-        timer = nil
+        deadlines.stop()
         for promise in pending.removeAll() { promise.fail(error) }
         handshakePromise?.fail(error)
         handshakePromise = nil

@@ -14,12 +14,18 @@ final class ConnectionCore: Sendable {
 
     private struct Pending {
         var completion: Completion
-        var timer: Scheduled<Void>?
+        var deadline: NIODeadline
+        /// For the message of its `deadlineExceeded`.
+        var timeout: Duration
     }
 
     private struct State {
         var nextToken: UInt64 = 1
         var pending: [UInt64: Pending] = [:]
+        /// When the one timer of all requests fires; nil while none is scheduled. It is moved
+        /// only to an earlier deadline and never cancelled: most requests are answered in time,
+        /// and cancelling a task from a libnats thread woke the timer's loop for every reply.
+        var timerAt: NIODeadline?
         var listeners: [UInt64: AsyncStream<NATSConnectionEvent>.Continuation] = [:]
         var nextListener: UInt64 = 1
         var closed = false
@@ -43,29 +49,52 @@ final class ConnectionCore: Sendable {
 
     /// Registers a request; its reply or failure reaches `completion` once, by `timeout` at the latest.
     func register(timeout: Duration, _ completion: @escaping Completion) -> UInt64 {
-        let token = state.withLock { state -> UInt64 in
+        let deadline = NIODeadline.now() + .nanoseconds(Int64(timeout.natsMilliseconds) * 1_000_000)
+        let (token, arm) = state.withLock { state -> (UInt64, Bool) in
             let token = state.nextToken
             state.nextToken += 1
-            state.pending[token] = Pending(completion: completion)
-            return token
+            state.pending[token] = Pending(completion: completion, deadline: deadline, timeout: timeout)
+            guard state.timerAt.map({ deadline < $0 }) ?? true else { return (token, false) }
+            state.timerAt = deadline
+            return (token, true)
         }
-        let timer = timerLoop.scheduleTask(in: .nanoseconds(Int64(timeout.natsMilliseconds) * 1_000_000)) {
-            [self] in
-            complete(token, .failure(.deadlineExceeded("no reply over NATS within \(timeout)")))
-        }
-        let answered = state.withLock { state -> Bool in
-            guard state.pending[token] != nil else { return true }
-            state.pending[token]?.timer = timer
-            return false
-        }
-        if answered { timer.cancel() }
+        if arm { scheduleExpiry(at: deadline) }
         return token
+    }
+
+    private func scheduleExpiry(at deadline: NIODeadline) {
+        timerLoop.scheduleTask(deadline: deadline) { [self] in expireRequests() }
+    }
+
+    /// Fails the requests whose deadline passed and schedules the timer for the earliest left.
+    private func expireRequests() {
+        let now = NIODeadline.now()
+        let (due, next) = state.withLock { state -> ([Pending], NIODeadline?) in
+            var due: [Pending] = []
+            var next: NIODeadline?
+            for (token, request) in state.pending {
+                if request.deadline <= now {
+                    due.append(request)
+                    state.pending.removeValue(forKey: token)
+                } else if next.map({ request.deadline < $0 }) ?? true {
+                    next = request.deadline
+                }
+            }
+            // A timer moved earlier leaves the later one scheduled; only the one due now clears.
+            if let at = state.timerAt, at <= now { state.timerAt = nil }
+            guard let next, state.timerAt == nil else { return (due, nil) }
+            state.timerAt = next
+            return (due, next)
+        }
+        for request in due {
+            request.completion(.failure(.deadlineExceeded("no reply over NATS within \(request.timeout)")))
+        }
+        if let next { scheduleExpiry(at: next) }
     }
 
     /// Completes request `token` if it is still waiting.
     func complete(_ token: UInt64, _ result: Result<NATSMessage, TroupeError>) {
         guard let pending = state.withLock({ $0.pending.removeValue(forKey: token) }) else { return }
-        pending.timer?.cancel()
         pending.completion(result)
     }
 
@@ -76,7 +105,6 @@ final class ConnectionCore: Sendable {
             return Array(state.pending.values)
         }
         for request in pending {
-            request.timer?.cancel()
             request.completion(.failure(error))
         }
     }

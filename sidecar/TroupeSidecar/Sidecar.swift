@@ -159,7 +159,7 @@ public final class Sidecar: Sendable {
                     maxCallBytes: Int(configuration.maxFrameBytes),
                     drainTimeout: .milliseconds(Int64(configuration.drainTimeoutMs)),
                     policy: try configuration.bridgePolicy(), metadataLimits: configuration.metadataLimits),
-                connection: nats, directory: directory, timerLoop: eventLoops.next(), logger: logger)
+                connection: nats, directory: directory, logger: logger)
             directory.attach(bridge: bridge)
             self.bridge = bridge
         } else {
