@@ -122,10 +122,13 @@ extension ActorDirectory {
 
     private func timerFailed(_ entry: TimerWheel.Entry, _ error: TroupeError) {
         TimerMeters.timerFailures.increment()
+        // At most a line a second: a host that went away fails the firings of all its actors.
+        guard let suppressed = TimerMeters.failureLog.admit() else { return }
         logger.warning(
             "timer firing failed",
             metadata: [
                 "troupe.actor_id": "\(entry.key)", "troupe.timer": "\(entry.name)", "troupe.error": "\(error)",
+                "troupe.suppressed": "\(suppressed)",
             ])
     }
 

@@ -1129,16 +1129,17 @@ public final class ActorDirectory: Service, Sendable {
             var moved: Set<ActorKey> = []
             if let router = self.router.withLock({ $0 }) {
                 let candidates = state.withLock { state in
-                    state.slots.compactMap { key, slot -> (ActorKey, String)? in
-                        guard let type = slot.type, slot.process != nil, slot.depth == 0 else { return nil }
-                        return (key, type.definition.kind == .unnamed ? type.name : "")
+                    // In place, as in `letGo`: iterating the pairs copied every slot.
+                    var candidates: [(ActorKey, String)] = []
+                    for index in state.slots.indices where state.slots.values[index].isQuiet {
+                        guard let type = state.slots.values[index].type else { continue }
+                        candidates.append((state.slots.keys[index], type.definition.kind == .unnamed ? type.name : ""))
                     }
+                    return candidates
                 }
                 moved = Set(candidates.filter { router.remoteOwner(of: $0.0, spawnFrom: $0.1) != nil }.map(\.0))
             }
-            let removed = letGo { key, slot in
-                slot.isIdle(at: now) || (!moved.isEmpty && moved.contains(key))
-            }
+            let removed = letGo(idleAt: now, orAmong: moved)
             let retired = state.withLock { state in
                 var retired = 0
                 for name in Array(state.pools.keys) { retired += state.pools[name]!.retireIdle(now: now) }
@@ -1149,25 +1150,27 @@ public final class ActorDirectory: Service, Sendable {
         }
     }
 
-    /// Ends the quiet activations (active, nothing running or queued) that `chosen` picks: a
-    /// clean one at once, one with unsaved write-behind state once it is stored (its snapshot is
+    /// Ends the quiet activations (active, nothing running or queued) that are idle at `now` or
+    /// that another node owns now (`moved`): a clean one at once, one with unsaved write-behind state once it is stored (its snapshot is
     /// started here; a later call removes it).
     ///
     /// - Returns: how many activations ended.
-    private func letGo(where chosen: (ActorKey, Slot) -> Bool) -> Int {
+    private func letGo(idleAt now: NIODeadline, orAmong moved: Set<ActorKey>) -> Int {
         endQuiet { state in
-            // Every slot is looked at in place, under the lock the event loops wait for: copying
-            // each one (as `filter` does) cost milliseconds per sweep at 100,000 actors.
+            // Every slot is looked at in place, under the lock the event loops wait for: a copy
+            // of each one (as `filter`, or a closure taking the slot, makes) retained all its
+            // parts and cost a fifth of the sidecar's CPU with 20,000 actors on timers.
             var picked: [ActorKey] = []
-            for index in state.slots.indices
-            where state.slots.values[index].isQuiet && chosen(state.slots.keys[index], state.slots.values[index]) {
-                picked.append(state.slots.keys[index])
+            for index in state.slots.indices where state.slots.values[index].isQuiet {
+                if state.slots.values[index].isIdle(at: now) || moved.contains(state.slots.keys[index]) {
+                    picked.append(state.slots.keys[index])
+                }
             }
             return picked
         }
     }
 
-    /// ``letGo(where:)`` for one actor, without looking at the others.
+    /// ``letGo(idleAt:orAmong:)`` for one actor, without looking at the others.
     private func letGo(_ key: ActorKey) -> Int {
         endQuiet { state in state.slots[key]?.isQuiet == true ? [key] : [] }
     }

@@ -44,6 +44,8 @@ enum TimerMeters {
     /// Firings dropped because the previous one was still running or the mailbox was full.
     static let timerSkips = Counter(label: "troupe_timer_skipped_total")
     static let timerFailures = Counter(label: "troupe_timer_failures_total")
+    /// Rate of the `timer firing failed` log lines; `timerFailures` counts them all.
+    static let failureLog = LogRateLimit()
     static let reminderFires = Counter(label: "troupe_reminder_fires_total")
     static let reminderFailures = Counter(label: "troupe_reminder_failures_total")
     static let timerLag = Timer(
