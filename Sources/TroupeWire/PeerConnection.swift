@@ -118,6 +118,23 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
         return promise.futureResult
     }
 
+    /// Sends a request whose body, a serialized `troupe.host.v1.Frame`, is already encoded: for a
+    /// frame built from many parts (``FrameBuffer/invocationBatch(_:)``), where swift-protobuf would
+    /// size every nested message again at each level above it. A body larger than the peer accepts
+    /// fails the request with `resourceExhausted` without sending it.
+    public func request(encoded body: FrameBuffer, timeout: TimeAmount) -> EventLoopFuture<WireFrame.OneOf_Body> {
+        let id = makeRequestID()
+        let promise = channel.eventLoop.makePromise(of: WireFrame.OneOf_Body.self)
+        if channel.eventLoop.inEventLoop {
+            handler.value.start(id: id, encoded: body, timeout: timeout, promise: promise)
+        } else {
+            channel.eventLoop.execute {
+                self.handler.value.start(id: id, encoded: body, timeout: timeout, promise: promise)
+            }
+        }
+        return promise.futureResult
+    }
+
     /// Sends a request and waits for its answer. Cancelling the task cancels the request, and the
     /// peer is told.
     public func call(_ body: WireFrame.OneOf_Body, timeout: TimeAmount) async throws -> WireFrame.OneOf_Body {
@@ -187,21 +204,26 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
                 id: frame.id, .failure(TroupeError.internalError("could not encode answer: \(error)").wire))
             body = (try? frame.frame.serializedBytes()) ?? FrameBuffer(repeating: 0, count: 0)
         }
+        send(body, id: frame.id)
+    }
+
+    /// Sends an encoded frame body: checked against the peer's limit, framed, written.
+    private func send(_ body: FrameBuffer, id: UInt64) {
+        var body = body
         let limit = peerMaxFrameBytes
-        if body.count > Int(limit), frame.id != HostProtocol.connectionFrameID {
+        if body.count > Int(limit), id != HostProtocol.connectionFrameID {
             let failure = TroupeError.resourceExhausted(
                 "frame of \(body.count) bytes exceeds the peer's limit of \(limit) bytes",
                 details: ["limit": "\(limit)", "size": "\(body.count)"])
-            if side.owns(frame.id) {
+            if side.owns(id) {
                 // Our own request is too large: fail it locally, the peer never sees it.
-                let id = frame.id
                 channel.eventLoop.execute { self.handler.value.failPending(id: id, with: failure) }
                 return
             }
-            write(OutboundFrame(id: frame.id, .failure(failure.wire)))
+            write(OutboundFrame(id: id, .failure(failure.wire)))
             return
         }
-        let buffer = body.framed(id: frame.id)
+        let buffer = body.framed(id: id)
         if channel.eventLoop.inEventLoop {
             handler.value.send(buffer)
         } else {
@@ -211,6 +233,7 @@ public final class PeerConnection: Sendable, CustomStringConvertible {
     }
 
     fileprivate func writeFromLoop(_ frame: OutboundFrame) { write(frame) }
+    fileprivate func sendFromLoop(_ body: FrameBuffer, id: UInt64) { send(body, id: id) }
 }
 
 /// The event-loop side of a ``PeerConnection``: demultiplexes answers, timeouts, heartbeats.
@@ -253,14 +276,27 @@ final class FrameConnectionHandler: ChannelInboundHandler {
     }
 
     func start(_ frame: OutboundFrame, timeout: TimeAmount, promise: EventLoopPromise<WireFrame.OneOf_Body>) {
+        register(frame.id, timeout: timeout, promise: promise)?.writeFromLoop(frame)
+    }
+
+    func start(
+        id: UInt64, encoded body: FrameBuffer, timeout: TimeAmount, promise: EventLoopPromise<WireFrame.OneOf_Body>
+    ) {
+        register(id, timeout: timeout, promise: promise)?.sendFromLoop(body, id: id)
+    }
+
+    /// Makes request `id` wait for its answer; nil (and the promise failed) on a closed connection.
+    private func register(
+        _ id: UInt64, timeout: TimeAmount, promise: EventLoopPromise<WireFrame.OneOf_Body>
+    ) -> PeerConnection? {
         guard let context, !closed, let connection else {
             promise.fail(TroupeError.unavailable("connection is closed"))
-            return
+            return nil
         }
         let deadline = NIODeadline.now() + timeout
-        pending[frame.id] = Pending(promise: promise, deadline: deadline, timeout: timeout)
+        pending[id] = Pending(promise: promise, deadline: deadline, timeout: timeout)
         armDeadlines(for: deadline, on: context.eventLoop)
-        connection.writeFromLoop(frame)
+        return connection
     }
 
     private func armDeadlines(for deadline: NIODeadline, on loop: any EventLoop) {

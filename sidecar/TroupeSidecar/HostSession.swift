@@ -95,8 +95,10 @@ final class HostSession: PeerRequestHandler, ActorHost {
             return eventLoop.makeFailedFuture(TroupeError.unavailable("the actor host is not connected"))
         }
         // Firings come many at a time from the timer heap: they wait for the end of the tick.
-        if !invocation.timer.isEmpty, eventLoop.inEventLoop, let batcher = batcher.value, batcher.accepts(invocation) {
-            return batcher.add(invocation, timeout: timeout)
+        if !invocation.timer.isEmpty, eventLoop.inEventLoop, let batcher = batcher.value,
+            let batched = batcher.add(invocation, timeout: timeout)
+        {
+            return batched
         }
         return connection.request(.actorInvocation(invocation), timeout: timeout).flatMapThrowing { answer in
             guard case .actorResult(let result) = answer else {

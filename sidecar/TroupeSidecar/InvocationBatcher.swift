@@ -37,18 +37,16 @@ final class InvocationBatcher {
         self.maxBatch = maxBatch
     }
 
-    /// Whether `invocation` may wait for the end of the tick in a batch. A large one goes alone,
-    /// so that one big payload never pushes a batch over the frame limit.
-    func accepts(_ invocation: WireActorInvocation) -> Bool {
-        Self.estimatedSize(invocation) <= Int(connection.peerMaxFrameBytes) / 16
-    }
-
     /// Queues `invocation` for the batch of this tick; the future completes with its own outcome.
-    func add(_ invocation: WireActorInvocation, timeout: TimeAmount) -> EventLoopFuture<WireActorInvocationResult> {
+    /// Nil for a large invocation, which goes alone, so that one big payload never pushes a batch
+    /// over the frame limit.
+    func add(_ invocation: WireActorInvocation, timeout: TimeAmount) -> EventLoopFuture<WireActorInvocationResult>? {
+        let size = Self.estimatedSize(invocation)
+        guard size <= Int(connection.peerMaxFrameBytes) / 16 else { return nil }
         let promise = connection.eventLoop.makePromise(of: WireActorInvocationResult.self)
         entries.append(Entry(invocation: invocation, promise: promise))
         self.timeout = max(self.timeout, timeout)
-        estimatedBytes += Self.estimatedSize(invocation)
+        estimatedBytes += size
         if entries.count >= maxBatch || estimatedBytes >= Int(connection.peerMaxFrameBytes) / 2 {
             flush()
         } else if !flushScheduled {
@@ -76,9 +74,13 @@ final class InvocationBatcher {
         }
         Self.batches.increment()
         Self.batched.increment(by: sent.count)
-        var batch = WireActorInvocationBatch()
-        batch.invocations = sent.map(\.invocation)
-        connection.request(.actorInvocationBatch(batch), timeout: timeout).whenComplete { result in
+        let body: FrameBuffer
+        do { body = try FrameBuffer.invocationBatch(sent.map(\.invocation)) } catch {
+            let error = TroupeError.internalError("cannot encode a batch of invocations: \(error)")
+            for entry in sent { entry.promise.fail(error) }
+            return
+        }
+        connection.request(encoded: body, timeout: timeout).whenComplete { result in
             switch result {
             case .success(.actorBatchResult(let answer)) where answer.outcomes.count == sent.count:
                 for (entry, outcome) in zip(sent, answer.outcomes) {
