@@ -232,6 +232,8 @@ public final class ActorDirectory: Service, Sendable {
     /// Numbers the call chains this node starts, after a prefix unique to this directory (the
     /// node name alone could repeat the ids of a previous run whose calls are still in flight).
     private let chainCounter = Atomic<UInt64>(0)
+    /// Placement may have moved active actors to another node since the idle sweep last looked.
+    private let placementMayHaveMoved = Atomic<Bool>(true)
     /// Set once the first pooled type registers (pools are never removed), so that calls on a
     /// sidecar without pools do not take the state lock an extra time to look for one.
     private let hasPools = Atomic<Bool>(false)
@@ -290,6 +292,7 @@ public final class ActorDirectory: Service, Sendable {
     /// Decides, per call, whether an actor lives on another node. Nil (a single node) serves every call here.
     public func route(with router: (any InvocationRouter)?) {
         self.router.withLock { $0 = router }
+        placementChanged()
     }
 
     // MARK: Registration
@@ -1126,12 +1129,14 @@ public final class ActorDirectory: Service, Sendable {
             let now = NIODeadline.now()
             // Actors another node owns now (membership changed) are stored and let go, so the
             // new owner activates them from the store. The router is asked outside the lock.
+            // Only after placement changed: asking the router about every actor costs a
+            // rendezvous hash each, every sweep, for nothing while the members stay the same.
             var moved: Set<ActorKey> = []
-            if let router = self.router.withLock({ $0 }) {
+            if let router = self.router.withLock({ $0 }), placementMayHaveMoved.exchange(false, ordering: .relaxed) {
                 let candidates = state.withLock { state in
                     // In place, as in `letGo`: iterating the pairs copied every slot.
                     var candidates: [(ActorKey, String)] = []
-                    for index in state.slots.indices where state.slots.values[index].isQuiet {
+                    for index in state.slots.indices where state.slots.values[index].process != nil {
                         guard let type = state.slots.values[index].type else { continue }
                         candidates.append((state.slots.keys[index], type.definition.kind == .unnamed ? type.name : ""))
                     }
@@ -1140,6 +1145,10 @@ public final class ActorDirectory: Service, Sendable {
                 moved = Set(candidates.filter { router.remoteOwner(of: $0.0, spawnFrom: $0.1) != nil }.map(\.0))
             }
             let removed = letGo(idleAt: now, orAmong: moved)
+            // A moved actor still busy (or storing its state) is let go by a later sweep.
+            if !moved.isEmpty, state.withLock({ state in moved.contains { state.slots[$0] != nil } }) {
+                placementMayHaveMoved.store(true, ordering: .relaxed)
+            }
             let retired = state.withLock { state in
                 var retired = 0
                 for name in Array(state.pools.keys) { retired += state.pools[name]!.retireIdle(now: now) }
@@ -1196,6 +1205,13 @@ public final class ActorDirectory: Service, Sendable {
             activeGauge.record(activeCount)
         }
         return removed
+    }
+
+    /// Tells the directory that placement changed (members, or the types their hosts serve):
+    /// the next idle sweep lets go of the quiet actors another node owns now, and keeps looking
+    /// until the busy ones among them are gone too.
+    public func placementChanged() {
+        placementMayHaveMoved.store(true, ordering: .relaxed)
     }
 
     // MARK: Hand-off between nodes

@@ -200,7 +200,8 @@ public final class Sidecar: Sendable {
         membershipConfiguration.dnsPort = ClusterTransport.split(advertise)?.1 ?? port
         let membership = ClusterMembership(
             configuration: membershipConfiguration, transport: transport,
-            localTypes: { Set(directory.registeredTypes.map(\.name)) }, logger: logger)
+            localTypes: { Set(directory.registeredTypes.map(\.name)) },
+            moved: { _ in directory.placementChanged() }, logger: logger)
         directory.route(with: membership)
         return (transport, membership)
     }
