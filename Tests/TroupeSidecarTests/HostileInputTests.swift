@@ -154,9 +154,12 @@ struct HostileInputTests {
             let raw = try await RawSocket.connect(sidecar.configuration.socket)
             // The header of a 100-byte Hello, then a byte now and then: bytes keep arriving, but
             // no Hello is complete when the timeout passes.
-            try await raw.sendRaw(length: 100, id: 1, body: [0x0A])
             var closed = false
-            for _ in 0..<100 {
+            do { try await raw.sendRaw(length: 100, id: 1, body: [0x0A]) } catch ChannelError.ioOnClosedChannel {
+                // A loaded machine let the timeout pass before the header went out: closed already.
+                closed = true
+            }
+            for _ in 0..<100 where !closed {
                 if !raw.channel.isActive {
                     closed = true
                     break
@@ -166,7 +169,8 @@ struct HostileInputTests {
             }
             if !closed { closed = await raw.closedBySidecar() }
             #expect(closed)
-            #expect(try await raw.receive(count: 1).isEmpty)
+            // Nothing came back: reading a channel that is closed already counts as nothing.
+            #expect(((try? await raw.receive(count: 1)) ?? []).isEmpty)
         }
     }
 }
