@@ -14,14 +14,13 @@ final class ConnectionCore: Sendable {
 
     private struct Pending {
         var completion: Completion
-        var deadline: NIODeadline
         /// For the message of its `deadlineExceeded`.
         var timeout: Duration
     }
 
     private struct State {
         var nextToken: UInt64 = 1
-        var pending: [UInt64: Pending] = [:]
+        var pending = PendingCalls<Pending>()
         /// When the one timer of all requests fires; nil while none is scheduled. It is moved
         /// only to an earlier deadline and never cancelled: most requests are answered in time,
         /// and cancelling a task from a libnats thread woke the timer's loop for every reply.
@@ -53,7 +52,7 @@ final class ConnectionCore: Sendable {
         let (token, arm) = state.withLock { state -> (UInt64, Bool) in
             let token = state.nextToken
             state.nextToken += 1
-            state.pending[token] = Pending(completion: completion, deadline: deadline, timeout: timeout)
+            state.pending.insert(token, deadline: deadline, Pending(completion: completion, timeout: timeout))
             guard state.timerAt.map({ deadline < $0 }) ?? true else { return (token, false) }
             state.timerAt = deadline
             return (token, true)
@@ -69,24 +68,15 @@ final class ConnectionCore: Sendable {
     /// Fails the requests whose deadline passed and schedules the timer for the earliest left.
     private func expireRequests() {
         let now = NIODeadline.now()
-        let (due, next) = state.withLock { state -> ([Pending], NIODeadline?) in
-            var due: [Pending] = []
-            var next: NIODeadline?
-            for (token, request) in state.pending {
-                if request.deadline <= now {
-                    due.append(request)
-                    state.pending.removeValue(forKey: token)
-                } else if next.map({ request.deadline < $0 }) ?? true {
-                    next = request.deadline
-                }
-            }
+        let (due, next) = state.withLock { state -> ([(id: UInt64, value: Pending)], NIODeadline?) in
+            let due = state.pending.expire(now: now)
             // A timer moved earlier leaves the later one scheduled; only the one due now clears.
             if let at = state.timerAt, at <= now { state.timerAt = nil }
-            guard let next, state.timerAt == nil else { return (due, nil) }
+            guard let next = state.pending.earliestDeadline, state.timerAt == nil else { return (due, nil) }
             state.timerAt = next
             return (due, next)
         }
-        for request in due {
+        for (_, request) in due {
             request.completion(.failure(.deadlineExceeded("no reply over NATS within \(request.timeout)")))
         }
         if let next { scheduleExpiry(at: next) }
@@ -94,16 +84,13 @@ final class ConnectionCore: Sendable {
 
     /// Completes request `token` if it is still waiting.
     func complete(_ token: UInt64, _ result: Result<NATSMessage, TroupeError>) {
-        guard let pending = state.withLock({ $0.pending.removeValue(forKey: token) }) else { return }
+        guard let pending = state.withLock({ $0.pending.remove(token) }) else { return }
         pending.completion(result)
     }
 
     /// Fails every request still waiting: their replies cannot arrive any more.
     private func failAllPending(_ error: TroupeError) {
-        let pending = state.withLock { state -> [Pending] in
-            defer { state.pending.removeAll() }
-            return Array(state.pending.values)
-        }
+        let pending = state.withLock { $0.pending.removeAll() }
         for request in pending {
             request.completion(.failure(error))
         }

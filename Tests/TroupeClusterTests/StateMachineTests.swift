@@ -1,6 +1,7 @@
 import NIOCore
 import Testing
 import TroupeProto
+import TroupeWire
 
 @testable import TroupeCluster
 
