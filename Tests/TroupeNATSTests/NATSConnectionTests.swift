@@ -269,6 +269,45 @@ struct NATSConnectionTests {
         #expect(connection.isConnected)
     }
 
+    @Test func everySubscriptionIsServedOnTheConnectionsOneSocketLoopThread() async throws {
+        let server = try NATSServer()
+        let connection = try await connect(testOptions(server))
+        let threads = Mutex<Set<UInt>>([])
+        let received = Inbox()
+        var subscriptions: [NATSSubscription] = []
+        for index in 0..<40 {
+            subscriptions.append(
+                try await connection.subscribe(to: "fan.\(index)") { message in
+                    threads.withLock { _ = $0.insert(UInt(pthread_self())) }
+                    received.add(message)
+                })
+        }
+        defer { for subscription in subscriptions { subscription.unsubscribe() } }
+        for index in 0..<40 { try connection.publish(to: "fan.\(index)", payload: [UInt8(index)]) }
+        for _ in 0..<500 where received.count < 40 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(Set(received.all.map(\.subject)) == Set((0..<40).map { "fan.\($0)" }))
+        // One thread for all of them: libnats' own delivery would start a thread per subscription.
+        #expect(threads.withLock { $0.count } == 1)
+    }
+
+    @Test func aDrainedSubscriptionHandsOverWhatArrivedThenStops() async throws {
+        let server = try NATSServer()
+        let connection = try await connect(testOptions(server))
+        let received = Inbox()
+        let subscription = try await connection.subscribe(to: "drain.one") { received.add($0) }
+        for index in 0..<20 { try connection.publish(to: "drain.one", payload: [UInt8(index)]) }
+        try await connection.flush()
+        let started = ContinuousClock.now
+        // A drain that never completes returns only at its timeout: far beyond any loaded machine's delay.
+        await subscription.drain(timeout: .seconds(30))
+        #expect(ContinuousClock.now - started < .seconds(20), "the drain ran into its timeout")
+        #expect(received.all.map(\.payload) == (0..<20).map { [UInt8($0)] })
+        try connection.publish(to: "drain.one", payload: [99])
+        try await connection.flush()
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(received.count == 20)
+    }
+
     @Test func drainDeliversWhatWasPublishedThenCloses() async throws {
         let server = try NATSServer()
         let connection = try await connect(testOptions(server))
