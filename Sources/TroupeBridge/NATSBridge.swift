@@ -216,7 +216,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
         broadcastsSent.increment()
     }
 
-    // MARK: Inbound (on the NATS connection's socket-loop thread; nothing here blocks: the directory only
+    // MARK: Inbound (on the subscription's libnats thread; nothing here blocks: the directory only
     // queues a call and wakes the actor's loop)
 
     /// Hands a broadcast of another system to this system's listeners. Broadcasts have no reply
@@ -310,7 +310,7 @@ public final class NATSBridge: SystemBridge, Service, Sendable {
             inFlight.subtract(1, ordering: .relaxed)
             answer(replyTo, result)
         }
-        // Queued right here, on the connection's socket-loop thread: calls keep the order they arrived in,
+        // Queued right here, on the subscription's thread: calls keep the order they arrived in,
         // and the actor's own loop is the only one woken on the way to the host (a hop through
         // another loop first cost a second wake-up per call). No timer of its own: the calling
         // sidecar fails the call at its deadline and drops a late answer, and the activation

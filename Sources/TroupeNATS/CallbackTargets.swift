@@ -42,3 +42,14 @@ func closurePointer(_ id: UInt) -> UnsafeMutableRawPointer? {
 
 /// The connections whose callbacks are live.
 let connectionTargets = CallbackTargets<ConnectionCore>()
+/// The subscriptions whose message callbacks are live.
+let subscriptionTargets = CallbackTargets<SubscriptionTarget>()
+
+/// What a subscription's messages are handed to.
+final class SubscriptionTarget: Sendable {
+    let handler: @Sendable (NATSMessage) -> Void
+
+    init(_ handler: @escaping @Sendable (NATSMessage) -> Void) {
+        self.handler = handler
+    }
+}

@@ -218,9 +218,11 @@ let onAsyncError: natsErrHandler = { _, subscription, status, closure in
 let onReply: natsMsgHandler = { _, _, message, closure in
     guard let message else { return }
     defer { natsMsg_Destroy(message) }
-    guard let core = connectionTargets.lookup(closure),
-        let token = requestToken(of: String(cString: natsMsg_GetSubject(message)))
-    else { return }
+    guard let core = connectionTargets.lookup(closure) else { return }
+    let subject = String(cString: natsMsg_GetSubject(message))
+    guard let dot = subject.lastIndex(of: "."), let token = UInt64(subject[subject.index(after: dot)...]) else {
+        return
+    }
     if natsMsg_IsNoResponders(message) {
         core.complete(
             token,
@@ -230,4 +232,12 @@ let onReply: natsMsgHandler = { _, _, message, closure in
     } else {
         core.complete(token, .success(NATSMessage(copying: message)))
     }
+}
+
+/// Messages of a subscription, handed to its Swift handler.
+let onMessage: natsMsgHandler = { _, _, message, closure in
+    guard let message else { return }
+    defer { natsMsg_Destroy(message) }
+    guard let target = subscriptionTargets.lookup(closure) else { return }
+    target.handler(NATSMessage(copying: message))
 }

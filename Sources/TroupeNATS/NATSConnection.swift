@@ -28,20 +28,16 @@ public final class NATSConnection: Sendable {
     nonisolated(unsafe) private let replySubscription: OpaquePointer
     let core: ConnectionCore
     private let coreID: UInt
-    let socketLoop: NATSSocketLoop
-    private let socketLoopID: UInt
     /// `_INBOX.<unique>.`: request n is answered on this prefix followed by n.
     private let inboxPrefix: String
 
     private init(
-        handle: OpaquePointer, replySubscription: OpaquePointer, core: ConnectionCore, coreID: UInt, socketLoop: NATSSocketLoop, socketLoopID: UInt, inboxPrefix: String
+        handle: OpaquePointer, replySubscription: OpaquePointer, core: ConnectionCore, coreID: UInt, inboxPrefix: String
     ) {
         self.handle = handle
         self.replySubscription = replySubscription
         self.core = core
         self.coreID = coreID
-        self.socketLoop = socketLoop
-        self.socketLoopID = socketLoopID
         self.inboxPrefix = inboxPrefix
     }
 
@@ -49,8 +45,6 @@ public final class NATSConnection: Sendable {
         natsSubscription_Destroy(replySubscription)
         natsConnection_Destroy(handle)
         connectionTargets.remove(coreID)
-        socketLoops.remove(socketLoopID)
-        socketLoop.stop()
     }
 
     /// Connects to the first reachable server of `options`.
@@ -67,37 +61,28 @@ public final class NATSConnection: Sendable {
         logger[metadataKey: "troupe.nats_servers"] = "\(options.servers.joined(separator: ","))"
         let core = ConnectionCore(logger: logger, timerLoop: timerLoop ?? NIOSingletons.posixEventLoopGroup.any())
         let id = connectionTargets.add(core)
-        let socketLoop = try NATSSocketLoop(logger: logger)
-        let loopID = socketLoops.add(socketLoop)
         do {
             // natsConnection_Connect blocks for up to the connect timeout per server: not on the cooperative pool.
             let connection = try await NIOThreadPool.singleton.runIfActive {
-                try NATSConnection.connectBlocking(
-                    options, core: core, coreID: id, socketLoop: socketLoop, socketLoopID: loopID)
+                try NATSConnection.connectBlocking(options, core: core, coreID: id)
             }
             core.connected()
             logger.info("NATS connected")
             return connection
         } catch {
             connectionTargets.remove(id)
-            socketLoops.remove(loopID)
-            socketLoop.stop()
             throw TroupeError(wrapping: error)
         }
     }
 
-    private static func connectBlocking(
-        _ options: NATSOptions, core: ConnectionCore, coreID: UInt, socketLoop: NATSSocketLoop, socketLoopID: UInt
-    ) throws(TroupeError) -> NATSConnection {
+    private static func connectBlocking(_ options: NATSOptions, core: ConnectionCore, coreID: UInt) throws(TroupeError)
+        -> NATSConnection
+    {
         var opts: OpaquePointer?
         try check(natsOptions_Create(&opts), "cannot create NATS options")
         guard let opts else { throw .internalError("natsOptions_Create returned no options") }
         defer { natsOptions_Destroy(opts) }
         try configure(opts, with: options, closure: closurePointer(coreID))
-        try check(
-            natsOptions_SetEventLoop(
-                opts, closurePointer(socketLoopID), onAttach, onReadEvents, onWriteEvents, onDetach),
-            "cannot drive NATS from the socket loop")
 
         var connection: OpaquePointer?
         try check(
@@ -122,7 +107,7 @@ public final class NATSConnection: Sendable {
             throw natsError(subscribeStatus, "cannot subscribe to the reply inbox")
         }
         return NATSConnection(
-            handle: connection, replySubscription: subscription, core: core, coreID: coreID, socketLoop: socketLoop, socketLoopID: socketLoopID, inboxPrefix: prefix)
+            handle: connection, replySubscription: subscription, core: core, coreID: coreID, inboxPrefix: prefix)
     }
 
     private static func configure(_ opts: OpaquePointer, with options: NATSOptions, closure: UnsafeMutableRawPointer?)
@@ -185,19 +170,19 @@ public final class NATSConnection: Sendable {
                 "a \(payload.count)-byte message is larger than the NATS server accepts (\(limit) bytes)",
                 details: ["max_payload": "\(limit)"])
         }
-        let status = socketLoop.publishing { () -> natsStatus in
-            if headers.isEmpty {
-                return payload.withUnsafeBytes { bytes in
+        let status: natsStatus
+        if headers.isEmpty {
+            status = payload.withUnsafeBytes { bytes in
                 let count = Int32(clamping: bytes.count)
                 // PublishRequest refuses a NULL reply subject.
-                    return if let replyTo {
-                        natsConnection_PublishRequest(handle, subject, replyTo, bytes.baseAddress, count)
-                    } else {
-                        natsConnection_Publish(handle, subject, bytes.baseAddress, count)
-                    }
+                return if let replyTo {
+                    natsConnection_PublishRequest(handle, subject, replyTo, bytes.baseAddress, count)
+                } else {
+                    natsConnection_Publish(handle, subject, bytes.baseAddress, count)
                 }
             }
-            return publishWithHeaders(subject, payload, headers, replyTo)
+        } else {
+            status = publishWithHeaders(subject, payload, headers, replyTo)
         }
         try check(status, "cannot publish on NATS subject '\(subject)'")
     }
@@ -261,8 +246,8 @@ public final class NATSConnection: Sendable {
     /// Subscribes to `subject` (wildcards allowed). With a `queue` group, each message goes to one
     /// member of the group only.
     ///
-    /// `handler` runs on the connection's socket-loop thread, one message at a time, in order: it
-    /// must not block, or every subscription and reply of the connection waits. Hand longer work to a task or an event loop. Returns once the server has
+    /// `handler` runs on the subscription's libnats thread, one message at a time, in order: it
+    /// must not block. Hand longer work to a task or an event loop. Returns once the server has
     /// registered the interest, so a request sent afterwards, from any connection, finds it.
     public func subscribe(
         to subject: String, queue: String? = nil, handler: @escaping @Sendable (NATSMessage) -> Void
@@ -288,17 +273,21 @@ public final class NATSConnection: Sendable {
     private func subscribeNow(
         to subject: String, queue: String?, handler: @escaping @Sendable (NATSMessage) -> Void
     ) throws(TroupeError) -> NATSSubscription {
+        let targetID = subscriptionTargets.add(SubscriptionTarget(handler))
         var subscription: OpaquePointer?
-        let status = socketLoop.publishing { () -> natsStatus in
-            if let queue { return natsConnection_QueueSubscribeSync(&subscription, handle, subject, queue) }
-            return natsConnection_SubscribeSync(&subscription, handle, subject)
+        let status: natsStatus
+        if let queue {
+            status = natsConnection_QueueSubscribe(
+                &subscription, handle, subject, queue, onMessage, closurePointer(targetID))
+        } else {
+            status = natsConnection_Subscribe(&subscription, handle, subject, onMessage, closurePointer(targetID))
         }
         guard status == NATS_OK, let subscription else {
+            subscriptionTargets.remove(targetID)
             throw natsError(status, "cannot subscribe to NATS subject '\(subject)'")
         }
-        let sync = SyncSubscription(handle: subscription, handler: handler)
-        socketLoop.register(sync)
-        return NATSSubscription(sync, connection: self, subject: subject, queue: queue)
+        return NATSSubscription(
+            handle: subscription, targetID: targetID, connection: self, subject: subject, queue: queue)
     }
 
     /// Subscribes to `subject` and delivers its messages as an `AsyncSequence`. At most
@@ -335,14 +324,12 @@ public final class NATSConnection: Sendable {
     /// Stops the subscriptions taking new messages, lets the ones delivered finish, flushes what
     /// was published, then closes. Returns once closed (at the latest after `timeout`).
     public func drain(timeout: Duration = .seconds(10)) async {
-        let status = socketLoop.publishing { natsConnection_DrainTimeout(handle, max(1, timeout.natsMilliseconds)) }
-        if status == NATS_OK { socketLoop.beginDraining() }
+        let status = natsConnection_DrainTimeout(handle, max(1, timeout.natsMilliseconds))
         if status != NATS_OK {
             // Not connected: nothing can be flushed; close instead.
             close()
         }
         await core.waitUntilClosed()
-        await socketLoop.waitUntilStopped()
     }
 
     /// Closes at once; requests still waiting fail with `unavailable`.
@@ -352,12 +339,6 @@ public final class NATSConnection: Sendable {
 
     /// True once closed for good.
     public var isClosed: Bool { natsConnection_IsClosed(handle) }
-}
-
-/// The request a reply subject `…<token>` answers.
-func requestToken(of subject: String) -> UInt64? {
-    guard let dot = subject.lastIndex(of: ".") else { return nil }
-    return UInt64(subject[subject.index(after: dot)...])
 }
 
 /// Calls `body` with a C array of C strings for `strings`.

@@ -269,27 +269,6 @@ struct NATSConnectionTests {
         #expect(connection.isConnected)
     }
 
-    @Test func everySubscriptionIsServedOnTheConnectionsOneSocketLoopThread() async throws {
-        let server = try NATSServer()
-        let connection = try await connect(testOptions(server))
-        let threads = Mutex<Set<UInt>>([])
-        let received = Inbox()
-        var subscriptions: [NATSSubscription] = []
-        for index in 0..<40 {
-            subscriptions.append(
-                try await connection.subscribe(to: "fan.\(index)") { message in
-                    threads.withLock { _ = $0.insert(UInt(pthread_self())) }
-                    received.add(message)
-                })
-        }
-        defer { for subscription in subscriptions { subscription.unsubscribe() } }
-        for index in 0..<40 { try connection.publish(to: "fan.\(index)", payload: [UInt8(index)]) }
-        for _ in 0..<500 where received.count < 40 { try await Task.sleep(for: .milliseconds(10)) }
-        #expect(Set(received.all.map(\.subject)) == Set((0..<40).map { "fan.\($0)" }))
-        // One thread for all of them: libnats' own delivery would start a thread per subscription.
-        #expect(threads.withLock { $0.count } == 1)
-    }
-
     @Test func aDrainedSubscriptionHandsOverWhatArrivedThenStops() async throws {
         let server = try NATSServer()
         let connection = try await connect(testOptions(server))
