@@ -10,6 +10,9 @@ public struct PendingCalls<Value> {
     private var entries: [UInt64: (deadline: NIODeadline, value: Value)] = [:]
     /// No pending deadline is earlier (removals may leave it lower than the true earliest).
     private var lowerBound: NIODeadline?
+    /// `lowerBound` is the earliest pending deadline itself, not only a bound: right after an
+    /// expiry, and after inserting an earlier one, until the call holding it is removed.
+    private var lowerBoundIsExact = true
 
     public init() {}
 
@@ -21,21 +24,27 @@ public struct PendingCalls<Value> {
     @discardableResult
     public mutating func insert(_ id: UInt64, deadline: NIODeadline, _ value: Value) -> Bool {
         let earlier = lowerBound.map { deadline < $0 } ?? true
-        if earlier { lowerBound = deadline }
+        if earlier {
+            lowerBound = deadline
+            lowerBoundIsExact = true
+        }
         entries[id] = (deadline, value)
         return earlier
     }
 
     /// Removes call `id` (its answer arrived, or it was cancelled).
     public mutating func remove(_ id: UInt64) -> Value? {
-        entries.removeValue(forKey: id)?.value
+        guard let entry = entries.removeValue(forKey: id) else { return nil }
+        if entry.deadline == lowerBound { lowerBoundIsExact = false }
+        return entry.value
     }
 
     /// Removes and returns the calls whose deadline is `now` or earlier, earliest first.
     public mutating func expire(now: NIODeadline) -> [(id: UInt64, value: Value)] {
         let due = entries.filter { $0.value.deadline <= now }.sorted { $0.value.deadline < $1.value.deadline }
         for (id, _) in due { entries.removeValue(forKey: id) }
-        lowerBound = earliestDeadline
+        lowerBound = entries.values.lazy.map(\.deadline).min()
+        lowerBoundIsExact = true
         return due.map { ($0.key, $0.value.value) }
     }
 
@@ -44,12 +53,15 @@ public struct PendingCalls<Value> {
         defer {
             entries.removeAll()
             lowerBound = nil
+            lowerBoundIsExact = true
         }
         return entries.values.map(\.value)
     }
 
-    /// When the timer must fire next; nil when nothing is pending. Linear: for when the timer fires.
+    /// When the timer must fire next; nil when nothing is pending. Constant right after
+    /// ``expire(now:)`` (where the timer asks), linear after the earliest call was removed.
     public var earliestDeadline: NIODeadline? {
-        entries.values.lazy.map(\.deadline).min()
+        if lowerBoundIsExact { return lowerBound }
+        return entries.values.lazy.map(\.deadline).min()
     }
 }
