@@ -27,6 +27,23 @@ struct StateMachineTests {
         #expect(calls.earliestDeadline == nil)
     }
 
+    @Test func theEarliestDeadlineFollowsRemovalsOfTheEarliestCall() {
+        var calls = PendingCalls<String>()
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        calls.insert(1, deadline: start + .seconds(1), "a")
+        calls.insert(2, deadline: start + .seconds(1), "b")
+        calls.insert(3, deadline: start + .seconds(4), "c")
+        #expect(calls.remove(1) == "a")
+        #expect(calls.earliestDeadline == start + .seconds(1))
+        #expect(calls.remove(2) == "b")
+        #expect(calls.earliestDeadline == start + .seconds(4))
+        #expect(calls.expire(now: start + .seconds(2)).isEmpty)
+        calls.insert(4, deadline: start + .seconds(3), "d")
+        #expect(calls.earliestDeadline == start + .seconds(3))
+        #expect(calls.remove(4) == "d")
+        #expect(calls.earliestDeadline == start + .seconds(4))
+    }
+
     @Test func pendingCallsAreAllFailedTogether() {
         var calls = PendingCalls<Int>()
         for id in 1...5 { calls.insert(UInt64(id), deadline: .now() + .seconds(10), id) }
