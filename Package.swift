@@ -348,8 +348,8 @@ let package = Package(
             dependencies: [
                 "TroupeTracing", .product(name: "Tracing", package: "swift-distributed-tracing"),
                 .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
-                "TroupeCluster", "TroupeActors", "TroupeMembership", "TroupeWire", "TroupeProto", "TroupeStore",
-                "TroupeTestSupport", "TroupeTestActors",
+                "TroupeCluster", "TroupeActors", "TroupeMembership", "TroupePlacement", "TroupeWire", "TroupeProto",
+                "TroupeStore", "TroupeTestSupport", "TroupeTestActors",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

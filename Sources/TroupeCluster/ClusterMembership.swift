@@ -54,6 +54,18 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         var departing = false
         /// When placement last changed (this node's start counts as a change).
         var placementChangedAt = NIODeadline.now()
+        /// The candidates of each actor type, derived from `placement`, `localTypes` and whether
+        /// this node keeps actors; nil once any of them changed. Every call asks for an owner.
+        var table: PlacementTable?
+
+        /// The candidate table, built again only after the inputs changed.
+        mutating func placementTable(myself: String) -> PlacementTable {
+            let myselfUp = swim.myself.status.keepsItsActors
+            if let table, table.myselfUp == myselfUp { return table }
+            let built = PlacementTable(placement: placement, localTypes: localTypes, myself: myself, myselfUp: myselfUp)
+            table = built
+            return built
+        }
     }
 
     public let configuration: Configuration
@@ -108,7 +120,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// type) is placed over the up members that serve any type, since its type is only in the
     /// store: every node must compute the same owner from the key alone.
     public func owner(of actor: ActorKey, spawnFrom: String) -> String? {
-        RendezvousPlacement.owner(of: actor.description, among: candidates(for: actor, spawnFrom: spawnFrom).nodes)
+        candidates(for: actor, spawnFrom: spawnFrom).nodes.owner(of: actor.description)
     }
 
     public func remoteOwner(of actor: ActorKey, spawnFrom: String) -> String? {
@@ -125,27 +137,17 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// node that never had the actor, which answers at once.
     public func handOffSource(of actor: ActorKey, spawnFrom: String) -> String? {
         let (nodes, changedAt) = candidates(for: actor, spawnFrom: spawnFrom)
-        guard NIODeadline.now() - changedAt < configuration.handOffWindow,
-            RendezvousPlacement.owner(of: actor.description, among: nodes) == myself.name
+        guard NIODeadline.now() - changedAt < configuration.handOffWindow, nodes.owner(of: actor.description) == myself.name
         else { return nil }
-        return RendezvousPlacement.owner(of: actor.description, among: nodes.filter { $0 != myself.name })
+        return RendezvousPlacement.owner(of: actor.description, among: nodes.nodes.filter { $0 != myself.name })
     }
 
     /// The nodes placement picks `actor`'s owner among, and when placement last changed.
-    private func candidates(for actor: ActorKey, spawnFrom: String) -> (nodes: [String], changedAt: NIODeadline) {
-        let (placement, mine, myselfUp, changedAt) = state.withLock {
-            ($0.placement, $0.localTypes, $0.swim.myself.status.keepsItsActors, $0.placementChangedAt)
-        }
-        var candidates: [String] = []
-        if spawnFrom.isEmpty {
-            candidates = placement.filter { $0.value.contains(actor.name) }.map(\.key)
-            if myselfUp, mine.contains(actor.name) { candidates.append(myself.name) }
-        }
-        if candidates.isEmpty {
-            candidates = placement.filter { !$0.value.isEmpty }.map(\.key)
-            if myselfUp, !mine.isEmpty { candidates.append(myself.name) }
-        }
-        return (candidates, changedAt)
+    private func candidates(for actor: ActorKey, spawnFrom: String) -> (
+        nodes: RendezvousCandidates, changedAt: NIODeadline
+    ) {
+        let (table, changedAt) = state.withLock { ($0.placementTable(myself: myself.name), $0.placementChangedAt) }
+        return (table.candidates(for: actor.name, spawnFrom: spawnFrom), changedAt)
     }
 
     // MARK: Running
@@ -173,9 +175,12 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                 try? await Task.sleep(for: .nanoseconds(self.configuration.tickInterval.nanoseconds))
                 let types = self.localTypes()
                 let (directives, typesChanged) = self.state.withLock { state in
-                    defer { state.localTypes = types }
                     let typesChanged = state.localTypes != types
-                    if typesChanged { state.placementChangedAt = .now() }
+                    if typesChanged {
+                        state.localTypes = types
+                        state.placementChangedAt = .now()
+                        state.table = nil
+                    }
                     return (state.swim.tick(now: self.now), typesChanged)
                 }
                 self.execute(directives)
@@ -277,9 +282,10 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
             for member in state.swim.members where member.status.keepsItsActors && member.node != myself {
                 placement[member.node.name] = state.types[member.node.name] ?? []
             }
-            defer { state.placement = placement }
             guard placement != state.placement else { return false }
+            state.placement = placement
             state.placementChangedAt = .now()
+            state.table = nil
             return true
         }
         guard changed else { return }
@@ -311,5 +317,34 @@ enum DNSDiscovery {
             next = entry.pointee.ai_next
         }
         return Array(Set(addresses)).sorted()
+    }
+}
+
+/// Placement's candidates per actor type, derived from the up members' types (``ClusterMembership``
+/// keeps one until membership or this node's types change).
+struct PlacementTable: Sendable {
+    let myselfUp: Bool
+    /// Each type served somewhere, with the nodes that serve it.
+    private let byType: [String: RendezvousCandidates]
+    /// The nodes that serve any type: where unnamed actors and spawns go.
+    private let anyType: RendezvousCandidates
+
+    init(placement: [String: Set<String>], localTypes: Set<String>, myself: String, myselfUp: Bool) {
+        self.myselfUp = myselfUp
+        var served = placement
+        if myselfUp { served[myself] = localTypes }
+        var nodesByType: [String: [String]] = [:]
+        for (node, types) in served {
+            for type in types { nodesByType[type, default: []].append(node) }
+        }
+        byType = nodesByType.mapValues { RendezvousCandidates($0) }
+        anyType = RendezvousCandidates(served.filter { !$0.value.isEmpty }.keys)
+    }
+
+    /// The nodes that may own actor `name`: those serving the type `name` when it is not a spawn
+    /// (`spawnFrom` empty) and someone serves it, otherwise those serving any type.
+    func candidates(for name: String, spawnFrom: String) -> RendezvousCandidates {
+        if spawnFrom.isEmpty, let nodes = byType[name] { return nodes }
+        return anyType
     }
 }

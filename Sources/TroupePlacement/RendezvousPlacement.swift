@@ -15,16 +15,7 @@ public enum RendezvousPlacement {
     /// impossible with 64-bit weights) go to the smaller node name, so the answer never depends
     /// on the order of `nodes`.
     public static func owner<Nodes: Sequence<String>>(of key: String, among nodes: Nodes) -> String? {
-        let keyHash = StableHash.hash(key)
-        var best: (node: String, weight: UInt64)?
-        for node in nodes {
-            let weight = StableHash.mix(keyHash ^ StableHash.hash(node))
-            if let current = best, current.weight > weight || (current.weight == weight && current.node < node) {
-                continue
-            }
-            best = (node, weight)
-        }
-        return best?.node
+        RendezvousCandidates(nodes).owner(of: key)
     }
 
     /// The nodes ordered by weight for `key`, highest first: the owner, then who takes over if it
@@ -34,6 +25,42 @@ public enum RendezvousPlacement {
         return nodes.map { ($0, StableHash.mix(keyHash ^ StableHash.hash($0))) }
             .sorted { $0.1 != $1.1 ? $0.1 > $1.1 : $0.0 < $1.0 }
             .map(\.0)
+    }
+}
+
+/// The nodes an actor may be placed on, with their hashes computed once: a node asks for an owner
+/// on every call, while the candidates change only with membership.
+///
+/// ```swift
+/// let candidates = RendezvousCandidates(["node-a", "node-b", "node-c"])
+/// let owner = candidates.owner(of: "tickets/concert-1")  // as RendezvousPlacement.owner(of:among:)
+/// ```
+public struct RendezvousCandidates: Sendable {
+    private var entries: [(node: String, hash: UInt64)]
+
+    public init<Nodes: Sequence<String>>(_ nodes: Nodes) {
+        entries = nodes.map { ($0, StableHash.hash($0)) }
+    }
+
+    /// The candidates, in the order they were given.
+    public var nodes: [String] { entries.map(\.node) }
+    public var isEmpty: Bool { entries.isEmpty }
+
+    /// The candidate with the highest weight for `key`, or nil if there is none; the same answer
+    /// as ``RendezvousPlacement/owner(of:among:)`` over ``nodes``.
+    public func owner(of key: String) -> String? {
+        let keyHash = StableHash.hash(key)
+        var best: (node: String, weight: UInt64)?
+        for entry in entries {
+            let weight = StableHash.mix(keyHash ^ entry.hash)
+            if let current = best,
+                current.weight > weight || (current.weight == weight && current.node < entry.node)
+            {
+                continue
+            }
+            best = (entry.node, weight)
+        }
+        return best?.node
     }
 }
 

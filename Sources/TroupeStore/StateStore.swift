@@ -14,6 +14,14 @@ public struct ActorKey: Hashable, Sendable, Codable, CustomStringConvertible {
 
     /// Parses ``description``, `SYSTEM/NAME` (the name may contain `/`); nil unless both parts are there.
     public init?(path: String) {
+        // Every remote call parses one: the common shape without the allocations of `split`.
+        let utf8 = path.utf8
+        if let slash = utf8.firstIndex(of: UInt8(ascii: "/")), slash != utf8.startIndex,
+            utf8.index(after: slash) != utf8.endIndex
+        {
+            self.init(system: String(path[..<slash]), name: String(path[path.index(after: slash)...]))
+            return
+        }
         let parts = path.split(separator: "/", maxSplits: 1)
         guard parts.count == 2 else { return nil }
         self.init(system: String(parts[0]), name: String(parts[1]))

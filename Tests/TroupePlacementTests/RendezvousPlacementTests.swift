@@ -23,6 +23,16 @@ struct RendezvousPlacementTests {
         }
     }
 
+    @Test func candidatesHashedOnceAnswerAsTheFullRanking() {
+        let nodes = ["node-a", "node-b", "node-c", "node-d", "node-e"]
+        let candidates = RendezvousCandidates(nodes)
+        #expect(candidates.nodes == nodes)
+        for key in keys.prefix(500) {
+            #expect(candidates.owner(of: key) == RendezvousPlacement.ranking(of: key, among: nodes).first)
+        }
+        #expect(RendezvousCandidates([String]()).owner(of: "x") == nil)
+    }
+
     @Test func noNodesMeansNoOwner() {
         #expect(RendezvousPlacement.owner(of: "x", among: [String]()) == nil)
     }
