@@ -1,4 +1,5 @@
 import Foundation
+import NIOPosix
 import Testing
 import Troupe
 import TroupeProto
@@ -26,6 +27,21 @@ struct ConnectionLifecycleTests {
                 await client.close()
                 group.cancelAll()
             }
+        }
+    }
+
+    @Test func aClientConnectedOnAGroupOfItsOwnRunsItsConnectionThere() async throws {
+        try await withSidecar { sidecar in
+            let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+            let client = try await TroupeClient.connect(
+                system: "test", to: .unix(path: sidecar.configuration.socket), eventLoopGroup: group)
+            let echoed: String = try await client.invoke("echo", action: "echo", "on my own loop")
+            #expect(echoed == "on my own loop")
+            // The client's executor is the connection's loop, the one loop of `group`.
+            let onGroup = await withTaskExecutorPreference(client.executor) { group.next().inEventLoop }
+            #expect(onGroup)
+            await client.close()
+            try await group.shutdownGracefully()
         }
     }
 

@@ -1,5 +1,5 @@
 public import Logging
-import NIOCore
+public import NIOCore
 import NIOPosix
 public import Tracing
 import TroupeProto
@@ -64,6 +64,8 @@ public final class TroupeClient: Sendable {
     ///     one (a Unix socket ignores it).
     ///   - tracer: starts a `troupe.client.invoke` span for each call, the parent of the
     ///     sidecar's spans; by default the tracer bootstrapped in `InstrumentationSystem`.
+    ///   - eventLoopGroup: where the connection runs; by default NIO's shared group. A group
+    ///     of its own keeps this client's I/O off the threads other connections use.
     /// - Throws: `unavailable` if no sidecar listens there; `failedPrecondition` if the sidecar
     ///   serves another system or speaks another protocol version; `unauthenticated` if the
     ///   listener requires a secret and `secret` is missing or wrong.
@@ -73,11 +75,12 @@ public final class TroupeClient: Sendable {
         name: String = "swift-client",
         secret: String? = nil,
         logger: Logger = Logger(label: "troupe.client"),
-        tracer: (any Tracer)? = nil
+        tracer: (any Tracer)? = nil,
+        eventLoopGroup: (any EventLoopGroup)? = nil
     ) async throws -> TroupeClient {
         let (connection, _) = try await PeerConnection.connect(
             to: endpoint, hello: .make(system: system, role: .client, name: name, secret: secret), delegate: nil,
-            logger: logger)
+            group: eventLoopGroup ?? MultiThreadedEventLoopGroup.singleton, logger: logger)
         return TroupeClient(
             system: system, connection: connection, ownsConnection: true, tracer: tracer ?? InstrumentationSystem.tracer
         )

@@ -2,6 +2,7 @@ import ArgumentParser
 import CNats
 import Foundation
 import Logging
+import NIOPosix
 import SwiftProtobuf
 import Troupe
 import TroupeNATS
@@ -56,16 +57,24 @@ struct BridgeBench: AsyncParsableCommand {
                 system: system, endpoint: .unix(path: sidecars[index].socket),
                 actors: [BenchEcho.self, BenchEchoPool.self], logger: logger)
         }
+        let clientLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for host in hosts {
                 group.addTask { try await host.run() }
                 _ = try await host.connected()
             }
+            // The measuring client on a thread of its own: on NIO's shared group it would share a
+            // thread with one host but not the other, and the phases would differ by that.
             let client = try await TroupeClient.connect(
-                system: "alpha", to: .unix(path: alphaSocket), name: "bench", logger: logger)
+                system: "alpha", to: .unix(path: alphaSocket), name: "bench", logger: logger,
+                eventLoopGroup: clientLoop)
 
+            let processes = [
+                ("alpha", sidecars[0].process.processIdentifier), ("beta", sidecars[1].process.processIdentifier),
+                ("nats-server", nats.process.processIdentifier),
+            ]
             print("== local invoke in alpha (client → alpha sidecar → host), 64 B, 1 in flight")
-            let local = try await latency(iterations) {
+            let local = try await latency(iterations, processes) {
                 let _: String = try await client.invoke("echo", action: "echo", payload)
             }
             print("   p50 \(local.p50) µs  p99 \(local.p99) µs")
@@ -73,7 +82,7 @@ struct BridgeBench: AsyncParsableCommand {
             print("== beta's half alone: a bridge Call sent straight to troupe.v1.beta.invoke.bench, 64 B, 1 in flight")
             let callBytes = try Self.echoCall(payload)
             let direct = try await NATSConnection.connect(NATSOptions(servers: [nats.url]), logger: logger)
-            let half = try await latency(iterations) {
+            let half = try await latency(iterations, processes) {
                 let answer = try await direct.request("troupe.v1.beta.invoke.bench", payload: callBytes, timeout: .seconds(5))
                 guard case .reply = try BridgeResult(serializedBytes: answer.payload).outcome else {
                     throw TroupeError.internalError("beta did not answer the echo")
@@ -83,7 +92,7 @@ struct BridgeBench: AsyncParsableCommand {
             print("   p50 \(half.p50) µs  p99 \(half.p99) µs")
 
             print("== cross-system invoke alpha → beta over NATS, 64 B, 1 in flight")
-            let cross = try await latency(iterations) {
+            let cross = try await latency(iterations, processes) {
                 let _: String = try await client.invoke("echo", action: "echo", payload, system: "beta")
             }
             let budget = (raw.p50 + local.p50) * 1.2
@@ -111,18 +120,24 @@ struct BridgeBench: AsyncParsableCommand {
             await client.close()
             group.cancelAll()
         }
+        try await clientLoop.shutdownGracefully()
     }
 
     /// Percentiles of `body`'s duration over `iterations` runs, after 1000 warm-up runs.
-    func latency(_ iterations: Int, _ body: () async throws -> Void) async throws -> Percentiles {
+    /// With `processes`, also prints the CPU time each of them (and this process) spent per call.
+    func latency(
+        _ iterations: Int, _ processes: [(name: String, pid: Int32)] = [], _ body: () async throws -> Void
+    ) async throws -> Percentiles {
         for _ in 0..<1000 { try await body() }
         var samples: [Double] = []
         samples.reserveCapacity(iterations)
+        let cpu = CallCPU(processes)
         for _ in 0..<iterations {
             let start = ContinuousClock.now
             try await body()
             samples.append((ContinuousClock.now - start).microseconds)
         }
+        if !processes.isEmpty { print("   \(cpu.summary(calls: iterations))") }
         return Percentiles(samples)
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOPosix
 import Troupe
 import TroupePlacement
 import TroupeProto
@@ -76,6 +77,7 @@ struct ClusterBench {
             try TroupeHost(
                 system: "bench", endpoint: .unix(path: $0.socket), actors: [BenchEchoPool.self], logger: logger)
         }
+        let clientLoop = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for host in hosts {
                 group.addTask { try await host.run() }
@@ -90,12 +92,17 @@ struct ClusterBench {
                 let remote = ids.first(where: { owner($0) == "n1" })
             else { throw TroupeError.internalError("no actor ids for both nodes") }
 
+            // The measuring client on a thread of its own: on NIO's shared group it would share a
+            // thread with one host but not the other, and the two phases would differ by that.
             let client = try await TroupeClient.connect(
-                system: "bench", to: .unix(path: sidecars[0].socket), name: "bench", logger: logger)
+                system: "bench", to: .unix(path: sidecars[0].socket), name: "bench", logger: logger,
+                eventLoopGroup: clientLoop)
             let payload = String(repeating: "x", count: 62)
+            let processes = zip(names, sidecars).map { ($0, $1.process.processIdentifier) }
             let localEcho = try await latency(
-                client, local, payload, "echo invoke, owner is the client's sidecar (local)")
-            let remoteEcho = try await latency(client, remote, payload, "echo invoke, owner is the other node (remote)")
+                client, local, payload, "echo invoke, owner is the client's sidecar (local)", processes)
+            let remoteEcho = try await latency(
+                client, remote, payload, "echo invoke, owner is the other node (remote)", processes)
             let budget = localEcho.p50 + 2 * raw.p50
             print(
                 "   remote p50 − local p50 = \(String(format: "%.1f", remoteEcho.p50 - localEcho.p50)) µs = \(String(format: "%.2f", (remoteEcho.p50 - localEcho.p50) / raw.p50))× raw TCP p50; target remote p50 ≤ local p50 + 2× raw = \(String(format: "%.1f", budget)) µs: \(remoteEcho.p50 <= budget ? "met" : "not met")"
@@ -123,17 +130,20 @@ struct ClusterBench {
             await client.close()
             group.cancelAll()
         }
+        try await clientLoop.shutdownGracefully()
     }
 
-    private func latency(_ client: TroupeClient, _ id: String, _ payload: String, _ title: String) async throws
-        -> Percentiles
-    {
+    private func latency(
+        _ client: TroupeClient, _ id: String, _ payload: String, _ title: String,
+        _ processes: [(name: String, pid: Int32)]
+    ) async throws -> Percentiles {
         print("== \(title), 64 B, 1 in flight (actor \(id))")
         for _ in 0..<1000 {
             let _: String = try await client.invoke(id, action: "echo", payload, spawnFrom: BenchEchoPool.name)
         }
         var samples: [Double] = []
         samples.reserveCapacity(iterations)
+        let cpu = CallCPU(processes)
         for _ in 0..<iterations {
             let start = ContinuousClock.now
             let _: String = try await client.invoke(id, action: "echo", payload, spawnFrom: BenchEchoPool.name)
@@ -141,6 +151,7 @@ struct ClusterBench {
         }
         let result = Percentiles(samples)
         print("   p50 \(result.p50) µs  p99 \(result.p99) µs")
+        print("   \(cpu.summary(calls: iterations))")
         return result
     }
 

@@ -231,23 +231,6 @@ enum RawTimerHeap {
     }
 }
 
-/// CPU time of a process from /proc/PID/stat (utime + stime).
-enum ProcessCPU {
-    static func seconds(pid: Int32) -> Double {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-            let close = stat.lastIndex(of: ")")
-        else { return 0 }
-        // After the command name: state is field 3, utime field 14, stime field 15.
-        let fields = stat[stat.index(after: close)...].split(separator: " ")
-        guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { return 0 }
-        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
-    }
-}
-
-extension SidecarProcess {
-    func cpuSeconds() -> Double { ProcessCPU.seconds(pid: process.processIdentifier) }
-}
-
 extension Duration {
     var seconds: Double {
         let (seconds, attoseconds) = components

@@ -3,14 +3,27 @@ import Foundation
 import Logging
 import Troupe
 
-/// `troupe-bench`: the foundation benchmarks, against a raw Unix-socket ping-pong measured in the
-/// same run. Build in release mode: `swift run -c release troupe-bench`.
+/// `troupe-bench`: the benchmarks of docs/benchmarks.md, each against a raw baseline measured in
+/// the same run. Build in release mode: `swift run -c release troupe-bench`.
+///
+/// The root has no options of its own: `echo` is the default subcommand, so `troupe-bench
+/// --iterations 5000` runs it, while `troupe-bench bridge --iterations 5000` gives the option to
+/// `bridge` instead of a root option of the same name.
 @main
 struct TroupeBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "troupe-bench",
-        abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.",
-        subcommands: [BridgeBench.self, PoolBench.self, TracingBench.self, TimerBench.self])
+        abstract: "Latency and throughput of troupe-sidecar processes against raw baselines of the same run.",
+        subcommands: [EchoBench.self, BridgeBench.self, PoolBench.self, TracingBench.self, TimerBench.self],
+        defaultSubcommand: EchoBench.self)
+}
+
+/// `troupe-bench [echo]`: the foundation benchmarks, against a raw Unix-socket ping-pong measured
+/// in the same run; with `--cluster`, remote invocations in a two-node cluster (``ClusterBench``).
+struct EchoBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "echo",
+        abstract: "Echo latency and throughput through a troupe-sidecar process, and sidecar memory per idle actor.")
 
     @Option(help: "Round trips for each latency measurement.") var iterations = 20_000
     @Option(help: "Concurrent callers for the throughput run.") var callers = 64
@@ -121,7 +134,7 @@ struct TroupeBench: AsyncParsableCommand {
     }
 }
 
-extension TroupeBench {
+extension EchoBench {
     /// Echo round trips with 1 in flight, from the calling task's executor.
     static func echoLatency(_ client: TroupeClient, _ payload: String, iterations: Int) async throws -> Percentiles {
         var samples: [Double] = []
