@@ -340,6 +340,8 @@ let package = Package(
             dependencies: [
                 "TroupeNATS", "TroupeWire", "TroupeTestActors", "TroupeTestSupport",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             path: "Tests/TroupeNATSTests"
         ),

@@ -62,8 +62,9 @@ public final class NATSConnection: Sendable {
         let core = ConnectionCore(logger: logger, timerLoop: timerLoop ?? NIOSingletons.posixEventLoopGroup.any())
         let id = connectionTargets.add(core)
         do {
-            // natsConnection_Connect blocks for up to the connect timeout per server: not on the cooperative pool.
-            let connection = try await NIOThreadPool.singleton.runIfActive {
+            // natsConnection_Connect blocks for up to the connect timeout per server: not on the
+            // cooperative pool, and not on the pool the store uses (BlockingCalls).
+            let connection = try await BlockingCalls.pool.runIfActive {
                 try NATSConnection.connectBlocking(options, core: core, coreID: id)
             }
             core.connected()
@@ -261,7 +262,7 @@ public final class NATSConnection: Sendable {
     public func flush(timeout: Duration = .seconds(5)) async throws(TroupeError) {
         let status: natsStatus
         do {
-            status = try await NIOThreadPool.singleton.runIfActive { [self] in
+            status = try await BlockingCalls.pool.runIfActive { [self] in
                 natsConnection_FlushTimeout(handle, max(1, timeout.natsMilliseconds))
             }
         } catch {

@@ -1,5 +1,7 @@
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import Synchronization
 import Testing
 import TroupeNATS
@@ -49,6 +51,13 @@ func nextEvent(
         }
         return event
     }
+}
+
+/// A count shared by tasks and threads.
+final class Count: Sendable {
+    private let count = Atomic<Int>(0)
+    func increment() { count.add(1, ordering: .relaxed) }
+    var value: Int { count.load(ordering: .relaxed) }
 }
 
 /// Answers every request on `subject` with the request's payload reversed.
@@ -127,6 +136,44 @@ struct NATSConnectionTests {
             _ = try await requester.request("nobody.listens", payload: [1], timeout: .seconds(60))
         }
         #expect(requester.pendingRequests == 0)
+    }
+
+    @Test func connectsWaitingForASilentServerLeaveTheStoresThreadPoolFree() async throws {
+        // A listener that accepts and never speaks: libnats waits for its INFO until the timeout.
+        let accepted = Count()
+        let connections = Mutex<[any Channel]>([])
+        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                connections.withLock { $0.append(channel) }
+                accepted.increment()
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(listener.localAddress?.port)
+        let options = {
+            var options = NATSOptions(servers: ["nats://127.0.0.1:\(port)"])
+            options.connectTimeout = .seconds(10)
+            return options
+        }()
+        // As many as NIOThreadPool.singleton (where sqlite-nio runs the store) has threads.
+        let waiting = System.coreCount
+        let finished = Count()
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<waiting {
+                group.addTask {
+                    _ = try? await connect(options)
+                    finished.increment()
+                }
+            }
+            try await waitFor("every connect to reach the silent server") {
+                accepted.value == waiting
+            }
+            // Work of the store: served while every connect still waits for the server.
+            try await NIOThreadPool.singleton.runIfActive {}
+            #expect(finished.value == 0)
+            try await listener.close()
+            for channel in connections.withLock({ $0 }) { try? await channel.close() }
+        }
     }
 
     @Test func requestNobodyAnswersFailsWithDeadlineExceeded() async throws {
