@@ -243,7 +243,6 @@ final class FrameConnectionHandler: ChannelInboundHandler {
 
     struct Pending {
         var promise: EventLoopPromise<WireFrame.OneOf_Body>
-        var deadline: NIODeadline
         /// For the message of its `deadlineExceeded`.
         var timeout: TimeAmount
     }
@@ -254,7 +253,7 @@ final class FrameConnectionHandler: ChannelInboundHandler {
     let maxBufferedBytes: Int?
     var connection: PeerConnection?
     var delegate: (any PeerRequestHandler)?
-    var pending: [UInt64: Pending] = [:]
+    var pending = PendingCalls<Pending>()
     /// Fires at the earliest deadline in `pending`.
     private var deadlines = DeadlineTimer()
     private var context: ChannelHandlerContext?
@@ -294,7 +293,7 @@ final class FrameConnectionHandler: ChannelInboundHandler {
             return nil
         }
         let deadline = NIODeadline.now() + timeout
-        pending[id] = Pending(promise: promise, deadline: deadline, timeout: timeout)
+        pending.insert(id, deadline: deadline, Pending(promise: promise, timeout: timeout))
         armDeadlines(for: deadline, on: context.eventLoop)
         return connection
     }
@@ -307,36 +306,26 @@ final class FrameConnectionHandler: ChannelInboundHandler {
     private func expireRequests() {
         deadlines.fired()
         guard let context, !closed, let connection else { return }
-        let now = NIODeadline.now()
-        var expired: [(id: UInt64, timeout: TimeAmount)] = []
-        var next: NIODeadline?
-        for (id, entry) in pending {
-            if entry.deadline <= now {
-                expired.append((id, entry.timeout))
-            } else if next.map({ entry.deadline < $0 }) ?? true {
-                next = entry.deadline
-            }
+        for (id, entry) in pending.expire(now: .now()) {
+            entry.promise.fail(TroupeError.deadlineExceeded("no answer within \(entry.timeout.milliseconds) ms"))
+            connection.sendConnectionCancel(id)
         }
-        for request in expired {
-            failPending(id: request.id, with: .deadlineExceeded("no answer within \(request.timeout.milliseconds) ms"))
-            connection.sendConnectionCancel(request.id)
-        }
-        if let next { armDeadlines(for: next, on: context.eventLoop) }
+        if let next = pending.earliestDeadline { armDeadlines(for: next, on: context.eventLoop) }
     }
 
     func cancel(id: UInt64) {
-        guard pending[id] != nil else { return }
+        guard pending.contains(id) else { return }
         failPending(id: id, with: .cancelled("the caller cancelled the request"))
         connection?.sendConnectionCancel(id)
     }
 
     func failPending(id: UInt64, with error: TroupeError) {
-        guard let entry = pending.removeValue(forKey: id) else { return }
+        guard let entry = pending.remove(id) else { return }
         entry.promise.fail(error)
     }
 
     private func complete(id: UInt64, with body: WireFrame.OneOf_Body) {
-        guard let entry = pending.removeValue(forKey: id) else {
+        guard let entry = pending.remove(id) else {
             // The answer to a request that already timed out or was cancelled.
             logger.debug("late answer dropped", metadata: ["troupe.correlation_id": "\(id)"])
             return
@@ -473,9 +462,7 @@ final class FrameConnectionHandler: ChannelInboundHandler {
         heartbeat?.cancel()
         heartbeat = nil
         deadlines.stop()
-        let waiting = pending
-        pending.removeAll()
-        for (_, entry) in waiting {
+        for entry in pending.removeAll() {
             entry.promise.fail(TroupeError.unavailable("the connection closed before the answer arrived"))
         }
         if let connection {

@@ -32,6 +32,9 @@ public struct PendingCalls<Value> {
         return earlier
     }
 
+    /// Whether call `id` is still waiting.
+    public func contains(_ id: UInt64) -> Bool { entries[id] != nil }
+
     /// Removes call `id` (its answer arrived, or it was cancelled).
     public mutating func remove(_ id: UInt64) -> Value? {
         guard let entry = entries.removeValue(forKey: id) else { return nil }

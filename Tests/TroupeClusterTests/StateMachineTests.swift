@@ -21,6 +21,8 @@ struct StateMachineTests {
         let due = calls.expire(now: start + .seconds(2))
         #expect(due.map(\.value) == ["early", "middle"])
         #expect(calls.count == 1)
+        #expect(calls.contains(1))
+        #expect(!calls.contains(2))
         #expect(calls.earliestDeadline == start + .seconds(3))
         #expect(calls.remove(1) == "late")
         #expect(calls.remove(1) == nil)
