@@ -2,9 +2,9 @@ import Foundation
 import Metrics
 public import NIOCore
 import SwiftProtobuf
-public import TroupeProto
-public import TroupeStore
-public import TroupeWire
+import TroupeProto
+import TroupeStore
+import TroupeWire
 
 /// What marks a call as a timer's or reminder's firing.
 public struct TimerFiring: Sendable {

@@ -1,6 +1,6 @@
 public import Logging
 import Metrics
-public import NIOCore
+import NIOCore
 public import ServiceLifecycle
 import Synchronization
 public import TroupeActors

@@ -7,7 +7,7 @@ import Synchronization
 public import TroupeActors
 public import TroupeMembership
 import TroupePlacement
-public import TroupeProto
+import TroupeProto
 public import TroupeStore
 import TroupeWire
 
@@ -312,7 +312,7 @@ enum DNSDiscovery {
                     var inAddress = ipv4.pointee.sin_addr
                     _ = inet_ntop(AF_INET, &inAddress, &text, socklen_t(INET_ADDRSTRLEN))
                 }
-                addresses.append(String(cString: text))
+                addresses.append(String(decoding: text.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))
             }
             next = entry.pointee.ai_next
         }

@@ -1,4 +1,4 @@
-public import TroupeMembership
+import TroupeMembership
 public import TroupeProto
 public import TroupeWire
 

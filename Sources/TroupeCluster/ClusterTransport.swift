@@ -165,10 +165,13 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
         guard let (host, port) = Self.split(address) else {
             return loop.makeFailedFuture(TroupeError.invalidArgument("cluster address '\(address)' is not HOST:PORT"))
         }
-        var handshake = ClusterHandshake()
-        handshake.protocolVersion = ClusterProtocol.version
-        handshake.system = configuration.system
-        handshake.node = ClusterNode(configuration.myself)
+        let handshake = {
+            var handshake = ClusterHandshake()
+            handshake.protocolVersion = ClusterProtocol.version
+            handshake.system = configuration.system
+            handshake.node = ClusterNode(configuration.myself)
+            return handshake
+        }()
         let promise = loop.makePromise(of: NodeIdentity.self)
         let made = Mutex<ClusterConnection?>(nil)
         let logger = self.logger

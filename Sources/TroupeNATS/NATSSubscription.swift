@@ -1,6 +1,6 @@
 import CNats
 import Synchronization
-public import TroupeWire
+import TroupeWire
 
 /// An interest in a subject. Messages stop when it is unsubscribed, drained, or released.
 public final class NATSSubscription: Sendable {

@@ -119,6 +119,7 @@ public final class PostgresStateStore: StateStore {
     ///
     /// The timeout cancels the operation, which frees a caller waiting for a connection at once
     /// (the usual case while the server is away); a query already sent finishes or fails first.
+    @discardableResult
     func run<T: Sendable>(_ body: @escaping @Sendable (PostgresClient) async throws -> T) async throws -> T {
         try gate.enter(description)
         defer { gate.leave() }

@@ -1,6 +1,6 @@
 import Metrics
 import NIOCore
-public import TroupeStore
+import TroupeStore
 import TroupeWire
 
 /// A ``StateStore`` that times every operation of `base` and counts its failures:

@@ -1,4 +1,4 @@
-public import Foundation
+import Foundation
 
 /// A throwaway certificate authority in a temporary directory, made with the `openssl` command,
 /// and the cluster certificates it signs: each names its ActorSystem as the URI SAN
