@@ -136,9 +136,12 @@ set -e
 # handshake timeout, a fresh Postgres answering within 1 s) can lose once under the load of the
 # others. The tests that failed are run once more, one at a time, and their result is the run's:
 # a real failure fails again; each first failure stays listed above and in the summary below.
+# Up to 10 of them: a slow minute on a shared VM has failed as many as 8 setup-bound tests (hosts
+# that did not register in time) in one run, all of which then passed alone; more than 10 at once
+# is not load, and fails the run without a re-run.
 failed=$(grep -oE '^✘ Test [A-Za-z0-9_]+\(' "$test_log" | sed -E 's/^✘ Test //; s/\($//' | sort -u || true)
 rm -f "$test_log"
-if [ "$status" -ne 0 ] && [ -n "$failed" ] && [ "$(printf '%s\n' "$failed" | wc -l)" -le 5 ]; then
+if [ "$status" -ne 0 ] && [ -n "$failed" ] && [ "$(printf '%s\n' "$failed" | wc -l)" -le 10 ]; then
     section "Failed under parallel load, run again one at a time: $(printf '%s ' $failed)"
     filter=$(printf '%s\n' "$failed" | paste -sd'|')
     set +e

@@ -77,7 +77,9 @@ func withSidecar<T: Sendable>(
                 system: system, endpoint: .unix(path: configuration.socket), actors: testActorTypes, logger: hostLogger,
                 tracer: hostTracer)
             group.addTask { try await sdkHost.run() }
-            _ = try await sdkHost.connected(timeout: .seconds(10))
+            // The SDK's default: in the first seconds of the parallel suite dozens of sidecars,
+            // hosts and nats-servers start at once on 2 cores, and 10 s was not always enough.
+            _ = try await sdkHost.connected(timeout: .seconds(30))
             testHost = sdkHost
         }
         let harness = SidecarHarness(
