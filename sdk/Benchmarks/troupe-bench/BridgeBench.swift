@@ -74,15 +74,16 @@ struct BridgeBench: AsyncParsableCommand {
                 ("nats-server", nats.process.processIdentifier),
             ]
             print("== local invoke in alpha (client → alpha sidecar → host), 64 B, 1 in flight")
-            let local = try await latency(iterations, processes) {
+            let (local, localCPU) = try await latency(iterations, processes) {
                 let _: String = try await client.invoke("echo", action: "echo", payload)
             }
             print("   p50 \(local.p50) µs  p99 \(local.p99) µs")
+            print(localCPU)
 
             print("== beta's half alone: a bridge Call sent straight to troupe.v1.beta.invoke.bench, 64 B, 1 in flight")
             let callBytes = try Self.echoCall(payload)
             let direct = try await NATSConnection.connect(NATSOptions(servers: [nats.url]), logger: logger)
-            let half = try await latency(iterations, processes) {
+            let (half, halfCPU) = try await latency(iterations, processes) {
                 let answer = try await direct.request("troupe.v1.beta.invoke.bench", payload: callBytes, timeout: .seconds(5))
                 guard case .reply = try BridgeResult(serializedBytes: answer.payload).outcome else {
                     throw TroupeError.internalError("beta did not answer the echo")
@@ -90,15 +91,17 @@ struct BridgeBench: AsyncParsableCommand {
             }
             await direct.drain(timeout: .seconds(2))
             print("   p50 \(half.p50) µs  p99 \(half.p99) µs")
+            print(halfCPU)
 
             print("== cross-system invoke alpha → beta over NATS, 64 B, 1 in flight")
-            let cross = try await latency(iterations, processes) {
+            let (cross, crossCPU) = try await latency(iterations, processes) {
                 let _: String = try await client.invoke("echo", action: "echo", payload, system: "beta")
             }
             let budget = (raw.p50 + local.p50) * 1.2
             print(
                 "   p50 \(cross.p50) µs  p99 \(cross.p99) µs  target p50 ≤ (raw NATS p50 + local p50) × 1.2 = \(String(format: "%.1f", budget)) µs: \(cross.p50 <= budget ? "met" : "not met") (ratio \(String(format: "%.2f", cross.p50 / (raw.p50 + local.p50))))"
             )
+            print(crossCPU)
 
             print(
                 "== cross-system throughput: \(callers) concurrent callers on \(callers) beta actors over \(connections) alpha connection(s), \(seconds) s"
@@ -124,10 +127,10 @@ struct BridgeBench: AsyncParsableCommand {
     }
 
     /// Percentiles of `body`'s duration over `iterations` runs, after 1000 warm-up runs.
-    /// With `processes`, also prints the CPU time each of them (and this process) spent per call.
+    /// With `processes`, also the CPU time each of them (and this process) spent per call.
     func latency(
         _ iterations: Int, _ processes: [(name: String, pid: Int32)] = [], _ body: () async throws -> Void
-    ) async throws -> Percentiles {
+    ) async throws -> (Percentiles, cpu: String) {
         for _ in 0..<1000 { try await body() }
         var samples: [Double] = []
         samples.reserveCapacity(iterations)
@@ -137,8 +140,7 @@ struct BridgeBench: AsyncParsableCommand {
             try await body()
             samples.append((ContinuousClock.now - start).microseconds)
         }
-        if !processes.isEmpty { print("   \(cpu.summary(calls: iterations))") }
-        return Percentiles(samples)
+        return (Percentiles(samples), processes.isEmpty ? "" : "   \(cpu.summary(calls: iterations))")
     }
 
     /// The bridge Call alpha's sidecar would send for `echo(text)`.
@@ -161,7 +163,7 @@ struct BridgeBench: AsyncParsableCommand {
             if let reply = message.replyTo { try? responder.publish(to: reply, payload: message.payload) }
         }
         let bytes = [UInt8](repeating: 7, count: 64)
-        let result = try await latency(iterations) {
+        let (result, _) = try await latency(iterations) {
             _ = try await requester.request("bench.troupe-nats", payload: bytes, timeout: .seconds(5))
         }
         echo.unsubscribe()
