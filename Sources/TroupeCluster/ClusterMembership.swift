@@ -139,7 +139,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         let (nodes, changedAt) = candidates(for: actor, spawnFrom: spawnFrom)
         guard NIODeadline.now() - changedAt < configuration.handOffWindow, nodes.owner(of: actor.description) == myself.name
         else { return nil }
-        return RendezvousPlacement.owner(of: actor.description, among: nodes.nodes.filter { $0 != myself.name })
+        return nodes.removing(myself.name).owner(of: actor.description)
     }
 
     /// The nodes placement picks `actor`'s owner among, and when placement last changed.

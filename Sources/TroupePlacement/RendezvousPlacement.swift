@@ -42,6 +42,13 @@ public struct RendezvousCandidates: Sendable {
         entries = nodes.map { ($0, StableHash.hash($0)) }
     }
 
+    /// The same candidates without `node`, their hashes kept.
+    public func removing(_ node: String) -> Self {
+        var rest = self
+        rest.entries.removeAll { $0.node == node }
+        return rest
+    }
+
     /// The candidates, in the order they were given.
     public var nodes: [String] { entries.map(\.node) }
     public var isEmpty: Bool { entries.isEmpty }
