@@ -6,9 +6,14 @@ import Synchronization
 import TroupeWire
 
 /// The state libnats' callbacks reach: requests waiting for their reply, listeners of
-/// connection events, and whether the connection has closed.
+/// connection events, whether the link is up, and whether the connection has closed.
 ///
 /// Callbacks arrive on libnats' threads; every method here is safe from any thread and none blocks.
+///
+/// The link state and the server's payload limit are kept here, from the callbacks, because
+/// libnats' own getters take the connection's lock, and its reconnect thread holds that lock
+/// through each connect attempt: asking libnats while it reconnects to a server that accepts
+/// and does not answer waits up to the connect timeout.
 final class ConnectionCore: Sendable {
     typealias Completion = @Sendable (Result<NATSMessage, TroupeError>) -> Void
 
@@ -34,9 +39,12 @@ final class ConnectionCore: Sendable {
     let logger: Logger
     let timerLoop: any EventLoop
     private let state = Mutex(State())
+    private let linkUp = Atomic<Bool>(false)
+    private let payloadLimit = Atomic<Int>(0)
     private let disconnects = Counter(label: "troupe_nats_disconnects_total")
     private let reconnects = Counter(label: "troupe_nats_reconnects_total")
     private let asyncErrors = Counter(label: "troupe_nats_async_errors_total")
+    private let deferredPublishFailures = Counter(label: "troupe_nats_deferred_publish_failures_total")
     private let connectedGauge = Gauge(label: "troupe_nats_connected")
 
     init(logger: Logger, timerLoop: any EventLoop) {
@@ -129,11 +137,20 @@ final class ConnectionCore: Sendable {
         }
     }
 
-    func connected() {
+    /// True from the connect until libnats reports the link lost, and again once it is restored.
+    var isUp: Bool { linkUp.load(ordering: .acquiring) }
+
+    /// The largest payload the server of the current link accepts.
+    var maxPayload: Int { payloadLimit.load(ordering: .relaxed) }
+
+    func connected(maxPayload: Int) {
+        payloadLimit.store(maxPayload, ordering: .relaxed)
+        linkUp.store(true, ordering: .releasing)
         connectedGauge.record(1)
     }
 
     func disconnected() {
+        linkUp.store(false, ordering: .releasing)
         disconnects.increment()
         connectedGauge.record(0)
         logger.warning("NATS connection lost; reconnecting")
@@ -141,7 +158,9 @@ final class ConnectionCore: Sendable {
         emit(.disconnected)
     }
 
-    func reconnected(url: String) {
+    func reconnected(url: String, maxPayload: Int) {
+        payloadLimit.store(maxPayload, ordering: .relaxed)
+        linkUp.store(true, ordering: .releasing)
         reconnects.increment()
         connectedGauge.record(1)
         logger.notice("NATS connection restored", metadata: ["troupe.nats_server": "\(url)"])
@@ -149,6 +168,7 @@ final class ConnectionCore: Sendable {
     }
 
     func closed() {
+        linkUp.store(false, ordering: .releasing)
         connectedGauge.record(0)
         let waiters = state.withLock { state -> [CheckedContinuation<Void, Never>] in
             state.closed = true
@@ -169,6 +189,17 @@ final class ConnectionCore: Sendable {
             metadata: [
                 "troupe.nats_status": "\(String(cString: natsStatus_GetText(status)))",
                 "troupe.nats_subject": "\(subject ?? "-")",
+            ])
+    }
+
+    /// A publish made while reconnecting, handed to libnats later, failed: nobody waits for its answer.
+    func deferredPublishFailed(_ status: natsStatus, subject: String) {
+        deferredPublishFailures.increment()
+        logger.warning(
+            "a NATS publish made while reconnecting was not sent",
+            metadata: [
+                "troupe.nats_status": "\(String(cString: natsStatus_GetText(status)))",
+                "troupe.nats_subject": "\(subject)",
             ])
     }
 
@@ -197,10 +228,15 @@ let onReconnected: natsConnectionHandler = { connection, closure in
     guard let core = connectionTargets.lookup(closure) else { return }
     var buffer = [CChar](repeating: 0, count: 256)
     var url = "?"
-    if let connection, natsConnection_GetConnectedUrl(connection, &buffer, buffer.count) == NATS_OK {
-        url = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    var maxPayload = core.maxPayload
+    // On libnats' callback thread, after the reconnect: the lock is free.
+    if let connection {
+        if natsConnection_GetConnectedUrl(connection, &buffer, buffer.count) == NATS_OK {
+            url = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        }
+        maxPayload = Int(natsConnection_GetMaxPayload(connection))
     }
-    core.reconnected(url: url)
+    core.reconnected(url: url, maxPayload: maxPayload)
 }
 
 let onClosed: natsConnectionHandler = { _, closure in

@@ -30,21 +30,38 @@ public final class NATSConnection: Sendable {
     private let coreID: UInt
     /// `_INBOX.<unique>.`: request n is answered on this prefix followed by n.
     private let inboxPrefix: String
+    /// Publishes made while the link is down.
+    private let deferred: DeferredPublishes
 
     private init(
-        handle: OpaquePointer, replySubscription: OpaquePointer, core: ConnectionCore, coreID: UInt, inboxPrefix: String
+        handle: OpaquePointer, replySubscription: OpaquePointer, core: ConnectionCore, coreID: UInt,
+        inboxPrefix: String, reconnectBufferBytes: Int
     ) {
         self.handle = handle
         self.replySubscription = replySubscription
         self.core = core
         self.coreID = coreID
         self.inboxPrefix = inboxPrefix
+        self.deferred = DeferredPublishes(limit: reconnectBufferBytes)
     }
 
     deinit {
+        connectionTargets.remove(coreID)
+        // Destroying an open connection closes it first, and closing joins libnats' threads: the
+        // reconnect thread waits out its connect attempt (up to the connect timeout). The last
+        // reference can go on an event loop or a cooperative thread, so that wait goes to the
+        // blocking pool; a closed connection (after drain or close) is freed at once.
+        guard core.isClosed else {
+            // Thread-safe like every libnats handle; nothing else uses them after this deinit.
+            nonisolated(unsafe) let (handle, replySubscription) = (handle, replySubscription)
+            BlockingCalls.pool.submit { _ in
+                natsSubscription_Destroy(replySubscription)
+                natsConnection_Destroy(handle)
+            }
+            return
+        }
         natsSubscription_Destroy(replySubscription)
         natsConnection_Destroy(handle)
-        connectionTargets.remove(coreID)
     }
 
     /// Connects to the first reachable server of `options`.
@@ -67,7 +84,6 @@ public final class NATSConnection: Sendable {
             let connection = try await BlockingCalls.pool.runIfActive {
                 try NATSConnection.connectBlocking(options, core: core, coreID: id)
             }
-            core.connected()
             logger.info("NATS connected")
             return connection
         } catch {
@@ -107,8 +123,12 @@ public final class NATSConnection: Sendable {
             natsConnection_Destroy(connection)
             throw natsError(subscribeStatus, "cannot subscribe to the reply inbox")
         }
+        core.connected(maxPayload: Int(natsConnection_GetMaxPayload(connection)))
+        // Lost already, before the callbacks had a state to change: say so (here, the lock may wait).
+        if natsConnection_Status(connection) != NATS_CONN_STATUS_CONNECTED { core.disconnected() }
         return NATSConnection(
-            handle: connection, replySubscription: subscription, core: core, coreID: coreID, inboxPrefix: prefix)
+            handle: connection, replySubscription: subscription, core: core, coreID: coreID, inboxPrefix: prefix,
+            reconnectBufferBytes: options.reconnectBufferBytes)
     }
 
     private static func configure(_ opts: OpaquePointer, with options: NATSOptions, closure: UnsafeMutableRawPointer?)
@@ -160,6 +180,11 @@ public final class NATSConnection: Sendable {
     /// Publishes `payload` on `subject`. While disconnected the message is buffered (up to
     /// ``NATSOptions/reconnectBufferBytes``) and sent after the reconnect.
     ///
+    /// It never waits for the network. While libnats reconnects, the message is handed to it
+    /// from a thread of its own, after the ones published before it; a failure there (a full
+    /// reconnect buffer, a connection closed meanwhile) is logged and counted in
+    /// `troupe_nats_deferred_publish_failures_total`.
+    ///
     /// - Throws: `resourceExhausted` above the server's max payload or a full reconnect buffer,
     ///   `invalidArgument` for a bad subject, `unavailable` once the connection is closed.
     public func publish(
@@ -171,6 +196,20 @@ public final class NATSConnection: Sendable {
                 "a \(payload.count)-byte message is larger than the NATS server accepts (\(limit) bytes)",
                 details: ["max_payload": "\(limit)"])
         }
+        guard core.isUp, !deferred.isBusy else {
+            guard !core.isClosed else { throw .unavailable("the NATS connection is closed") }
+            try deferred.enqueue(bytes: payload.count) { [self] in
+                let status = send(subject, payload, headers, replyTo)
+                if status != NATS_OK { core.deferredPublishFailed(status, subject: subject) }
+            }
+            return
+        }
+        try check(send(subject, payload, headers, replyTo), "cannot publish on NATS subject '\(subject)'")
+    }
+
+    private func send(_ subject: String, _ payload: [UInt8], _ headers: [String: String], _ replyTo: String?)
+        -> natsStatus
+    {
         let status: natsStatus
         if headers.isEmpty {
             status = payload.withUnsafeBytes { bytes in
@@ -185,7 +224,7 @@ public final class NATSConnection: Sendable {
         } else {
             status = publishWithHeaders(subject, payload, headers, replyTo)
         }
-        try check(status, "cannot publish on NATS subject '\(subject)'")
+        return status
     }
 
     private func publishWithHeaders(
@@ -253,7 +292,15 @@ public final class NATSConnection: Sendable {
     public func subscribe(
         to subject: String, queue: String? = nil, handler: @escaping @Sendable (NATSMessage) -> Void
     ) async throws(TroupeError) -> NATSSubscription {
-        let subscription = try subscribeNow(to: subject, queue: queue, handler: handler)
+        let subscription: NATSSubscription
+        do {
+            // libnats takes the connection's lock, which a reconnect attempt holds.
+            subscription = try await BlockingCalls.pool.runIfActive { [self] in
+                try subscribeNow(to: subject, queue: queue, handler: handler)
+            }
+        } catch {
+            throw TroupeError(wrapping: error)
+        }
         try await flush()
         return subscription
     }
@@ -306,9 +353,7 @@ public final class NATSConnection: Sendable {
     // MARK: State
 
     /// True while connected to a server (false while reconnecting, draining or closed).
-    public var isConnected: Bool {
-        natsConnection_Status(handle) == NATS_CONN_STATUS_CONNECTED
-    }
+    public var isConnected: Bool { core.isUp }
 
     /// Requests sent and not answered yet.
     public var pendingRequests: Int { core.pendingCount }
@@ -320,26 +365,38 @@ public final class NATSConnection: Sendable {
     }
 
     /// The largest payload the server accepts, in bytes.
-    public var maxPayload: Int { Int(natsConnection_GetMaxPayload(handle)) }
+    public var maxPayload: Int { core.maxPayload }
 
     /// Stops the subscriptions taking new messages, lets the ones delivered finish, flushes what
     /// was published, then closes. Returns once closed (at the latest after `timeout`).
     public func drain(timeout: Duration = .seconds(10)) async {
-        let status = natsConnection_DrainTimeout(handle, max(1, timeout.natsMilliseconds))
-        if status != NATS_OK {
-            // Not connected: nothing can be flushed; close instead.
-            close()
+        // Not connected: nothing can be flushed; close instead.
+        guard core.isUp else { return await close() }
+        let status = try? await BlockingCalls.pool.runIfActive { [self] in
+            natsConnection_DrainTimeout(handle, max(1, timeout.natsMilliseconds))
         }
+        guard status == NATS_OK else { return await close() }
         await core.waitUntilClosed()
     }
 
-    /// Closes at once; requests still waiting fail with `unavailable`.
-    public func close() {
-        natsConnection_Close(handle)
+    /// Closes now; requests still waiting fail with `unavailable`. Returns once closed.
+    ///
+    /// libnats' close joins its reader, flusher and reconnect threads, and a reconnect attempt
+    /// in progress ends only at its connect timeout, so the wait runs on a thread of its own,
+    /// not on the caller's.
+    public func close() async {
+        do {
+            try await BlockingCalls.pool.runIfActive { [self] in natsConnection_Close(handle) }
+        } catch {
+            // The pool never shuts down; should it, close here rather than leave the connection open.
+            natsConnection_Close(handle)
+        }
+        // libnats reports the close from its callback thread; from then on isClosed is true.
+        await core.waitUntilClosed()
     }
 
     /// True once closed for good.
-    public var isClosed: Bool { natsConnection_IsClosed(handle) }
+    public var isClosed: Bool { core.isClosed }
 }
 
 /// Calls `body` with a C array of C strings for `strings`.

@@ -22,22 +22,45 @@ public final class NATSSubscription: Sendable {
     }
 
     deinit {
-        unsubscribe()
+        let unsubscribe = !stopped.exchange(true, ordering: .acquiringAndReleasing)
+        if unsubscribe { subscriptionTargets.remove(targetID) }
+        // Unsubscribing takes the connection's lock, which a reconnect attempt holds for up to
+        // the connect timeout: while the link is down, on the blocking pool.
+        guard connection.core.isUp else {
+            // Thread-safe like every libnats handle; nothing else uses it after this deinit.
+            nonisolated(unsafe) let handle = handle
+            BlockingCalls.pool.submit { _ in
+                if unsubscribe { _ = natsSubscription_Unsubscribe(handle) }
+                natsSubscription_Destroy(handle)
+            }
+            return
+        }
+        if unsubscribe { _ = natsSubscription_Unsubscribe(handle) }
         natsSubscription_Destroy(handle)
     }
 
     /// Removes the interest at once; a message already being delivered may still reach the handler.
+    ///
+    /// It does not wait for the network: while the link is down, libnats is told from a thread
+    /// of its own (the server forgets the interest with the old link anyway).
     public func unsubscribe() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
-        _ = natsSubscription_Unsubscribe(handle)
         subscriptionTargets.remove(targetID)
+        guard connection.core.isUp else {
+            BlockingCalls.pool.submit { [self] _ in _ = natsSubscription_Unsubscribe(handle) }
+            return
+        }
+        _ = natsSubscription_Unsubscribe(handle)
     }
 
     /// Removes the interest but lets the messages the server already sent be handled. Returns
     /// once they have been (or after `timeout`).
     public func drain(timeout: Duration = .seconds(10)) async {
         guard !stopped.load(ordering: .acquiring) else { return }
-        guard natsSubscription_DrainTimeout(handle, max(1, timeout.natsMilliseconds)) == NATS_OK else {
+        // Down: nothing more can arrive, and libnats would wait for the link's lock.
+        guard connection.core.isUp,
+            natsSubscription_DrainTimeout(handle, max(1, timeout.natsMilliseconds)) == NATS_OK
+        else {
             unsubscribe()
             return
         }

@@ -70,6 +70,21 @@ func reverser(_ connection: NATSConnection, on subject: String, queue: String? =
     }
 }
 
+extension SilentServer {
+    /// Kills `server` once `connections` are connected to it and listens on its port, so that
+    /// their reconnect attempts reach this silent server.
+    static func replacing(_ server: NATSServer, for connections: [NATSConnection]) async throws -> SilentServer {
+        let streams = connections.map { $0.events() }
+        server.kill()
+        for events in streams { _ = try await nextEvent(events) { $0 == .disconnected } }
+        let silent = try await SilentServer(port: server.port)
+        try await waitFor("every reconnect attempt to reach the silent server") {
+            silent.connections.count >= connections.count
+        }
+        return silent
+    }
+}
+
 @Suite("NATS connection over libnats, against a real nats-server", .serialized)
 struct NATSConnectionTests {
     @Test func publishedMessageReachesEverySubscriberWithHeadersAndPayload() async throws {
@@ -139,19 +154,9 @@ struct NATSConnectionTests {
     }
 
     @Test func connectsWaitingForASilentServerLeaveTheStoresThreadPoolFree() async throws {
-        // A listener that accepts and never speaks: libnats waits for its INFO until the timeout.
-        let accepted = Count()
-        let connections = Mutex<[any Channel]>([])
-        let listener = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .childChannelInitializer { channel in
-                connections.withLock { $0.append(channel) }
-                accepted.increment()
-                return channel.eventLoop.makeSucceededVoidFuture()
-            }
-            .bind(host: "127.0.0.1", port: 0).get()
-        let port = try #require(listener.localAddress?.port)
+        let silent = try await SilentServer()
         let options = {
-            var options = NATSOptions(servers: ["nats://127.0.0.1:\(port)"])
+            var options = NATSOptions(servers: ["nats://127.0.0.1:\(silent.port)"])
             options.connectTimeout = .seconds(10)
             return options
         }()
@@ -166,14 +171,91 @@ struct NATSConnectionTests {
                 }
             }
             try await waitFor("every connect to reach the silent server") {
-                accepted.value == waiting
+                silent.connections.count == waiting
             }
             // Work of the store: served while every connect still waits for the server.
             try await NIOThreadPool.singleton.runIfActive {}
             #expect(finished.value == 0)
-            try await listener.close()
-            for channel in connections.withLock({ $0 }) { try? await channel.close() }
+            try await silent.close()
         }
+    }
+
+    @Test func whileReconnectingToASilentServerCallsAnswerAtOnceAndPublishesGoOutAfterTheReconnect() async throws {
+        let server = try NATSServer()
+        var options = testOptions(server)
+        options.connectTimeout = .seconds(5)
+        let connection = try await connect(options)
+        let inbox = Inbox()
+        let own = try await connection.subscribe(to: "kept") { inbox.add($0) }
+        defer { own.unsubscribe() }
+        let silent = try await SilentServer.replacing(server, for: [connection])
+        let attempt = try #require(silent.connections.first)
+
+        // None of these may wait for the connect attempt, which holds libnats' lock.
+        #expect(!connection.isConnected)
+        #expect(connection.maxPayload > 0)
+        await expectCode(.unavailable) {
+            _ = try await connection.request("kept", payload: [1], timeout: .seconds(30))
+        }
+        for byte: UInt8 in 1...3 { try connection.publish(to: "kept", payload: [byte]) }
+        // Had one of them waited for the attempt, libnats would have closed its socket by now.
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(attempt.isActive)
+
+        // What was published meanwhile reaches the subscriber, in order, after the reconnect.
+        try await silent.close()
+        let events = connection.events()
+        try server.start()
+        _ = try await nextEvent(events) {
+            if case .reconnected = $0 { return true }
+            return false
+        }
+        try await waitFor("the messages published while reconnecting") { inbox.count == 3 }
+        #expect(inbox.all.map(\.payload) == [[1], [2], [3]])
+        #expect(connection.isConnected)
+    }
+
+    @Test func closingWhileReconnectingToASilentServerLeavesTheCooperativePoolFree() async throws {
+        let server = try NATSServer()
+        var options = testOptions(server)
+        options.connectTimeout = .seconds(3)
+        // As many connections as the cooperative pool has threads (one per core).
+        var connections: [NATSConnection] = []
+        for _ in 0..<System.coreCount { connections.append(try await connect(options)) }
+        let silent = try await SilentServer.replacing(server, for: connections)
+        let closed = Count()
+        await withTaskGroup(of: Void.self) { group in
+            for connection in connections {
+                group.addTask {
+                    // libnats' close joins the reconnect thread, which waits out its attempt.
+                    await connection.close()
+                    closed.increment()
+                }
+            }
+            // Resuming needs a cooperative thread: there is one while every close still waits.
+            try? await Task.sleep(for: .milliseconds(100))
+            #expect(closed.value == 0)
+        }
+        #expect(closed.value == connections.count)
+        #expect(connections.allSatisfy { $0.isClosed })
+        try await silent.close()
+    }
+
+    @Test func releasingAConnectionWhileItReconnectsDoesNotWaitForTheReconnectAttempt() async throws {
+        let server = try NATSServer()
+        var options = testOptions(server)
+        options.connectTimeout = .seconds(3)
+        let held = Mutex<NATSConnection?>(try await connect(options))
+        let silent = try await SilentServer.replacing(server, for: [try #require(held.withLock { $0 })])
+        let attempt = try #require(silent.connections.first)
+        // The last reference goes here: the connection is destroyed without being closed first.
+        held.withLock { $0 = nil }
+        // Had the release waited for the attempt, libnats would have closed its socket by now.
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(attempt.isActive)
+        // The destroy still happens, on the blocking pool: the attempt ends and its socket closes.
+        try await attempt.closeFuture.get()
+        try await silent.close()
     }
 
     @Test func requestNobodyAnswersFailsWithDeadlineExceeded() async throws {

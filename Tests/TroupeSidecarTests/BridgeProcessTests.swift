@@ -11,9 +11,12 @@ private struct SystemProcesses {
     let host: ChildProcess
     let client: TroupeClient
 
-    static func start(_ system: String, in directory: TemporaryDirectory, nats: String) async throws -> Self {
+    static func start(_ system: String, in directory: TemporaryDirectory, nats: String, extra: [String] = [])
+        async throws -> Self
+    {
         let setup = SidecarProcess(directory: directory, system: system)
-        let sidecar = try await setup.start(run: 1, extra: ["--nats-url", nats, "--nats-reconnect-wait-ms", "50"])
+        let sidecar = try await setup.start(
+            run: 1, extra: ["--nats-url", nats, "--nats-reconnect-wait-ms", "50"] + extra)
         let host: ChildProcess
         do { host = try setup.startHost(run: 1) } catch {
             sidecar.kill9()
@@ -55,7 +58,7 @@ private func outcome(_ call: () async throws -> Void) async -> Outcome {
 
 /// Alpha and beta as sidecar and host processes, bridged through a private nats-server, for `body`.
 private func withTwoSystemProcesses(
-    _ body: (NATSServer, SystemProcesses, SystemProcesses) async throws -> Void
+    extra: [String] = [], _ body: (NATSServer, SystemProcesses, SystemProcesses) async throws -> Void
 ) async throws {
     let server = try NATSServer()
     defer { server.stop() }
@@ -65,9 +68,9 @@ private func withTwoSystemProcesses(
         alphaDirectory.remove()
         betaDirectory.remove()
     }
-    let alpha = try await SystemProcesses.start("alpha", in: alphaDirectory, nats: server.url)
+    let alpha = try await SystemProcesses.start("alpha", in: alphaDirectory, nats: server.url, extra: extra)
     defer { alpha.kill9() }
-    let beta = try await SystemProcesses.start("beta", in: betaDirectory, nats: server.url)
+    let beta = try await SystemProcesses.start("beta", in: betaDirectory, nats: server.url, extra: extra)
     defer { beta.kill9() }
     try await body(server, alpha, beta)
 }
@@ -163,6 +166,43 @@ struct BridgeProcessTests {
                 system.host.signal(SIGTERM)
                 try await system.host.waitForExit()
             }
+        }
+    }
+
+    @Test func aSidecarWhoseNATSServerStopsAnsweringServesItsActorsAndFailsCallsAcrossAtOnce() async throws {
+        // Each reconnect attempt to a server that accepts and says nothing lasts 20 s, and
+        // libnats holds the connection's lock all that time: no call may wait for it.
+        try await withTwoSystemProcesses(extra: ["--nats-connect-timeout-ms", "20000"]) { server, alpha, beta in
+            #expect(try await alpha.client.invoke("counter", action: "add", 2, as: Int.self, system: "beta") == 2)
+            server.kill()
+            let silent = try await SilentServer(port: server.port)
+            try await waitFor("both sidecars' reconnect attempts to reach the silent server") {
+                silent.connections.count >= 2
+            }
+            // 5 s deadlines: a sidecar stalled by the attempt would let them pass (deadlineExceeded).
+            for _ in 0..<3 {
+                let across = await outcome {
+                    let _: Int = try await alpha.client.invoke(
+                        "counter", action: "add", 1, system: "beta", timeout: .seconds(5))
+                }
+                #expect(across == .failed(.unavailable))
+            }
+            #expect(try await alpha.client.invoke("counter", action: "add", 3, as: Int.self, timeout: .seconds(5)) == 3)
+            #expect(try await beta.client.invoke("counter", action: "get", as: Int.self, timeout: .seconds(5)) == 2)
+
+            // The server answers again: the attempts end, and the next ones reach it.
+            try await silent.close()
+            try server.start()
+            try await waitFor("calls across to work again", timeout: .seconds(30)) {
+                let there = await outcome {
+                    let _: String = try await alpha.client.invoke(
+                        "echo", action: "echo", "x", system: "beta", timeout: .seconds(5))
+                }
+                return there == .succeeded
+            }
+            #expect(try await alpha.client.invoke("counter", action: "add", 1, as: Int.self, system: "beta") == 3)
+            await alpha.client.close()
+            await beta.client.close()
         }
     }
 }

@@ -93,7 +93,7 @@ public final class Sidecar: Sendable {
             try await sidecar.bridge?.startServing()
             return sidecar
         } catch {
-            nats?.close()
+            await nats?.close()
             try? await store.close()
             try? await eventLoops.shutdownGracefully()
             throw error

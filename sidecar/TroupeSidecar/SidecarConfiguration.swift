@@ -86,6 +86,8 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var natsTLSCertificateFile: String?
     public var natsTLSKeyFile: String?
     public var natsReconnectWaitMs: UInt32 = 500
+    /// How long one attempt to connect to a NATS server may take, handshake included.
+    public var natsConnectTimeoutMs: UInt32 = 2_000
     /// Which calls other systems may make into this one, `CALLER:TYPE/ACTION,...;...`; with
     /// ``bridgeAllowBroadcasts``, nil for both allows everything (``bridgePolicy()``).
     public var bridgeAllowCalls: String?
@@ -135,6 +137,7 @@ public struct SidecarConfiguration: Sendable, Equatable {
         options.tlsCertificateFile = natsTLSCertificateFile
         options.tlsKeyFile = natsTLSKeyFile
         options.reconnectWait = .milliseconds(Int64(natsReconnectWaitMs))
+        options.connectTimeout = .milliseconds(Int64(natsConnectTimeoutMs))
         return options
     }
 
@@ -348,6 +351,10 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "nats-reconnect-wait-ms", summary: "pause between NATS reconnect attempts") {
             c, v throws(TroupeError) in
             c.natsReconnectWaitMs = try number(v, "nats-reconnect-wait-ms", in: 10...600_000)
+        },
+        Setting(key: "nats-connect-timeout-ms", summary: "time one NATS connect attempt may take") {
+            c, v throws(TroupeError) in
+            c.natsConnectTimeoutMs = try number(v, "nats-connect-timeout-ms", in: 10...600_000)
         },
         Setting(key: "bridge-allow-calls", summary: "calls other systems may make, CALLER:TYPE/ACTION,...;...") {
             c, v throws(TroupeError) in
