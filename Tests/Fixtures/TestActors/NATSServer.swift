@@ -33,8 +33,11 @@ public final class NATSServer: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: Self.executable)
         // -1: the server picks a free port and logs it; a restart reuses it.
         process.arguments = ["-a", "127.0.0.1", "-p", port == 0 ? "-1" : "\(port)", "-l", log.path] + extraArguments
+        // What the server says before its log file is open (a port it cannot bind) goes to stderr.
+        let stderr = directory.appendingPathComponent("nats-\(starts).stderr")
+        FileManager.default.createFile(atPath: stderr.path, contents: nil)
         process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
+        process.standardError = try FileHandle(forWritingTo: stderr)
         try process.run()
         self.process = process
         let deadline = Date().addingTimeInterval(10)
@@ -50,9 +53,9 @@ public final class NATSServer: @unchecked Sendable {
             guard process.isRunning else { break }
             Thread.sleep(forTimeInterval: 0.02)
         }
+        let said = [log, stderr].compactMap { try? String(contentsOf: $0, encoding: .utf8) }.joined()
         stop()
-        throw NATSServerError(
-            message: "nats-server did not start: \((try? String(contentsOf: log, encoding: .utf8)) ?? "")")
+        throw NATSServerError(message: "nats-server did not start on port \(port): \(said)")
     }
 
     /// Kills the server with SIGKILL (a crash, as far as clients can tell) and waits for it to exit.
