@@ -26,6 +26,8 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         /// A DNS name (a headless Service) and the cluster port: every A record is a seed.
         public var dnsName: String?
         public var dnsPort = 7946
+        /// Looks up the addresses of ``dnsName``; it may block (on a thread of its own).
+        public var dnsLookup: @Sendable (String) -> [String] = DNSDiscovery.addresses
         /// How often the failure detector's clock advances.
         public var tickInterval: TimeAmount = .milliseconds(100)
         /// How often seeds and DNS are tried again while they are not members.
@@ -52,6 +54,8 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         var declaredDown = false
         /// Set just before this node's own farewell, which also makes it down.
         var departing = false
+        /// A DNS lookup of the periodic discovery is in flight.
+        var lookingUp = false
         /// When placement last changed (this node's start counts as a change).
         var placementChangedAt = NIODeadline.now()
         /// The candidates of each actor type, derived from `placement`, `localTypes` and whether
@@ -137,7 +141,8 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// node that never had the actor, which answers at once.
     public func handOffSource(of actor: ActorKey, spawnFrom: String) -> String? {
         let (nodes, changedAt) = candidates(for: actor, spawnFrom: spawnFrom)
-        guard NIODeadline.now() - changedAt < configuration.handOffWindow, nodes.owner(of: actor.description) == myself.name
+        guard NIODeadline.now() - changedAt < configuration.handOffWindow,
+            nodes.owner(of: actor.description) == myself.name
         else { return nil }
         return nodes.removing(myself.name).owner(of: actor.description)
     }
@@ -187,7 +192,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                 if typesChanged { self.moved(self) }
                 if NIODeadline.now() >= nextDiscovery {
                     nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
-                    await self.discover()
+                    self.discoverMeanwhile()
                 }
             }
         }
@@ -208,12 +213,40 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         logger.info("left the cluster")
     }
 
-    /// Contacts the seeds and DNS records that are not members yet.
+    /// Contacts the seeds and DNS records that are not members yet, once the DNS lookup is done.
+    ///
+    /// The first discovery, before the failure detector starts: a node that knows nobody when it
+    /// first ticks founds a cluster of its own.
     private func discover() async {
         var addresses = configuration.seeds
         if let name = configuration.dnsName {
-            addresses += DNSDiscovery.addresses(of: name).map { "\($0):\(configuration.dnsPort)" }
+            let lookup = configuration.dnsLookup
+            let found = (try? await BlockingCalls.pool.runIfActive { lookup(name) }) ?? []
+            addresses += found.map { "\($0):\(configuration.dnsPort)" }
         }
+        contact(addresses)
+    }
+
+    /// Contacts the seeds now and the DNS records when their lookup is done, without waiting
+    /// for it: `getaddrinfo` waits out a slow resolver (seconds per try, for each name of the
+    /// search list), and probes, suspicions and gossip must go on meanwhile. One lookup at a time.
+    private func discoverMeanwhile() {
+        contact(configuration.seeds)
+        guard let name = configuration.dnsName,
+            state.withLock({ state in
+                defer { state.lookingUp = true }
+                return !state.lookingUp
+            })
+        else { return }
+        let lookup = configuration.dnsLookup
+        BlockingCalls.pool.runIfActive(eventLoop: transport.eventLoop) { lookup(name) }.whenComplete { [self] result in
+            state.withLock { $0.lookingUp = false }
+            contact(((try? result.get()) ?? []).map { "\($0):\(configuration.dnsPort)" })
+        }
+    }
+
+    /// Asks the nodes at `addresses` that are not members yet to join.
+    private func contact(_ addresses: [String]) {
         let known = state.withLock { state in
             Set(state.swim.members.filter { $0.status != .down }.map(\.node.address))
         }

@@ -85,6 +85,9 @@ public final class ClusterTransport: RemoteCallTransport, Service, ClusterInboun
     /// The port the listener is bound to, once ``run()`` has bound it.
     public var boundPort: Int? { bound.withLock { $0?.localAddress?.port } }
 
+    /// One of the transport's event loops, for work that completes outside its connections.
+    var eventLoop: any EventLoop { group.any() }
+
     /// Where SWIM messages that arrive go.
     public func onSwim(_ receiver: @escaping @Sendable (ClusterSwim, NodeIdentity) -> Void) {
         swimReceiver.withLock { $0 = receiver }
