@@ -26,7 +26,26 @@ public final class NATSServer: @unchecked Sendable {
     public var isRunning: Bool { process?.isRunning ?? false }
 
     /// Starts the server (again), on the port of the first start.
+    ///
+    /// A restart waits (5 s at most) while the port is taken: clients that keep reconnecting to
+    /// it while nothing listens can, now and then, be given that very port as their own (a TCP
+    /// connection to itself), which holds it until they let go.
     public func start() throws {
+        let deadline = Date().addingTimeInterval(5)
+        while true {
+            let (started, said) = try launch()
+            if started { return }
+            stop()
+            guard port != 0, said.contains("address already in use"), Date() < deadline else {
+                throw NATSServerError(message: "nats-server did not start on port \(port): \(said)")
+            }
+            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+            Thread.sleep(forTimeInterval: 0.1)
+        }
+    }
+
+    /// Runs the server once; false, with what it said, if it did not come up.
+    private func launch() throws -> (started: Bool, said: String) {
         starts += 1
         let log = directory.appendingPathComponent("nats-\(starts).log")
         let process = Process()
@@ -47,15 +66,13 @@ public final class NATSServer: @unchecked Sendable {
                 let digits = text[range.upperBound...].prefix { $0.isNumber }
                 if let found = Int(digits), text.contains("Server is ready") {
                     port = found
-                    return
+                    return (true, "")
                 }
             }
             guard process.isRunning else { break }
             Thread.sleep(forTimeInterval: 0.02)
         }
-        let said = [log, stderr].compactMap { try? String(contentsOf: $0, encoding: .utf8) }.joined()
-        stop()
-        throw NATSServerError(message: "nats-server did not start on port \(port): \(said)")
+        return (false, [log, stderr].compactMap { try? String(contentsOf: $0, encoding: .utf8) }.joined())
     }
 
     /// Kills the server with SIGKILL (a crash, as far as clients can tell) and waits for it to exit.
