@@ -37,7 +37,8 @@ public final class NATSServer: @unchecked Sendable {
             if started { return }
             stop()
             guard port != 0, said.contains("address already in use"), Date() < deadline else {
-                throw NATSServerError(message: "nats-server did not start on port \(port): \(said)")
+                let holders = said.contains("address already in use") ? "\nsockets on the port:\n\(sockets(on: port))" : ""
+                throw NATSServerError(message: "nats-server did not start on port \(port): \(said)\(holders)")
             }
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             Thread.sleep(forTimeInterval: 0.1)
@@ -87,6 +88,19 @@ public final class NATSServer: @unchecked Sendable {
         kill()
         process = nil
         try? FileManager.default.removeItem(at: directory)
+    }
+
+    /// What `ss` shows on `port`, for a failure message.
+    private func sockets(on port: Int) -> String {
+        let ss = Process()
+        ss.executableURL = URL(fileURLWithPath: "/bin/sh")
+        ss.arguments = ["-c", "ss -tanpe 2>&1 | grep ':\(port) ' || true"]
+        let pipe = Pipe()
+        ss.standardOutput = pipe
+        ss.standardError = FileHandle.nullDevice
+        guard (try? ss.run()) != nil else { return "(ss did not run)" }
+        ss.waitUntilExit()
+        return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
 
     static var executable: String {
