@@ -36,8 +36,9 @@ public final class NATSServer: @unchecked Sendable {
             let (started, said) = try launch()
             if started { return }
             stop()
-            guard port != 0, said.contains("address already in use"), Date() < deadline else {
-                let holders = said.contains("address already in use") ? "\nsockets on the port:\n\(sockets(on: port))" : ""
+            let busy = said.contains("address already in use")
+            guard port != 0, busy, Date() < deadline else {
+                let holders = busy ? "\nsockets on the port:\n\(sockets(on: port))" : ""
                 throw NATSServerError(message: "nats-server did not start on port \(port): \(said)\(holders)")
             }
             try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
