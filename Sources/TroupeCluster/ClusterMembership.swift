@@ -54,7 +54,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         var declaredDown = false
         /// Set just before this node's own farewell, which also makes it down.
         var departing = false
-        /// A DNS lookup of the periodic discovery is in flight.
+        /// A DNS lookup of discovery is in flight.
         var lookingUp = false
         /// When placement last changed (this node's start counts as a change).
         var placementChangedAt = NIODeadline.now()
@@ -173,7 +173,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     ///   and its restart (Kubernetes restarts the container) joins as a new member.
     public func run() async throws {
         transport.onSwim { [weak self] swim, peer in self?.receive(swim, from: peer) }
-        await discover()
+        try? await discover().get()
         await cancelWhenGracefulShutdown {
             var nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
             while !Task.isCancelled, !self.state.withLock({ $0.declaredDown }) {
@@ -192,7 +192,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
                 if typesChanged { self.moved(self) }
                 if NIODeadline.now() >= nextDiscovery {
                     nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
-                    self.discoverMeanwhile()
+                    self.discover()
                 }
             }
         }
@@ -213,35 +213,28 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         logger.info("left the cluster")
     }
 
-    /// Contacts the seeds and DNS records that are not members yet, once the DNS lookup is done.
+    /// Contacts the seeds now and the DNS records once their lookup is done; the future completes
+    /// then. At most one lookup is in flight: while one is, only the seeds are contacted.
     ///
-    /// The first discovery, before the failure detector starts: a node that knows nobody when it
-    /// first ticks founds a cluster of its own.
-    private func discover() async {
-        var addresses = configuration.seeds
-        if let name = configuration.dnsName {
-            let lookup = configuration.dnsLookup
-            let found = (try? await BlockingCalls.pool.runIfActive { lookup(name) }) ?? []
-            addresses += found.map { "\($0):\(configuration.dnsPort)" }
-        }
-        contact(addresses)
-    }
-
-    /// Contacts the seeds now and the DNS records when their lookup is done, without waiting
-    /// for it: `getaddrinfo` waits out a slow resolver (seconds per try, for each name of the
-    /// search list), and probes, suspicions and gossip must go on meanwhile. One lookup at a time.
-    private func discoverMeanwhile() {
+    /// The lookup runs on a thread of its own, since `getaddrinfo` waits out a slow resolver
+    /// (seconds per try, for each name of the search list). The first discovery is waited for
+    /// before the failure detector starts (a node that knows nobody when it first ticks founds a
+    /// cluster of its own); the later ones are not, so probes, suspicions and gossip go on.
+    @discardableResult
+    private func discover() -> EventLoopFuture<Void> {
         contact(configuration.seeds)
+        let loop = transport.eventLoop
         guard let name = configuration.dnsName,
             state.withLock({ state in
                 defer { state.lookingUp = true }
                 return !state.lookingUp
             })
-        else { return }
+        else { return loop.makeSucceededVoidFuture() }
         let lookup = configuration.dnsLookup
-        BlockingCalls.pool.runIfActive(eventLoop: transport.eventLoop) { lookup(name) }.whenComplete { [self] result in
+        let found = BlockingCalls.pool.runIfActive(eventLoop: loop) { lookup(name) }.recover { _ in [] }
+        return found.map { [self] found in
             state.withLock { $0.lookingUp = false }
-            contact(((try? result.get()) ?? []).map { "\($0):\(configuration.dnsPort)" })
+            contact(found.map { "\($0):\(configuration.dnsPort)" })
         }
     }
 

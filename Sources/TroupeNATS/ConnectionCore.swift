@@ -140,6 +140,17 @@ final class ConnectionCore: Sendable {
     /// True from the connect until libnats reports the link lost, and again once it is restored.
     var isUp: Bool { linkUp.load(ordering: .acquiring) }
 
+    /// Runs `call`, a libnats call that takes the connection's lock: now while the link is up,
+    /// on the blocking pool while it is down, when a reconnect attempt may hold the lock for up
+    /// to the connect timeout.
+    func callTakingTheLock(_ call: @escaping @Sendable () -> Void) {
+        guard isUp else {
+            BlockingCalls.pool.submit { _ in call() }
+            return
+        }
+        call()
+    }
+
     /// The largest payload the server of the current link accepts.
     var maxPayload: Int { payloadLimit.load(ordering: .relaxed) }
 

@@ -24,19 +24,12 @@ public final class NATSSubscription: Sendable {
     deinit {
         let unsubscribe = !stopped.exchange(true, ordering: .acquiringAndReleasing)
         if unsubscribe { subscriptionTargets.remove(targetID) }
-        // Unsubscribing takes the connection's lock, which a reconnect attempt holds for up to
-        // the connect timeout: while the link is down, on the blocking pool.
-        guard connection.core.isUp else {
-            // Thread-safe like every libnats handle; nothing else uses it after this deinit.
-            nonisolated(unsafe) let handle = handle
-            BlockingCalls.pool.submit { _ in
-                if unsubscribe { _ = natsSubscription_Unsubscribe(handle) }
-                natsSubscription_Destroy(handle)
-            }
-            return
+        // Thread-safe like every libnats handle; nothing else uses it after this deinit.
+        nonisolated(unsafe) let handle = handle
+        connection.core.callTakingTheLock {
+            if unsubscribe { _ = natsSubscription_Unsubscribe(handle) }
+            natsSubscription_Destroy(handle)
         }
-        if unsubscribe { _ = natsSubscription_Unsubscribe(handle) }
-        natsSubscription_Destroy(handle)
     }
 
     /// Removes the interest at once; a message already being delivered may still reach the handler.
@@ -46,11 +39,7 @@ public final class NATSSubscription: Sendable {
     public func unsubscribe() {
         guard !stopped.exchange(true, ordering: .acquiringAndReleasing) else { return }
         subscriptionTargets.remove(targetID)
-        guard connection.core.isUp else {
-            BlockingCalls.pool.submit { [self] _ in _ = natsSubscription_Unsubscribe(handle) }
-            return
-        }
-        _ = natsSubscription_Unsubscribe(handle)
+        connection.core.callTakingTheLock { [self] in _ = natsSubscription_Unsubscribe(handle) }
     }
 
     /// Removes the interest but lets the messages the server already sent be handled. Returns

@@ -27,21 +27,20 @@ public final class NATSServer: @unchecked Sendable {
 
     /// Starts the server (again), on the port of the first start.
     ///
-    /// A restart waits (5 s at most) while the port is taken: clients that keep reconnecting to
-    /// it while nothing listens can, now and then, be given that very port as their own (a TCP
-    /// connection to itself), which holds it until they let go.
+    /// A restart waits (5 s at most) while the port is taken: under the parallel test run it
+    /// sometimes is, for a while, once the server that had it is gone.
     public func start() throws {
         let deadline = Date().addingTimeInterval(5)
         while true {
             let (started, said) = try launch()
             if started { return }
-            stop()
+            kill()
             let busy = said.contains("address already in use")
             guard port != 0, busy, Date() < deadline else {
-                let holders = busy ? "\nsockets on the port:\n\(sockets(on: port))" : ""
+                let holders = busy ? "\nsockets on the port:\n\(shell("ss -tanpe | grep ':\(port) '").output)" : ""
+                stop()
                 throw NATSServerError(message: "nats-server did not start on port \(port): \(said)\(holders)")
             }
-            try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             Thread.sleep(forTimeInterval: 0.1)
         }
     }
@@ -89,19 +88,6 @@ public final class NATSServer: @unchecked Sendable {
         kill()
         process = nil
         try? FileManager.default.removeItem(at: directory)
-    }
-
-    /// What `ss` shows on `port`, for a failure message.
-    private func sockets(on port: Int) -> String {
-        let ss = Process()
-        ss.executableURL = URL(fileURLWithPath: "/bin/sh")
-        ss.arguments = ["-c", "ss -tanpe 2>&1 | grep ':\(port) ' || true"]
-        let pipe = Pipe()
-        ss.standardOutput = pipe
-        ss.standardError = FileHandle.nullDevice
-        guard (try? ss.run()) != nil else { return "(ss did not run)" }
-        ss.waitUntilExit()
-        return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
     }
 
     static var executable: String {
@@ -164,17 +150,24 @@ public struct TestCertificates: Sendable {
 
     /// Runs `script` with `/bin/sh`; fails if it exits non-zero (an `openssl` step failed).
     static func run(_ script: String) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/sh")
-        process.arguments = ["-c", script]
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else {
+        guard shell(script).status == 0 else {
             throw NATSServerError(message: "openssl could not make the test certificates")
         }
     }
 
     public func remove() { try? FileManager.default.removeItem(atPath: directory) }
+}
+
+/// Runs `script` with `/bin/sh`: its exit status and what it wrote to stdout (-1 if it did not run).
+func shell(_ script: String) -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/sh")
+    process.arguments = ["-c", script]
+    let output = Pipe()
+    process.standardOutput = output
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return (-1, "") }
+    let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    process.waitUntilExit()
+    return (process.terminationStatus, text)
 }
