@@ -173,7 +173,7 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     ///   and its restart (Kubernetes restarts the container) joins as a new member.
     public func run() async throws {
         transport.onSwim { [weak self] swim, peer in self?.receive(swim, from: peer) }
-        try? await discover().get()
+        await cancelWhenGracefulShutdown { await self.waitForFirstDiscovery() }
         await cancelWhenGracefulShutdown {
             var nextDiscovery = NIODeadline.now() + self.configuration.discoveryInterval
             while !Task.isCancelled, !self.state.withLock({ $0.declaredDown }) {
@@ -235,6 +235,20 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
         return found.map { [self] found in
             state.withLock { $0.lookingUp = false }
             contact(found.map { "\($0):\(configuration.dnsPort)" })
+        }
+    }
+
+    /// Waits for the first ``discover()`` unless the task is cancelled first (graceful shutdown):
+    /// a resolver that does not answer must not keep a draining sidecar from exiting. The lookup
+    /// goes on on its thread, and its records are contacted if it ever returns.
+    private func waitForFirstDiscovery() async {
+        let done = transport.eventLoop.makePromise(of: Void.self)
+        discover().cascade(to: done)
+        // A promise completed twice keeps its first result, so the two may race.
+        await withTaskCancellationHandler {
+            try? await done.futureResult.get()
+        } onCancel: {
+            done.succeed()
         }
     }
 

@@ -8,21 +8,27 @@ import TroupeMembership
 import TroupeTestSupport
 import TroupeWire
 
-/// A DNS lookup that answers at once the first time, then hangs (as `getaddrinfo` does with a
-/// resolver that does not answer) until released, 30 s at most.
+/// A DNS lookup that answers at once the first `answered` times, then hangs (as `getaddrinfo`
+/// does with a resolver that does not answer) until released, 30 s at most.
 final class HangingLookup: Sendable {
+    private let answered: Int
     private let calls = Atomic<Int>(0)
+    private let hanging = Atomic<Int>(0)
     private let released = Atomic<Bool>(false)
 
+    init(answered: Int = 1) { self.answered = answered }
+
     func lookup(_ name: String) -> [String] {
-        guard calls.wrappingAdd(1, ordering: .relaxed).newValue > 1 else { return [] }
+        guard calls.wrappingAdd(1, ordering: .relaxed).newValue > answered else { return [] }
+        hanging.wrappingAdd(1, ordering: .relaxed)
+        defer { hanging.wrappingSubtract(1, ordering: .relaxed) }
         let deadline = ContinuousClock.now + .seconds(30)
         while !released.load(ordering: .relaxed), ContinuousClock.now < deadline { usleep(10_000) }
         return []
     }
 
     /// A lookup is waiting now.
-    var isHanging: Bool { calls.load(ordering: .relaxed) > 1 && !released.load(ordering: .relaxed) }
+    var isHanging: Bool { hanging.load(ordering: .relaxed) > 0 }
 
     func release() { released.store(true, ordering: .relaxed) }
 }
@@ -60,6 +66,26 @@ struct DiscoveryTests {
                 }
                 #expect(lookup.isHanging)
             }
+        }
+    }
+
+    @Test func aNodeWhoseFirstDNSLookupHangsStillShutsDownAtOnce() async throws {
+        var logger = Logger(label: "test.discovery")
+        logger.logLevel = .critical
+        try await withNodes(["a"]) { nodes in
+            let lookup = HangingLookup(answered: 0)
+            defer { lookup.release() }
+            var configuration = ClusterMembership.Configuration()
+            configuration.dnsName = "peers.troupe.test"
+            configuration.dnsLookup = { lookup.lookup($0) }
+            let a = ClusterMembership(
+                configuration: configuration, transport: nodes[0].transport, localTypes: { [] }, logger: logger)
+            let running = Task { try? await a.run() }
+            try await waitFor("the first DNS lookup to hang") { lookup.isHanging }
+            // Cancellation is what graceful shutdown does to run() (cancelWhenGracefulShutdown).
+            running.cancel()
+            await running.value
+            #expect(lookup.isHanging, "run() waited for the lookup to give up")
         }
     }
 }
