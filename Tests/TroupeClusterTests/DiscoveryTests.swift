@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import ServiceLifecycle
 import Synchronization
 import Testing
 import TroupeCluster
@@ -80,11 +81,11 @@ struct DiscoveryTests {
             configuration.dnsLookup = { lookup.lookup($0) }
             let a = ClusterMembership(
                 configuration: configuration, transport: nodes[0].transport, localTypes: { [] }, logger: logger)
-            let running = Task { try? await a.run() }
+            let group = ServiceGroup(configuration: .init(services: [a], logger: logger))
+            let running = Task { try await group.run() }
             try await waitFor("the first DNS lookup to hang") { lookup.isHanging }
-            // Cancellation is what graceful shutdown does to run() (cancelWhenGracefulShutdown).
-            running.cancel()
-            await running.value
+            await group.triggerGracefulShutdown()
+            try await running.value
             #expect(lookup.isHanging, "run() waited for the lookup to give up")
         }
     }
