@@ -242,8 +242,9 @@ public final class ClusterMembership: Service, InvocationRouter, Sendable {
     /// a resolver that does not answer must not keep a draining sidecar from exiting. The lookup
     /// goes on on its thread, and its records are contacted if it ever returns.
     private func waitForFirstDiscovery() async {
-        let done = transport.eventLoop.makePromise(of: Void.self)
-        discover().cascade(to: done)
+        let discovered = discover()
+        let done = discovered.eventLoop.makePromise(of: Void.self)
+        discovered.cascade(to: done)
         // A promise completed twice keeps its first result, so the two may race.
         await withTaskCancellationHandler {
             try? await done.futureResult.get()
