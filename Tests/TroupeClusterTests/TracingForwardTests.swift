@@ -10,6 +10,7 @@ import TroupeCluster
 import TroupeMembership
 import TroupeProto
 import TroupeStore
+import TroupeTestActors
 import TroupeTestSupport
 import TroupeTracing
 import TroupeWire
@@ -53,8 +54,8 @@ struct TracingForwardTests {
         var logger = Logger(label: "test.tracing")
         logger.logLevel = .warning
         let identities = [
-            NodeIdentity(name: "a", address: "127.0.0.1:\(try await freePort())", uid: 1),
-            NodeIdentity(name: "b", address: "127.0.0.1:\(try await freePort())", uid: 2),
+            NodeIdentity(name: "a", address: "127.0.0.1:\(try LoopbackPort.free())", uid: 1),
+            NodeIdentity(name: "b", address: "127.0.0.1:\(try LoopbackPort.free())", uid: 2),
         ]
         let directories = identities.map { identity in
             var configuration = ActorDirectory.Configuration(system: "test", node: identity.name)

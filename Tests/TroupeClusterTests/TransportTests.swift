@@ -9,6 +9,7 @@ import TroupeTestSupport
 import TroupeActors
 import TroupeCluster
 import TroupeMembership
+import TroupeTestActors
 import TroupeWire
 
 /// Reports the node it runs on.
@@ -153,7 +154,7 @@ struct TransportTests {
 
     @Test func callsWaitingOnAPeerThatStopsFailAndTheLinkReconnectsWhenItIsBack() async throws {
         try await withNodes(["a"]) { nodes in
-            let port = try await freePort()
+            let port = try LoopbackPort.free()
             let identity = NodeIdentity(name: "b", address: "127.0.0.1:\(port)", uid: 1)
             nodes[0].transport.setAddress(of: identity)
             let call = RemoteCallEnvelope(
@@ -206,7 +207,7 @@ func withNodes(
         var identities: [NodeIdentity] = []
         for (index, name) in names.enumerated() {
             identities.append(
-                NodeIdentity(name: name, address: "127.0.0.1:\(try await freePort())", uid: UInt64(index + 1)))
+                NodeIdentity(name: name, address: "127.0.0.1:\(try LoopbackPort.free())", uid: UInt64(index + 1)))
         }
         do {
             try await withNodes(
@@ -259,15 +260,6 @@ func withNodes(
         node.stop()
         _ = await node.task.result
     }
-}
-
-/// A TCP port that was free a moment ago.
-func freePort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress?.port ?? 0
-    try await channel.close()
-    return port
 }
 
 /// Polls `condition` every 20 ms for at most `timeout`.

@@ -68,7 +68,7 @@ private struct ClusterNodeProcess: Sendable {
         for _ in 0..<3 {
             do {
                 return try await start(
-                    name: name, port: try await freeTCPPort(), seeds: seeds, store: store, extra: extra)
+                    name: name, port: try LoopbackPort.free(), seeds: seeds, store: store, extra: extra)
             } catch let error as TroupeError where error.code == .unavailable {
                 failure = error
             }
@@ -156,14 +156,6 @@ private func startCluster(_ count: Int, store: [String] = ["--store", "memory"])
         throw error
     }
     return nodes
-}
-
-private func freeTCPPort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress?.port ?? 0
-    try await channel.close()
-    return port
 }
 
 /// Calls `where` on `actor` through `node` until it answers (placement may still settle).

@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOPosix
+import TroupeTestActors
 import TroupeWire
 
 /// A PostgreSQL server of a test's own, on a free loopback port and a temporary data directory,
@@ -54,7 +55,7 @@ final class TestPostgresServer: Sendable {
         // the server starts again on a new one, three times at most.
         var failure: (any Error)?
         for _ in 0..<3 {
-            let server = TestPostgresServer(directory: directory, port: try await freePort(), bin: bin, options: options)
+            let server = TestPostgresServer(directory: directory, port: try LoopbackPort.free(), bin: bin, options: options)
             do {
                 try server.startAgain()
                 return server
@@ -142,16 +143,6 @@ final class TestPostgresServer: Sendable {
             FileManager.default.isExecutableFile(atPath: "\($0)/initdb")
         }
     }
-}
-
-/// A TCP port on 127.0.0.1 that was free a moment ago.
-func freePort() async throws -> Int {
-    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-        .bind(host: "127.0.0.1", port: 0).get()
-    let port = channel.localAddress?.port ?? 0
-    try await channel.close()
-    guard port > 0 else { throw TroupeError.internalError("no free port") }
-    return port
 }
 
 /// Runs an in-process sidecar (with the SDK host) on `server`, whose store operations give up

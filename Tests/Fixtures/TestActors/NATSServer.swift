@@ -1,10 +1,10 @@
 import Foundation
 
-/// A private nats-server process on 127.0.0.1, for tests: a port picked by the server itself
-/// on the first start and kept across restarts, its log in a temporary directory.
+/// A private nats-server process on 127.0.0.1, for tests: a port below the ephemeral range
+/// (``LoopbackPort``), kept across restarts, and its log in a temporary directory.
 public final class NATSServer: @unchecked Sendable {
-    // @unchecked: the mutable process and port are touched only by the one test that owns the server.
-    public private(set) var port = 0
+    // @unchecked: the mutable process is touched only by the one test that owns the server.
+    public let port: Int
     private var process: Process?
     private let directory: URL
     private let extraArguments: [String]
@@ -15,6 +15,7 @@ public final class NATSServer: @unchecked Sendable {
         directory = URL(fileURLWithPath: "/tmp/troupe-nats-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         extraArguments = arguments
+        port = try LoopbackPort.free()
         try start()
     }
 
@@ -27,8 +28,8 @@ public final class NATSServer: @unchecked Sendable {
 
     /// Starts the server (again), on the port of the first start.
     ///
-    /// A restart waits (5 s at most) while the port is taken: under the parallel test run it
-    /// sometimes is, for a while, once the server that had it is gone.
+    /// It waits (5 s at most) while the port is taken, as it may be for a moment after a server
+    /// killed with connections open.
     public func start() throws {
         let deadline = Date().addingTimeInterval(5)
         while true {
@@ -36,7 +37,7 @@ public final class NATSServer: @unchecked Sendable {
             if started { return }
             kill()
             let busy = said.contains("address already in use")
-            guard port != 0, busy, Date() < deadline else {
+            guard busy, Date() < deadline else {
                 let holders = busy ? "\nsockets on the port:\n\(shell("ss -tanpe | grep ':\(port) '").output)" : ""
                 stop()
                 throw NATSServerError(message: "nats-server did not start on port \(port): \(said)\(holders)")
@@ -51,8 +52,7 @@ public final class NATSServer: @unchecked Sendable {
         let log = directory.appendingPathComponent("nats-\(starts).log")
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.executable)
-        // -1: the server picks a free port and logs it; a restart reuses it.
-        process.arguments = ["-a", "127.0.0.1", "-p", port == 0 ? "-1" : "\(port)", "-l", log.path] + extraArguments
+        process.arguments = ["-a", "127.0.0.1", "-p", "\(port)", "-l", log.path] + extraArguments
         // What the server says before its log file is open (a port it cannot bind) goes to stderr.
         let stderr = directory.appendingPathComponent("nats-\(starts).stderr")
         FileManager.default.createFile(atPath: stderr.path, contents: nil)
@@ -63,12 +63,9 @@ public final class NATSServer: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(10)
         while Date() < deadline {
             let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-            if let range = text.range(of: "Listening for client connections on 127.0.0.1:") {
-                let digits = text[range.upperBound...].prefix { $0.isNumber }
-                if let found = Int(digits), text.contains("Server is ready") {
-                    port = found
-                    return (true, "")
-                }
+            if text.contains("Listening for client connections on 127.0.0.1:\(port)"), text.contains("Server is ready")
+            {
+                return (true, "")
             }
             guard process.isRunning else { break }
             Thread.sleep(forTimeInterval: 0.02)
