@@ -10,6 +10,13 @@
 /// through them either → the target becomes *suspect*, and *down* after the suspicion timeout
 /// unless it refutes by announcing a higher incarnation. Membership changes travel piggybacked on
 /// the pings and acks (gossip), each retransmitted a few times per member count.
+///
+/// Two refinements from Lifeguard (Dadgar et al., 2018), against false suspicions:
+/// - A ping to a suspect carries the suspicion, so the suspect hears it and refutes on the next
+///   probe instead of waiting for the rumor to reach it.
+/// - A tick that comes ``Settings/stallThreshold`` or more after the previous one means this node
+///   itself was not running (paused, starved of CPU). Acks and refutations may be waiting to be
+///   read, so its probes, relays and suspicions get that time back instead of expiring at once.
 public struct SWIM: Sendable {
     public struct Settings: Sendable {
         /// How often this node probes one member.
@@ -24,6 +31,9 @@ public struct SWIM: Sendable {
         public var suspicionTimeout: Int64 = 1000
         /// Gossip entries piggybacked on one message.
         public var maxGossip = 8
+        /// A gap this long between two ticks is time this node did not run, not time the others
+        /// failed to answer. Well above the runtime's tick interval, well below the timeouts'.
+        public var stallThreshold: Int64 = 300
 
         public init() {}
     }
@@ -70,6 +80,7 @@ public struct SWIM: Sendable {
     private var suspicions: [NodeIdentity: Int64] = [:]
     private var rumors: [NodeIdentity: Rumor] = [:]
     private var nextProbeID: UInt64 = 1
+    private var lastTick: Int64?
     private var random: SplitMix
 
     public init(myself node: NodeIdentity, settings: Settings = Settings(), seed: UInt64) {
@@ -115,6 +126,8 @@ public struct SWIM: Sendable {
 
     /// Advances time: starts and times out probes, and ends suspicions.
     public mutating func tick(now: Int64) -> [Directive] {
+        if let lastTick, now - lastTick >= settings.stallThreshold { postpone(by: now - lastTick) }
+        lastTick = now
         var directives: [Directive] = []
         if myself.status == .joining, known.values.allSatisfy({ $0.status == .down }) {
             // Nobody to confirm us: a cluster of one is up.
@@ -167,6 +180,13 @@ public struct SWIM: Sendable {
         return directives
     }
 
+    /// Gives the running probe, the relays and the suspicions back `stall` ms this node did not run.
+    private mutating func postpone(by stall: Int64) {
+        probe?.started += stall
+        for id in Array(relays.keys) { relays[id]?.started += stall }
+        for node in Array(suspicions.keys) { suspicions[node]? += stall }
+    }
+
     // MARK: Probing
 
     private mutating func advanceProbe(now: Int64) -> [Directive] {
@@ -197,7 +217,7 @@ public struct SWIM: Sendable {
         nextProbeAt = now + settings.probeInterval
         let id = allocateProbeID()
         probe = Probe(id: id, target: target, started: now, indirect: false)
-        return [.send(.ping(probe: id, gossip: gossip()), to: target)]
+        return [.send(.ping(probe: id, gossip: gossip(tellingSuspect: target)), to: target)]
     }
 
     private mutating func nextTarget() -> NodeIdentity? {
@@ -297,18 +317,20 @@ public struct SWIM: Sendable {
         return 3 * bits
     }
 
-    /// This node's entry, then the least-sent rumors.
-    private mutating func gossip() -> [Member] {
+    /// This node's entry, then the least-sent rumors. With `target` suspect, its suspicion comes
+    /// right after this node's entry, whether or not it is still a rumor to spread.
+    private mutating func gossip(tellingSuspect target: NodeIdentity? = nil) -> [Member] {
         let limit = retransmitLimit
-        let chosen = rumors.values.filter { $0.member.node != myself.node }
+        let suspicion = target.flatMap { known[$0] }.flatMap { $0.status == .suspect ? $0 : nil }
+        let chosen = rumors.values.filter { $0.member.node != myself.node && $0.member.node != suspicion?.node }
             .sorted { ($0.sent, $0.member.node) < ($1.sent, $1.member.node) }
-            .prefix(settings.maxGossip - 1)
+            .prefix(max(0, settings.maxGossip - (suspicion == nil ? 1 : 2)))
         for rumor in chosen {
             let node = rumor.member.node
             rumors[node]?.sent += 1
             if let sent = rumors[node]?.sent, sent >= limit { rumors.removeValue(forKey: node) }
         }
-        return [myself] + chosen.map(\.member)
+        return [myself] + (suspicion.map { [$0] } ?? []) + chosen.map(\.member)
     }
 
     /// Sends this node's news to every member at once (leave, depart).

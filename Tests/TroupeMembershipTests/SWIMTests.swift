@@ -85,6 +85,56 @@ struct SWIMTests {
         #expect(!cluster.changes.contains { $0.member.node == c && $0.member.status == .down })
     }
 
+    @Test func aSuspectThatResumesAfterTheRumorDiedDownLearnsItFromTheNextPingAndRefutes() {
+        var cluster = SimulatedCluster()
+        // Long enough for the suspicion to stop travelling as gossip before it could end.
+        cluster.settings.suspicionTimeout = 60_000
+        cluster.add(a)
+        cluster.add(b, joining: a)
+        cluster.add(c, joining: a)
+        _ = cluster.run(until: 5000) { cluster in
+            [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+        }
+        cluster.paused.insert(c)
+        let suspected = cluster.run(until: 5000) { allSee($0, c, as: .suspect, among: [a, b]) }
+        #expect(suspected != nil)
+        cluster.run(for: 10_000)
+        cluster.paused.remove(c)
+        let took = cluster.run(until: 3000) { allSee($0, c, as: .up, among: [a, b]) }
+        #expect(took != nil, "c is still suspect: nobody told it")
+        #expect((cluster.nodes[c]?.myself.incarnation ?? 0) >= 1)
+    }
+
+    @Test func aNodeThatStallsReadsTheRefutationWaitingForItBeforeItsSuspicionEnds() {
+        func stallWhileTheSuspectRefutes(stallThreshold: Int64) -> SimulatedCluster {
+            var cluster = SimulatedCluster()
+            cluster.settings.stallThreshold = stallThreshold
+            cluster.add(a)
+            cluster.add(b, joining: a)
+            cluster.add(c, joining: a)
+            _ = cluster.run(until: 5000) { cluster in
+                [a, b, c].allSatisfy { allSee(cluster, $0, as: .up, among: [a, b, c]) }
+            }
+            cluster.paused.insert(c)
+            _ = cluster.run(until: 5000) { allSee($0, c, as: .suspect, among: [a, b]) }
+            // a stops running for longer than the suspicion lasts; meanwhile c is back and
+            // refutes, and what c and b tell a waits in a's sockets.
+            cluster.stall(a)
+            cluster.paused.remove(c)
+            cluster.run(for: 1200)
+            cluster.resume(a)
+            cluster.run(for: 1000)
+            return cluster
+        }
+        let guarded = stallWhileTheSuspectRefutes(stallThreshold: SWIM.Settings().stallThreshold)
+        #expect(!guarded.changes.contains { $0.member.node == c && $0.member.status == .down })
+        #expect(allSee(guarded, c, as: .up, among: [a, b]))
+        #expect(guarded.nodes[c]?.myself.status == .up)
+        // The same stall, the guard off: a's first tick ends the suspicion before a reads the refutation.
+        let unguarded = stallWhileTheSuspectRefutes(stallThreshold: .max)
+        #expect(unguarded.changes.contains { $0.observer == a && $0.member.node == c && $0.member.status == .down })
+    }
+
     @Test func aPausedNodeDeclaredDownLearnsItWhenItResumesAndDownsNobodyElse() {
         var cluster = formed()
         _ = cluster.run(until: 5000) { cluster in

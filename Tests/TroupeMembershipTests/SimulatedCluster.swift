@@ -3,9 +3,16 @@ import TroupeMembership
 /// SWIM nodes on a simulated network and clock: messages arrive at once unless the node is dead,
 /// paused, or the link between two nodes is cut.
 struct SimulatedCluster {
+    /// The settings of the nodes added from now on.
+    var settings = SWIM.Settings()
     var nodes: [NodeIdentity: SWIM] = [:]
     var dead: Set<NodeIdentity> = []
+    /// Nodes that neither run nor receive: what is sent to them is lost.
     var paused: Set<NodeIdentity> = []
+    /// Nodes that do not run, as a process starved of CPU: what is sent to them waits, as in a
+    /// socket buffer, and is read after their first tick once they run again (``resume(_:)``).
+    private(set) var stalled: Set<NodeIdentity> = []
+    private var held: [(from: NodeIdentity, to: NodeIdentity, message: SWIM.Message)] = []
     var cut: Set<[NodeIdentity]> = []
     var now: Int64 = 0
     /// Every status change each node announced, in order.
@@ -16,7 +23,7 @@ struct SimulatedCluster {
     }
 
     mutating func add(_ node: NodeIdentity, joining seed: NodeIdentity? = nil) {
-        nodes[node] = SWIM(myself: node, seed: 42)
+        nodes[node] = SWIM(myself: node, settings: settings, seed: 42)
         if let seed { deliver(nodes[node]!.join(seed, now: now), from: node) }
     }
 
@@ -35,6 +42,10 @@ struct SimulatedCluster {
                 changes.append((from, member))
             case .send(let message, let to):
                 guard canReach(from, to), nodes[to] != nil else { continue }
+                if stalled.contains(to) {
+                    held.append((from, to, message))
+                    continue
+                }
                 let more = nodes[to]!.receive(message, from: from, now: now)
                 queue += more.map { (to, $0) }
             }
@@ -46,9 +57,25 @@ struct SimulatedCluster {
         let end = now + milliseconds
         while now < end {
             now += 50
-            for node in nodes.keys.sorted() where !dead.contains(node) && !paused.contains(node) {
+            for node in nodes.keys.sorted()
+            where !dead.contains(node) && !paused.contains(node) && !stalled.contains(node) {
                 deliver(nodes[node]!.tick(now: now), from: node)
             }
+        }
+    }
+
+    /// Stops `node` running; what is sent to it waits.
+    mutating func stall(_ node: NodeIdentity) { stalled.insert(node) }
+
+    /// Lets `node` run again: it ticks first, then reads what waited for it, which is the worst
+    /// order for it (its timers fire before it sees the answers that came meanwhile).
+    mutating func resume(_ node: NodeIdentity) {
+        stalled.remove(node)
+        deliver(nodes[node]!.tick(now: now), from: node)
+        let waiting = held.filter { $0.to == node }
+        held.removeAll { $0.to == node }
+        for (from, to, message) in waiting {
+            deliver(nodes[to]!.receive(message, from: from, now: now), from: to)
         }
     }
 
