@@ -17,6 +17,8 @@
 /// - A tick that comes ``Settings/stallThreshold`` or more after the previous one means this node
 ///   itself was not running (paused, starved of CPU). Acks and refutations may be waiting to be
 ///   read, so its probes, relays and suspicions get that time back instead of expiring at once.
+///   Only an isolated stall is given back: when the tick before was late too, the node keeps
+///   stalling, and its timeouts run on the clock, or it would never suspect anyone.
 public struct SWIM: Sendable {
     public struct Settings: Sendable {
         /// How often this node probes one member.
@@ -81,6 +83,7 @@ public struct SWIM: Sendable {
     private var rumors: [NodeIdentity: Rumor] = [:]
     private var nextProbeID: UInt64 = 1
     private var lastTick: Int64?
+    private var lastTickStalled = false
     private var random: SplitMix
 
     public init(myself node: NodeIdentity, settings: Settings = Settings(), seed: UInt64) {
@@ -126,8 +129,10 @@ public struct SWIM: Sendable {
 
     /// Advances time: starts and times out probes, and ends suspicions.
     public mutating func tick(now: Int64) -> [Directive] {
-        if let lastTick, now - lastTick >= settings.stallThreshold { postpone(by: now - lastTick) }
+        let stalled = lastTick.map { now - $0 >= settings.stallThreshold } ?? false
+        if stalled, !lastTickStalled, let lastTick { postpone(by: now - lastTick) }
         lastTick = now
+        lastTickStalled = stalled
         var directives: [Directive] = []
         if myself.status == .joining, known.values.allSatisfy({ $0.status == .down }) {
             // Nobody to confirm us: a cluster of one is up.

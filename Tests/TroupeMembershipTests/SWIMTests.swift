@@ -135,6 +135,27 @@ struct SWIMTests {
         #expect(unguarded.changes.contains { $0.observer == a && $0.member.node == c && $0.member.status == .down })
     }
 
+    @Test func aNodeWhoseEveryTickIsLateStillDeclaresADeadMemberDown() {
+        var cluster = SimulatedCluster()
+        cluster.add(a)
+        cluster.add(b, joining: a)
+        _ = cluster.run(until: 5000) { allSee($0, a, as: .up, among: [b]) && allSee($0, b, as: .up, among: [a]) }
+        cluster.dead.insert(b)
+        // a runs only every 400 ms from now on, so each of its ticks is a stall; nobody else can tell it.
+        var took: Int64?
+        for round in 1...50 {
+            cluster.stall(a)
+            cluster.run(for: 400)
+            cluster.resume(a)
+            if cluster.status(of: b, seenBy: a) == .down {
+                took = Int64(round) * 400
+                break
+            }
+        }
+        #expect(took != nil, "a never declared the dead b down")
+        #expect((took ?? .max) <= 5000, "took \(took ?? -1) ms")
+    }
+
     @Test func aPausedNodeDeclaredDownLearnsItWhenItResumesAndDownsNobodyElse() {
         var cluster = formed()
         _ = cluster.run(until: 5000) { cluster in
