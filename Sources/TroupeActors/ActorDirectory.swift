@@ -71,8 +71,12 @@ public final class ActorDirectory: Service, Sendable {
         }
     }
 
+    private typealias ActivationCause = (action: String, trace: [String: String])
+
     private enum Work: Sendable {
-        case activate(ActorKey, activationID: UInt64, spawnFrom: String)
+        /// `cause`: the action and headers of the call that found the actor inactive; its span is
+        /// the activation's parent.
+        case activate(ActorKey, activationID: UInt64, spawnFrom: String, cause: ActivationCause)
         /// Store the unsaved write-behind state of an activation that is going away.
         case flush(ActorProcess)
         /// Let go of an actor another node owns now, then answer that node (``StableTargets/directoryRelease``).
@@ -497,7 +501,9 @@ public final class ActorDirectory: Service, Sendable {
                 var queue = CircularBuffer<Call>(initialCapacity: 4)
                 queue.append(call)
                 state.slots[key] = Slot(activationID: id, queue: queue, lastActivity: .now())
-                activate = .activate(key, activationID: id, spawnFrom: invocation.spawnFrom)
+                activate = .activate(
+                    key, activationID: id, spawnFrom: invocation.spawnFrom,
+                    cause: (invocation.action, invocation.metadata))
             }
             return nil
         }
@@ -845,12 +851,18 @@ public final class ActorDirectory: Service, Sendable {
 
     // MARK: Activation
 
-    private func activate(_ key: ActorKey, activationID: UInt64, spawnFrom: String) async {
+    private func activate(
+        _ key: ActorKey, activationID: UInt64, spawnFrom: String, cause: ActivationCause
+    ) async {
+        var trace = cause.trace
+        let span = tracing?.startSpan(
+            TroupeSpan.actorActivate, kind: .internal, metadata: &trace, actorID: key.name, action: cause.action)
         do {
             if let router = router.withLock({ $0 }), let source = router.handOffSource(of: key, spawnFrom: spawnFrom) {
                 await handOff(key, from: source)
             }
             let (info, host) = try await resolve(key, spawnFrom: spawnFrom)
+            span?.attributes[TroupeSpanAttribute.actorType] = info.name
             var activation: Activation?
             if info.stateful || info.definition.kind == .unnamed {
                 activation = try await store.activate(key, actorType: info.name)
@@ -884,9 +896,11 @@ public final class ActorDirectory: Service, Sendable {
             activeGauge.record(activeCount)
             logger.debug(
                 "actor activated", metadata: ["troupe.actor_id": "\(key)", "troupe.actor_type": "\(info.name)"])
+            span?.end(reporting: nil)
             if start { process.schedulePump(on: host.eventLoop) }
         } catch {
             let error = TroupeError(wrapping: error)
+            span?.end(reporting: error)
             let calls = state.withLock { state -> [Call] in
                 guard let slot = state.slots[key], slot.activationID == activationID else { return [] }
                 state.slots.removeValue(forKey: key)
@@ -1080,8 +1094,8 @@ public final class ActorDirectory: Service, Sendable {
             for await item in work {
                 group.addTask {
                     switch item {
-                    case .activate(let key, let id, let spawnFrom):
-                        await self.activate(key, activationID: id, spawnFrom: spawnFrom)
+                    case .activate(let key, let id, let spawnFrom, let cause):
+                        await self.activate(key, activationID: id, spawnFrom: spawnFrom, cause: cause)
                     case .flush(let process):
                         await process.whenLocal { await $0.flushForDeactivation() }
                     case .release(let key, let deadline, let reply):

@@ -282,9 +282,15 @@ public distributed actor ActorProcess {
         pendingWrites += 1
         let blob = StateBlob(typeURL: answer.newState.typeURL, bytes: Array(answer.newState.value))
         let (store, key, token) = (self.store, self.key, fencingToken)
+        // A copy: the turn's span stays the parent of the effects that follow the write.
+        var traced = call.invocation.metadata
+        let span = directory.tracing?.startSpan(
+            TroupeSpan.stateWrite, kind: .client, metadata: &traced, actorID: key.name,
+            action: call.invocation.action, actorType: type.name)
         host.eventLoop.makeFutureWithTask {
             try await store.write(key, state: blob, fencingToken: token)
         }.whenComplete { written in
+            span?.end(reporting: written.map { _ in () }.mapError { TroupeError(wrapping: $0) })
             self.assumeIsolated { $0.stored(call, answer, written, turn) }
         }
     }

@@ -19,6 +19,12 @@ public enum TroupeSpan {
     public static let clientInvoke = "troupe.client.invoke"
     /// An SDK host runs an action for the sidecar's turn (server side of the host invocation).
     public static let hostAction = "troupe.host.action"
+    /// The sidecar activates an actor for the call that found it inactive: the wait for its old
+    /// owner to let go, finding its type and host, and loading its state (with a new fencing token).
+    public static let actorActivate = "troupe.actor.activate"
+    /// The state a turn returned is stored before the caller is answered (a write-through type),
+    /// as a child of the turn.
+    public static let stateWrite = "troupe.state.write"
 }
 
 /// The attribute names of Troupe's spans.

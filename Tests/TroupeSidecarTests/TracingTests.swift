@@ -57,6 +57,38 @@ struct TracingTests {
         }
     }
 
+    @Test func aFirstCallShowsTheActivationAndAWriteThroughTurnItsStateWriteAsChildSpans() async throws {
+        let tracer = W3CTestTracer()
+        let caller = TraceParent.random()
+        try await withSidecar(tracer: tracer) { harness in
+            let client = try await harness.client()
+            let value: Int = try await client.invoke(
+                "counter", action: "add", 2, metadata: [TraceHeaders.traceparent: caller.header])
+            #expect(value == 2)
+            let spans = try await finished(
+                tracer, [TroupeSpan.invoke, TroupeSpan.actorActivate, TroupeSpan.actorTurn, TroupeSpan.stateWrite])
+            let (invoke, activate, turn, write) = (spans[0], spans[1], spans[2], spans[3])
+            #expect(activate.traceID == caller.traceID)
+            #expect(activate.parentSpanID == invoke.spanID)
+            #expect(string(activate, TroupeSpanAttribute.actorType) == "counter")
+            #expect(string(activate, TroupeSpanAttribute.action) == "add")
+            #expect(string(activate, TroupeSpanAttribute.status) == "ok")
+            #expect(turn.parentSpanID == invoke.spanID)
+            #expect(write.traceID == caller.traceID)
+            #expect(write.parentSpanID == turn.spanID)
+            #expect(write.kind == .client)
+            #expect(string(write, TroupeSpanAttribute.actorType) == "counter")
+            #expect(string(write, TroupeSpanAttribute.status) == "ok")
+
+            // The actor is active now: the next call writes its state again, and activates nothing.
+            let next: Int = try await client.invoke("counter", action: "add", 1)
+            #expect(next == 3)
+            _ = try await finished(tracer, [TroupeSpan.stateWrite], count: 2)
+            #expect(tracer.finishedSpans.filter { $0.operationName == TroupeSpan.actorActivate }.count == 1)
+            await client.close()
+        }
+    }
+
     @Test func aFailedCallEndsItsSpansWithTheErrorStatus() async throws {
         let tracer = W3CTestTracer()
         try await withSidecar(tracer: tracer) { harness in
@@ -165,7 +197,8 @@ func finished(_ tracer: W3CTestTracer, _ names: Set<String>, count: Int? = nil) 
 private func order(_ name: String) -> Int {
     [
         TroupeSpan.clientInvoke, TroupeSpan.invoke, TroupeSpan.bridgeCall, TroupeSpan.bridgeServe,
-        TroupeSpan.clusterForward, TroupeSpan.clusterServe, TroupeSpan.actorTurn, TroupeSpan.hostAction,
+        TroupeSpan.clusterForward, TroupeSpan.clusterServe, TroupeSpan.actorActivate, TroupeSpan.actorTurn,
+        TroupeSpan.hostAction, TroupeSpan.stateWrite,
     ].firstIndex(of: name) ?? .max
 }
 
