@@ -729,7 +729,18 @@ public final class ActorDirectory: Service, Sendable {
     ///
     /// - Returns: how many local listeners it was queued for, and whether the bridge took it.
     @discardableResult
-    public func broadcast(_ broadcast: Broadcast) -> (listeners: Int, bridged: Bool) {
+    public func broadcast(_ original: Broadcast) -> (listeners: Int, bridged: Bool) {
+        var traced = original
+        let span = tracing?.startSpan(
+            TroupeSpan.broadcast, kind: traced.originSystem == configuration.system ? .producer : .consumer,
+            metadata: &traced.metadata, actorID: traced.sender?.name ?? "", action: traced.action)
+        // With the span's context in its metadata: the listeners' turns are children of the span.
+        let broadcast = traced
+        if let span {
+            span.attributes[TroupeSpanAttribute.channel] = broadcast.channel
+            // A client's broadcast comes from no actor.
+            if broadcast.sender == nil { span.attributes[TroupeSpanAttribute.actorID] = nil }
+        }
         let listeners = state.withLock { state in
             state.types.values.compactMap { entry -> String? in
                 guard !entry.hosts.isEmpty, entry.info.definition.kind == .named,
@@ -774,6 +785,8 @@ public final class ActorDirectory: Service, Sendable {
                     metadata: ["troupe.channel": "\(broadcast.channel)", "troupe.error": "\(error)"])
             }
         }
+        span?.attributes[TroupeSpanAttribute.listeners] = listeners.count
+        span?.end(reporting: nil)
         return (listeners.count, bridged)
     }
 

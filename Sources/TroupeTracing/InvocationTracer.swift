@@ -25,6 +25,10 @@ public enum TroupeSpan {
     /// The state a turn returned is stored before the caller is answered (a write-through type),
     /// as a child of the turn.
     public static let stateWrite = "troupe.state.write"
+    /// A broadcast is handed to this system's listeners and, from its own system, to the bridge
+    /// (producer); in another system, it arrived over NATS (consumer). Each listener's turn is a
+    /// child.
+    public static let broadcast = "troupe.broadcast"
 }
 
 /// The attribute names of Troupe's spans.
@@ -38,6 +42,10 @@ public enum TroupeSpanAttribute {
     public static let status = "troupe.status"
     /// For a cluster forward: the node the call went to. For a bridge call: the system it went to.
     public static let peer = "troupe.peer"
+    /// The channel of a broadcast.
+    public static let channel = "troupe.channel"
+    /// How many of this system's actor types a broadcast was handed to.
+    public static let listeners = "troupe.listeners"
 }
 
 /// Starts Troupe's spans on one tracer and carries their context in invocation metadata.

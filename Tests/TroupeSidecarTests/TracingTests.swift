@@ -89,6 +89,32 @@ struct TracingTests {
         }
     }
 
+    @Test func aBroadcastIsASpanBetweenTheBroadcasterAndEachListenersTurn() async throws {
+        let tracer = W3CTestTracer()
+        let caller = TraceParent.random()
+        try await withSidecar(tracer: tracer) { harness in
+            let client = try await harness.client()
+            let sent = try await client.broadcast(
+                "news", action: "hear", "hello", metadata: [TraceHeaders.traceparent: caller.header])
+            #expect(sent.localListeners == 1)
+            let spans = try await finished(tracer, [TroupeSpan.broadcast, TroupeSpan.actorTurn])
+            let (broadcast, turn) = (spans[0], spans[1])
+            #expect(broadcast.traceID == caller.traceID)
+            #expect(broadcast.parentSpanID == caller.spanID)
+            #expect(broadcast.kind == .producer)
+            #expect(string(broadcast, TroupeSpanAttribute.channel) == "news")
+            #expect(string(broadcast, TroupeSpanAttribute.action) == "hear")
+            #expect(string(broadcast, TroupeSpanAttribute.status) == "ok")
+            // A client's broadcast comes from no actor.
+            #expect(broadcast.attributes[TroupeSpanAttribute.actorID] == nil)
+            #expect(broadcast.attributes[TroupeSpanAttribute.listeners]?.toSpanAttribute() == .int64(1))
+            #expect(turn.traceID == caller.traceID)
+            #expect(turn.parentSpanID == broadcast.spanID)
+            #expect(string(turn, TroupeSpanAttribute.actorID) == "listener")
+            await client.close()
+        }
+    }
+
     @Test func aFailedCallEndsItsSpansWithTheErrorStatus() async throws {
         let tracer = W3CTestTracer()
         try await withSidecar(tracer: tracer) { harness in
@@ -168,6 +194,37 @@ struct TracingTests {
         }
     }
 
+    @Test func aBroadcastThatCrossesSystemsIsAConsumerSpanThereAChildOfTheBroadcastersSpan() async throws {
+        let tracer = W3CTestTracer()
+        let server = try NATSServer()
+        defer { server.stop() }
+        let caller = TraceParent.random()
+        try await withSidecar(system: "alpha", tracer: tracer, configure: bridged(to: server.url)) { alpha in
+            try await withSidecar(system: "beta", tracer: tracer, configure: bridged(to: server.url)) { _ in
+                let client = try await alpha.client()
+                let sent = try await client.broadcast(
+                    "news", action: "hear", "hello", metadata: [TraceHeaders.traceparent: caller.header])
+                #expect(sent.bridged)
+                let spans = try await finished(tracer, [TroupeSpan.broadcast, TroupeSpan.actorTurn], count: 4)
+                func span(_ name: String, in system: String) throws -> FinishedInMemorySpan {
+                    try #require(
+                        spans.first { $0.operationName == name && string($0, TroupeSpanAttribute.system) == system })
+                }
+                let sending = try span(TroupeSpan.broadcast, in: "alpha")
+                let receiving = try span(TroupeSpan.broadcast, in: "beta")
+                #expect(Set(spans.map(\.traceID)) == [caller.traceID])
+                #expect(sending.parentSpanID == caller.spanID)
+                #expect(sending.kind == .producer)
+                #expect(receiving.parentSpanID == sending.spanID)
+                #expect(receiving.kind == .consumer)
+                #expect(string(receiving, TroupeSpanAttribute.channel) == "news")
+                #expect(try span(TroupeSpan.actorTurn, in: "alpha").parentSpanID == sending.spanID)
+                #expect(try span(TroupeSpan.actorTurn, in: "beta").parentSpanID == receiving.spanID)
+                await client.close()
+            }
+        }
+    }
+
     @Test func withoutATracerTraceHeadersReachTheActorUnchanged() async throws {
         let caller = TraceParent.random()
         try await withSidecar { harness in
@@ -197,7 +254,8 @@ func finished(_ tracer: W3CTestTracer, _ names: Set<String>, count: Int? = nil) 
 private func order(_ name: String) -> Int {
     [
         TroupeSpan.clientInvoke, TroupeSpan.invoke, TroupeSpan.bridgeCall, TroupeSpan.bridgeServe,
-        TroupeSpan.clusterForward, TroupeSpan.clusterServe, TroupeSpan.actorActivate, TroupeSpan.actorTurn,
+        TroupeSpan.clusterForward, TroupeSpan.clusterServe, TroupeSpan.broadcast, TroupeSpan.actorActivate,
+        TroupeSpan.actorTurn,
         TroupeSpan.hostAction, TroupeSpan.stateWrite,
     ].firstIndex(of: name) ?? .max
 }
