@@ -34,13 +34,16 @@ public enum LoopbackPort {
         throw LoopbackPortError(message: "no free port on 127.0.0.1 in \(candidates) after 500 tries")
     }
 
-    /// The ports under the ephemeral range, or a fixed block if the range cannot be read.
+    /// Ports outside the ephemeral range: below it, or above it when it starts too low, or a
+    /// fixed block if the range cannot be read.
     static func candidateRange() -> ClosedRange<Int> {
         let text = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8)) ?? ""
         let bounds = text.split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
-        // 32768 is Linux's default lower bound; a range that starts low leaves the block above it.
-        guard let low = bounds.first, low > 12_000 else { return 61_000...64_999 }
-        return 10_000...(low - 1)
+        guard bounds.count == 2 else { return 61_000...64_999 }
+        // 32768 is Linux's default lower bound.
+        if bounds[0] > 12_000 { return 10_000...(bounds[0] - 1) }
+        if bounds[1] < 63_000 { return (bounds[1] + 1)...65_000 }
+        return 61_000...64_999
     }
 
     /// Whether a listening socket could be bound to `port` now. Without SO_REUSEADDR, so a port
