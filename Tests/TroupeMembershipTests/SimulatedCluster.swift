@@ -1,7 +1,8 @@
 import TroupeMembership
 
 /// SWIM nodes on a simulated network and clock: messages arrive at once unless the node is dead,
-/// paused, or the link between two nodes is cut.
+/// paused, or the link between two nodes is cut (they are lost), or the node is stalled (they
+/// wait for it).
 struct SimulatedCluster {
     /// The settings of the nodes added from now on.
     var settings = SWIM.Settings()
