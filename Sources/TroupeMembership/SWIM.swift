@@ -20,7 +20,7 @@
 ///   Only an isolated stall is given back: when the tick before was late too, the node keeps
 ///   stalling, and its timeouts run on the clock, or it would never suspect anyone.
 public struct SWIM: Sendable {
-    public struct Settings: Sendable {
+    public struct Settings: Sendable, Equatable {
         /// How often this node probes one member.
         public var probeInterval: Int64 = 500
         /// How long a direct ping may take before indirect probes start.

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TroupeSidecar
+import TroupeTestActors
 import TroupeWire
 
 @Suite("Sidecar configuration")
@@ -27,6 +28,38 @@ struct ConfigurationTests {
         #expect(throws: TroupeError.self) { try configuration.apply(yaml: "system: \"unterminated") }
         #expect(throws: TroupeError.self) { try configuration.set("max-frame-bytes", to: "-1") }
         #expect(throws: TroupeError.self) { try configuration.set("listen-tcp", to: "nohost") }
+    }
+
+    @Test func theFailureDetectorSettingsReachTheClusterMembershipAndRefuseValuesOutOfRange() async throws {
+        var parsed = SidecarConfiguration()
+        try parsed.apply(yaml: "cluster-probe-interval-ms: 1500\ncluster-ping-timeout-ms: 600\n")
+        try parsed.apply(environment: [
+            "TROUPE_CLUSTER_INDIRECT_TIMEOUT_MS": "900", "TROUPE_CLUSTER_SUSPICION_TIMEOUT_MS": "4000",
+        ])
+        let detector = parsed.clusterFailureDetector
+        #expect(detector.probeInterval == 1500)
+        #expect(detector.pingTimeout == 600)
+        #expect(detector.indirectTimeout == 900)
+        #expect(detector.suspicionTimeout == 4000)
+        for (key, value) in [
+            ("cluster-probe-interval-ms", "49"), ("cluster-ping-timeout-ms", "0"),
+            ("cluster-indirect-timeout-ms", "60001"), ("cluster-suspicion-timeout-ms", "99"),
+        ] {
+            let refusal = #expect(throws: TroupeError.self) { try parsed.set(key, to: value) }
+            #expect(refusal?.message.contains(key) == true, "\(String(describing: refusal))")
+        }
+        #expect(parsed.clusterFailureDetector == detector)
+
+        let port = try LoopbackPort.free()
+        try await withSidecar(
+            store: "memory",
+            configure: {
+                $0.clusterListen = "127.0.0.1:\(port)"
+                $0.clusterFailureDetector = detector
+            }
+        ) { harness in
+            #expect(harness.sidecar.cluster?.membership.configuration.swim == detector)
+        }
     }
 
     @Test func aYAMLAliasBombIsRefusedWithoutBeingExpanded() throws {

@@ -196,6 +196,7 @@ public final class Sidecar: Sendable {
             configuration: transportConfiguration, actorSystem: directory.actorSystem, group: group, logger: logger)
         var membershipConfiguration = ClusterMembership.Configuration()
         membershipConfiguration.seeds = configuration.clusterSeeds
+        membershipConfiguration.swim = configuration.clusterFailureDetector
         membershipConfiguration.dnsName = configuration.clusterDNS
         membershipConfiguration.dnsPort = ClusterTransport.split(advertise)?.1 ?? port
         let membership = ClusterMembership(

@@ -2,6 +2,7 @@ import Foundation
 public import TroupeActors
 public import TroupeBridge
 public import TroupeCluster
+public import TroupeMembership
 public import TroupeNATS
 public import TroupePostgres
 public import TroupeStateEncryption
@@ -108,6 +109,10 @@ public struct SidecarConfiguration: Sendable, Equatable {
     public var clusterTLSCAFile: String?
     /// How often the cluster TLS files are read again, to pick up rotated certificates.
     public var clusterTLSReloadMs: UInt32 = 5000
+    /// The failure detector's probe interval and timeouts (docs/cluster.md); the
+    /// `cluster-probe-interval-ms`, `cluster-ping-timeout-ms`, `cluster-indirect-timeout-ms` and
+    /// `cluster-suspicion-timeout-ms` settings.
+    public var clusterFailureDetector = SWIM.Settings()
     /// The OpenTelemetry collector spans are exported to over OTLP, `http(s)://HOST:PORT`; nil: no
     /// spans are made and trace headers pass through unchanged (docs/observability.md).
     public var otlpEndpoint: String?
@@ -427,6 +432,23 @@ public struct SidecarConfiguration: Sendable, Equatable {
         Setting(key: "cluster-max-frame-bytes", summary: "largest cluster envelope accepted from another sidecar") {
             c, v throws(TroupeError) in
             c.clusterMaxFrameBytes = try number(v, "cluster-max-frame-bytes", in: 1024...UInt32(1 << 30))
+        },
+        Setting(key: "cluster-probe-interval-ms", summary: "how often the failure detector probes one member") {
+            c, v throws(TroupeError) in
+            c.clusterFailureDetector.probeInterval = try number(v, "cluster-probe-interval-ms", in: 50...60_000)
+        },
+        Setting(key: "cluster-ping-timeout-ms", summary: "how long a direct probe may take before indirect ones") {
+            c, v throws(TroupeError) in
+            c.clusterFailureDetector.pingTimeout = try number(v, "cluster-ping-timeout-ms", in: 10...60_000)
+        },
+        Setting(key: "cluster-indirect-timeout-ms", summary: "how long indirect probes may take before suspicion") {
+            c, v throws(TroupeError) in
+            c.clusterFailureDetector.indirectTimeout = try number(v, "cluster-indirect-timeout-ms", in: 10...60_000)
+        },
+        Setting(key: "cluster-suspicion-timeout-ms", summary: "how long a suspect member has to refute") {
+            c, v throws(TroupeError) in
+            c.clusterFailureDetector.suspicionTimeout = try number(
+                v, "cluster-suspicion-timeout-ms", in: 100...600_000)
         },
     ]
 
