@@ -326,16 +326,17 @@ public struct SWIM: Sendable {
     /// right after this node's entry, whether or not it is still a rumor to spread.
     private mutating func gossip(tellingSuspect target: NodeIdentity? = nil) -> [Member] {
         let limit = retransmitLimit
-        let suspicion = target.flatMap { known[$0] }.flatMap { $0.status == .suspect ? $0 : nil }
-        let chosen = rumors.values.filter { $0.member.node != myself.node && $0.member.node != suspicion?.node }
+        var head = [myself]
+        if let target, let member = known[target], member.status == .suspect { head.append(member) }
+        let chosen = rumors.values.filter { rumor in !head.contains { $0.node == rumor.member.node } }
             .sorted { ($0.sent, $0.member.node) < ($1.sent, $1.member.node) }
-            .prefix(max(0, settings.maxGossip - (suspicion == nil ? 1 : 2)))
+            .prefix(max(0, settings.maxGossip - head.count))
         for rumor in chosen {
             let node = rumor.member.node
             rumors[node]?.sent += 1
             if let sent = rumors[node]?.sent, sent >= limit { rumors.removeValue(forKey: node) }
         }
-        return [myself] + (suspicion.map { [$0] } ?? []) + chosen.map(\.member)
+        return head + chosen.map(\.member)
     }
 
     /// Sends this node's news to every member at once (leave, depart).
